@@ -1,0 +1,80 @@
+"""mailer: templated email over real SMTP, sent concurrently, and easy to test."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from mailer.addresses import Address
+from mailer.client import MessageClient, generate_message_client
+from mailer.exceptions import (
+    AuthenticationError,
+    ConfigError,
+    ConnectError,
+    DataRefusedError,
+    DeliveryError,
+    DeliveryTimeoutError,
+    HeaderInjectionError,
+    InvalidAddressError,
+    InvalidRecipientsError,
+    InvalidRow,
+    MailerError,
+    MessageError,
+    RecipientsRefusedError,
+    RejectedError,
+    SenderRefusedError,
+    TemplateError,
+    TemplateNotFoundError,
+    TemplateSyntaxError,
+    TLSError,
+    UndefinedVariableError,
+    UnsupportedError,
+)
+from mailer.message import Envelope, Message
+from mailer.recipients import Recipient, RecipientFile
+from mailer.results import BatchReport, Delivery, Reply, SendResult, SendStatus
+from mailer.sending import send_messages
+from mailer.settings import MailerSettings
+from mailer.templates import render
+
+try:
+    __version__ = version("mailer")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Address",
+    "AuthenticationError",
+    "BatchReport",
+    "ConfigError",
+    "ConnectError",
+    "DataRefusedError",
+    "Delivery",
+    "DeliveryError",
+    "DeliveryTimeoutError",
+    "Envelope",
+    "HeaderInjectionError",
+    "InvalidAddressError",
+    "InvalidRecipientsError",
+    "InvalidRow",
+    "MailerError",
+    "MailerSettings",
+    "Message",
+    "MessageClient",
+    "MessageError",
+    "Recipient",
+    "RecipientFile",
+    "RecipientsRefusedError",
+    "RejectedError",
+    "Reply",
+    "SendResult",
+    "SendStatus",
+    "SenderRefusedError",
+    "TLSError",
+    "TemplateError",
+    "TemplateNotFoundError",
+    "TemplateSyntaxError",
+    "UndefinedVariableError",
+    "UnsupportedError",
+    "__version__",
+    "generate_message_client",
+    "render",
+    "send_messages",
+]

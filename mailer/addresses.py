@@ -1,0 +1,190 @@
+"""Parse and validate email addresses strictly, one address per value."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import email_validator
+
+from mailer.exceptions import HeaderInjectionError, InvalidAddressError
+
+# C0 controls, DEL, and the Unicode line breaks that str.splitlines() honours
+# (the email package folds on those too, so they could split a header).
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+# "Display Name <addr>" (the name optional, possibly quoted).
+_NAME_ADDR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>\s*$")
+
+# email-validator refuses the special-use names "localhost" and "*.localhost";
+# users send to them in development, so we validate them as "*.test" instead.
+_LOCALHOST = re.compile(r"(?i)(^|\.)localhost\.?$")
+
+
+def check_no_controls(value: str, *, field: str) -> None:
+    """Raise HeaderInjectionError if ``value`` holds a control character.
+
+    Args:
+        value: The text that will end up in a header or an SMTP command.
+        field: The field name the error names.
+
+    Raises:
+        HeaderInjectionError: ``value`` holds CR, LF, NUL, TAB, DEL or a Unicode
+            line separator.
+    """
+    match = _FORBIDDEN.search(value)
+    if match:
+        char = match.group()
+        raise HeaderInjectionError(
+            f"{field}: control character {char!r} is not allowed in {value!r}",
+            field=field,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One validated mailbox: an address and an optional display name.
+
+    Attributes:
+        addr_spec: The address as validated (``local@domain``, domain as written).
+        display_name: The human name shown before the address; may be empty.
+        envelope: The form used on the SMTP envelope and in headers: the domain
+            in its IDNA (ASCII) form.
+        needs_smtputf8: Whether the local part is non-ASCII, so that sending it
+            needs the server's SMTPUTF8 extension.
+    """
+
+    addr_spec: str
+    display_name: str = ""
+    envelope: str = ""
+    needs_smtputf8: bool = False
+
+    @classmethod
+    def parse(cls, value: str | Address, *, field: str) -> Address:
+        """Parse ``"Name <a@x.org>"``, ``"<a@x.org>"`` or ``"a@x.org"``.
+
+        Args:
+            value: The text to parse, or an Address (returned as is).
+            field: The field name errors should name.
+
+        Returns:
+            The validated address.
+
+        Raises:
+            HeaderInjectionError: The value holds a control character.
+            InvalidAddressError: The value is not exactly one valid address.
+        """
+        if isinstance(value, Address):
+            return value
+        if not isinstance(value, str):
+            raise InvalidAddressError(
+                f"{field}: expected an address string, got {type(value).__name__}",
+                field=field,
+            )
+        return _parse_cached(value, field)
+
+    @classmethod
+    def create(cls, addr_spec: str, display_name: str = "", *, field: str) -> Address:
+        """Validate an address and a display name given separately.
+
+        Args:
+            addr_spec: The bare address.
+            display_name: The name to show; any printable text.
+            field: The field name errors should name.
+
+        Returns:
+            The validated address.
+
+        Raises:
+            HeaderInjectionError: Either part holds a control character.
+            InvalidAddressError: ``addr_spec`` is not one valid address.
+        """
+        check_no_controls(display_name, field=field)
+        return _validated(addr_spec, display_name, field)
+
+    def __str__(self) -> str:
+        if not self.display_name:
+            return self.addr_spec
+        return f"{self.display_name} <{self.addr_spec}>"
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(value: str, field: str) -> Address:
+    # Batches repeat the same sender and reply-to on every message: cache them.
+    check_no_controls(value, field=field)
+    match = _NAME_ADDR.match(value)
+    if match:
+        name = _unquote(match.group("name"))
+        addr = match.group("addr").strip()
+    else:
+        name, addr = "", value.strip()
+    return _validated(addr, name, field)
+
+
+def _unquote(name: str) -> str:
+    if len(name) >= 2 and name[0] == '"' and name[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", name[1:-1])
+    return name
+
+
+def _validated(addr: str, display_name: str, field: str) -> Address:
+    check_no_controls(addr, field=field)
+    if not addr:
+        raise InvalidAddressError(f"{field}: empty address", field=field)
+    if any(sep in addr for sep in ",;") or addr.count("@") > 1:
+        raise InvalidAddressError(
+            f"{field}: one address per entry, got {addr!r}", field=field
+        )
+    local, _, domain = addr.rpartition("@")
+    checked_domain = _LOCALHOST.sub(r"\1test", domain)
+    try:
+        result = email_validator.validate_email(
+            f"{local}@{checked_domain}",
+            check_deliverability=False,
+            test_environment=True,
+            allow_smtputf8=True,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+        )
+    except email_validator.EmailNotValidError as exc:
+        raise InvalidAddressError(
+            f"{field}: invalid address {addr!r}: {exc}", field=field
+        ) from None
+    ascii_domain = result.ascii_domain
+    if checked_domain != domain:
+        ascii_domain = domain.lower()
+    envelope = f"{result.local_part}@{ascii_domain}"
+    return Address(
+        addr_spec=addr,
+        display_name=display_name,
+        envelope=envelope,
+        needs_smtputf8=not result.local_part.isascii(),
+    )
+
+
+def parse_addresses(
+    value: str | Address | Iterable[str | Address] | None, *, field: str
+) -> tuple[Address, ...]:
+    """Parse one address or a collection of them into a tuple.
+
+    A single string is one address: commas inside it are an error, never a list
+    separator, so that ``"A <a@x>, b@y"`` cannot silently lose ``b@y``.
+
+    Args:
+        value: An address, a collection of addresses, or ``None``.
+        field: The field name errors should name (``to[1]`` for the second item).
+
+    Returns:
+        The validated addresses, in order.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str | Address):
+        return (Address.parse(value, field=field),)
+    return tuple(
+        Address.parse(item, field=f"{field}[{index}]")
+        for index, item in enumerate(value)
+    )

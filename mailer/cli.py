@@ -1,0 +1,329 @@
+"""Run the ``mailer`` command line: send, preview, demo, inbox.
+
+Exit codes: 0 every message was sent; 1 some were not; 2 usage or configuration
+errors (one line on stderr, no traceback); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from mailer.addresses import Address
+from mailer.exceptions import InvalidRecipientsError, MailerError
+from mailer.inbox import start_inbox
+from mailer.recipients import Recipient, RecipientFile
+from mailer.results import BatchReport, SendResult
+from mailer.sending import check_rows, render_row, send_messages
+from mailer.settings import MailerSettings
+from mailer.testing.records import SentMail
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Send templated email over SMTP, preview it, or run a local inbox.",
+)
+# soft_wrap: an error is one line, whatever the terminal width.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+SHOWN_FAILURES = 20
+PREVIEW_SENDER = Address.parse("preview@example.test", field="sender")
+
+
+def main() -> None:
+    """Run the command line."""
+    app()
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"error: {message}", markup=False)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _run(coroutine: Coroutine[Any, Any, int]) -> int:
+    try:
+        return asyncio.run(coroutine)
+    except InvalidRecipientsError as exc:
+        for row in exc.rows:
+            err.print(f"line {row.line}: {row.error}", markup=False)
+        raise _fail(str(exc)) from None
+    except MailerError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _settings(templates_dir: Path | None) -> MailerSettings:
+    try:
+        if templates_dir is not None:
+            return MailerSettings(templates_dir=templates_dir)
+        return MailerSettings()
+    except MailerError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _recipients(path: Path) -> RecipientFile:
+    try:
+        return RecipientFile(path)
+    except InvalidRecipientsError as exc:
+        raise _fail(exc.rows[0].error) from None
+
+
+TemplateOption = Annotated[
+    str, typer.Option("--template", "-t", help="Template set name (a folder).")
+]
+RecipientsOption = Annotated[
+    Path, typer.Option("--recipients", "-r", help="A .csv or .jsonl file.")
+]
+TemplatesDirOption = Annotated[
+    Path | None,
+    typer.Option("--templates-dir", help="Overrides MAILER_TEMPLATES_DIR."),
+]
+
+
+@app.command()
+def send(
+    template: TemplateOption,
+    recipients: RecipientsOption,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render and check; send nothing.")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write a JSON Lines report here.")
+    ] = None,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option("--skip-invalid", help="Send the valid rows, report the others."),
+    ] = False,
+    templates_dir: TemplatesDirOption = None,
+) -> None:
+    """Send TEMPLATE to every recipient in the file, concurrently."""
+    settings = _settings(templates_dir)
+    source = _recipients(recipients)
+    if dry_run:
+        raise typer.Exit(_run(_dry_run(template, source, settings, skip_invalid)))
+    raise typer.Exit(_run(_send(template, source, settings, skip_invalid, report)))
+
+
+async def _dry_run(
+    template: str, source: RecipientFile, settings: MailerSettings, skip_invalid: bool
+) -> int:
+    valid, errors = check_rows(template, source, settings=settings)
+    if errors and not skip_invalid:
+        raise InvalidRecipientsError(errors)
+    for row in errors:
+        err.print(f"line {row.line}: {row.error}", markup=False)
+    print(
+        f"dry run: {valid} message(s) would be sent, {len(errors)} invalid row(s); "
+        "nothing was sent"
+    )
+    return EXIT_OK
+
+
+async def _send(
+    template: str,
+    source: RecipientFile,
+    settings: MailerSettings,
+    skip_invalid: bool,
+    report_path: Path | None,
+) -> int:
+    started = time.perf_counter()
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task("sending", total=None)
+
+    def advance(result: SendResult) -> None:
+        progress.advance(task)
+
+    with progress:
+        batch = await send_messages(
+            template,
+            source,
+            settings=settings,
+            skip_invalid=skip_invalid,
+            on_result=advance,
+        )
+    elapsed = time.perf_counter() - started
+    _print_outcome(batch, elapsed)
+    if report_path is not None:
+        _write_report(batch, report_path)
+        print(f"report written to {report_path}")
+    return EXIT_OK if batch.ok else EXIT_FAILED
+
+
+def _print_outcome(batch: BatchReport, elapsed: float) -> None:
+    for row in batch.invalid_rows:
+        err.print(f"skipped line {row.line}: {row.error}", markup=False)
+    failures = [result for result in batch.results if not result.is_sent]
+    for result in failures[:SHOWN_FAILURES]:
+        err.print(f"failed {', '.join(result.to)}: {result.error}", markup=False)
+    if len(failures) > SHOWN_FAILURES:
+        err.print(
+            f"... and {len(failures) - SHOWN_FAILURES} more failures (see --report)"
+        )
+    print(f"{batch.summary()} in {elapsed:.2f}s")
+
+
+def _write_report(batch: BatchReport, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for result in batch.results:
+            handle.write(json.dumps(result.to_report(), ensure_ascii=False) + "\n")
+        for row in batch.invalid_rows:
+            line = {"line": row.line, "status": "invalid", "error": row.error}
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def preview(
+    template: TemplateOption,
+    recipients: RecipientsOption,
+    line: Annotated[
+        int | None, typer.Option("--line", help="Preview the row on this line.")
+    ] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Print the whole MIME message.")
+    ] = False,
+    templates_dir: TemplatesDirOption = None,
+) -> None:
+    """Render TEMPLATE for one recipient (the first, or --line) and print it."""
+    settings = _settings(templates_dir)
+    source = _recipients(recipients)
+    for row in source:
+        if isinstance(row, Recipient) and (line is None or row.line == line):
+            break
+    else:
+        where = f" on line {line}" if line is not None else ""
+        raise _fail(f"no recipient row{where} in {recipients}")
+    try:
+        message = render_row(template, row, settings=settings)
+        sender = message.sender or settings.default_sender or PREVIEW_SENDER
+        content = message.to_bytes(sender)
+    except MailerError as exc:
+        raise _fail(f"line {row.line}: {exc}") from None
+    if raw:
+        sys.stdout.write(content.decode("utf-8").replace("\r\n", "\n"))
+        return
+    mail = SentMail(envelope=message.envelope(sender), raw=content)
+    for header in ("From", "To", "Cc", "Reply-To", "Subject"):
+        value = mail.message.get(header)
+        if value is not None:
+            print(f"{header}: {value}")
+    if message.bcc:
+        print(f"Bcc (envelope only): {', '.join(mail.bcc)}")
+    print()
+    _print_block(mail.text or "")
+    if mail.html is not None:
+        print("--- HTML ---")
+        _print_block(mail.html)
+
+
+def _print_block(text: str) -> None:
+    print(text, end="" if text.endswith("\n") else "\n")
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to save the .eml files.")
+    ] = None,
+) -> None:
+    """Send the example template through a local SMTP inbox; needs no configuration."""
+    raise typer.Exit(_run(_demo(directory)))
+
+
+def _examples() -> Path:
+    packaged = Path(__file__).parent / "_examples"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "examples"
+
+
+async def _demo(directory: Path | None) -> int:
+    examples = _examples()
+    folder = directory or Path(tempfile.mkdtemp(prefix="mailer-demo-"))
+    async with await start_inbox(directory=folder) as inbox:
+        print(f"local SMTP inbox listening on {inbox.host}:{inbox.port}")
+        settings = MailerSettings(
+            _env_file=None,
+            smtp_host=inbox.host,
+            smtp_port=inbox.port,
+            smtp_tls="none",
+            from_="Mailer Demo <demo@example.test>",
+            templates_dir=examples / "templates",
+        )
+        batch = await send_messages(
+            "welcome", RecipientFile(examples / "recipients.csv"), settings=settings
+        )
+        arrived = list(inbox.messages)
+    print(
+        f"sent {batch.sent} of {batch.total} messages over SMTP ({batch.failed} failed)"
+    )
+    print(f"the inbox received {len(arrived)} message(s):")
+    for mail in arrived:
+        parts = "text + html" if mail.html is not None else "text"
+        print(f"  {', '.join(mail.envelope.rcpt_tos)}: {mail.subject!r} ({parts})")
+    print(f"saved as .eml files in {folder}")
+    every_one_arrived = batch.ok and len(arrived) == batch.total
+    print(
+        "every example message arrived"
+        if every_one_arrived
+        else "SOME MESSAGES ARE MISSING"
+    )
+    return EXIT_OK if every_one_arrived else EXIT_FAILED
+
+
+@app.command()
+def inbox(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 1025,
+    host: Annotated[
+        str, typer.Option(help="Loopback address to listen on.")
+    ] = "127.0.0.1",
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to save each message as .eml.")
+    ] = Path("mailer-inbox"),
+) -> None:
+    """Run a local SMTP inbox for development (loopback only) until Ctrl-C."""
+    raise typer.Exit(_run(_serve(host, port, directory)))
+
+
+async def _serve(host: str, port: int, directory: Path) -> int:
+    def show(mail: SentMail, path: Path | None) -> None:
+        print(
+            f"{mail.envelope.mail_from} -> {', '.join(mail.envelope.rcpt_tos)}: "
+            f"{mail.subject!r} ({len(mail.raw)} bytes) saved to {path}",
+            flush=True,
+        )
+
+    try:
+        server = await start_inbox(
+            host=host, port=port, directory=directory, on_message=show
+        )
+    except (OSError, ValueError) as exc:
+        raise MailerError(f"cannot listen on {host}:{port}: {exc}") from None
+    async with server:
+        print(
+            f"inbox listening on {server.host}:{server.port}, saving to {directory} "
+            "(Ctrl-C to stop)",
+            flush=True,
+        )
+        await asyncio.Event().wait()
+    return EXIT_OK  # pragma: no cover - only Ctrl-C ends the loop above

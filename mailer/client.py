@@ -1,0 +1,216 @@
+"""Send Messages: MessageClient (one or many, concurrently) and its factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from mailer.builder import format_date, new_message_id
+from mailer.exceptions import ConfigError, DeliveryError, MailerError
+from mailer.message import Envelope, Message
+from mailer.results import SendResult, SendStatus
+from mailer.settings import MailerSettings
+from mailer.transports.base import Transport
+from mailer.transports.smtp import SMTPTransport
+
+logger = logging.getLogger("mailer")
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message ready for a transport: its envelope, bytes and Message-ID."""
+
+    message: Message
+    envelope: Envelope
+    content: bytes
+    message_id: str
+
+
+class MessageClient:
+    """Send messages through a transport (SMTP by default), sharing its connections.
+
+    Use it as an async context manager so that its connections are closed::
+
+        async with MessageClient(settings) as client:
+            result = await client.send(message)
+
+    Args:
+        settings: Where and how to send; default ``MailerSettings()``.
+        transport: What delivers the bytes; default an SMTPTransport built from
+            ``settings``. Pass a MemoryTransport or MockTransport in tests.
+    """
+
+    def __init__(
+        self,
+        settings: MailerSettings | None = None,
+        /,
+        *,
+        transport: Transport | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else MailerSettings()
+        self.transport: Transport = (
+            transport if transport is not None else SMTPTransport(self.settings)
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the transport's connections."""
+        await self.transport.aclose()
+
+    def prepare(self, message: Message, /) -> OutgoingMessage:
+        """Assign a Message-ID and Date and serialise the message.
+
+        Raises:
+            ConfigError: The message has no sender and ``MAILER_FROM`` is not set.
+        """
+        sender = message.sender or self.settings.default_sender
+        if sender is None:
+            raise ConfigError(
+                "MAILER_FROM: not set, and the message has no sender",
+                key="MAILER_FROM",
+            )
+        message_id = new_message_id(sender)
+        content = message.to_bytes(sender, message_id=message_id, date=format_date())
+        return OutgoingMessage(message, message.envelope(sender), content, message_id)
+
+    async def send(self, message: Message, /) -> SendResult:
+        """Send one message.
+
+        Returns:
+            The result: accepted and refused recipients, the server's reply,
+            the Message-ID.
+
+        Raises:
+            ConfigError: No sender is known for the message.
+            DeliveryError: The message was not sent (a subclass says why; its
+                ``message_id`` is set).
+        """
+        outgoing = self.prepare(message)
+        try:
+            delivery = await self.transport.deliver(outgoing.envelope, outgoing.content)
+        except DeliveryError as exc:
+            exc.message_id = outgoing.message_id
+            logger.info("not sent %s: %s", outgoing.message_id, exc)
+            raise
+        logger.debug(
+            "sent %s to %d recipient(s): %s",
+            outgoing.message_id,
+            len(delivery.accepted),
+            delivery.reply,
+        )
+        return SendResult(
+            status=SendStatus.SENT,
+            to=tuple(address.addr_spec for address in message.to),
+            message_id=outgoing.message_id,
+            accepted=delivery.accepted,
+            refused=delivery.refused,
+            reply=delivery.reply,
+        )
+
+    async def send_many(
+        self,
+        messages: Iterable[Message],
+        /,
+        *,
+        on_result: Callable[[SendResult], None] | None = None,
+    ) -> list[SendResult]:
+        """Send messages concurrently, at most ``MAILER_CONCURRENCY`` at a time.
+
+        A failure is recorded in that message's result; it never cancels or
+        hides the others. Messages are pulled from ``messages`` as workers free
+        up, so a generator is consumed lazily.
+
+        Args:
+            messages: The messages to send.
+            on_result: Called with each result as soon as it is known.
+
+        Returns:
+            One result per message, in input order.
+        """
+        source = enumerate(messages)
+        results: dict[int, SendResult] = {}
+        source_errors: list[BaseException] = []
+
+        def next_item() -> tuple[int, Message] | None:
+            if source_errors:
+                return None
+            try:
+                return next(source)
+            except StopIteration:
+                return None
+            # Re-raised once the sends in flight have ended.
+            except Exception as exc:  # noqa: BLE001
+                source_errors.append(exc)
+                return None
+
+        async def worker() -> None:
+            while (item := next_item()) is not None:
+                index, message = item
+                result = await self._send_recorded(message)
+                results[index] = result
+                if on_result is not None:
+                    on_result(result)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self.settings.concurrency):
+                group.create_task(worker())
+        if source_errors:
+            raise source_errors[0]
+        return [results[index] for index in range(len(results))]
+
+    async def _send_recorded(self, message: Message) -> SendResult:
+        try:
+            return await self.send(message)
+        except MailerError as exc:
+            return failed_result(message, exc)
+        except Exception as exc:
+            logger.exception("unexpected error while sending")
+            return failed_result(message, exc)
+
+
+def failed_result(message: Message, error: BaseException) -> SendResult:
+    """Return the result saying that ``message`` was not sent because of ``error``."""
+    reply = getattr(error, "reply", None)
+    text = (
+        str(error)
+        if isinstance(error, MailerError)
+        else f"{type(error).__name__}: {error}"
+    )
+    return SendResult(
+        status=SendStatus.FAILED,
+        to=tuple(address.addr_spec for address in message.to),
+        message_id=getattr(error, "message_id", None),
+        refused=getattr(error, "refused", {}),
+        reply=reply,
+        error=text,
+        transient=bool(getattr(error, "transient", False)),
+    )
+
+
+def generate_message_client(settings: MailerSettings | None = None) -> MessageClient:
+    """Return the MessageClient that application code should send with.
+
+    Code that sends mail calls this factory rather than building a client, so
+    tests can replace it where it is looked up (``mailer.sending`` for
+    ``send_messages``)::
+
+        with patch("mailer.sending.generate_message_client") as factory: ...
+
+    Args:
+        settings: Default ``MailerSettings()`` (environment and ``.env``).
+    """
+    return MessageClient(settings if settings is not None else MailerSettings())

@@ -1,0 +1,218 @@
+"""Define every error mailer raises; each message is one line naming the field or key.
+
+The tree::
+
+    MailerError(Exception)
+    ├── ConfigError(MailerError, ValueError)          .key
+    ├── MessageError(MailerError, ValueError)         .field
+    │   ├── InvalidAddressError
+    │   └── HeaderInjectionError
+    ├── TemplateError(MailerError)                    .template
+    │   ├── TemplateNotFoundError
+    │   ├── TemplateSyntaxError                       .line
+    │   └── UndefinedVariableError                    .variable
+    ├── InvalidRecipientsError(MailerError)           .rows
+    └── DeliveryError(MailerError)                    .reply, .transient, .message_id
+        ├── ConnectError(DeliveryError, ConnectionError)
+        ├── DeliveryTimeoutError(DeliveryError, TimeoutError)
+        ├── TLSError
+        ├── AuthenticationError
+        ├── UnsupportedError                          (SMTPUTF8 or SIZE missing)
+        └── RejectedError
+            ├── SenderRefusedError
+            ├── RecipientsRefusedError                .refused
+            └── DataRefusedError
+
+No message ever contains a secret: settings errors are built from field names and
+pydantic's error text with input values hidden, and SMTP errors carry the server's
+reply, never the credentials sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailer.results import Reply
+
+
+class MailerError(Exception):
+    """Base class of every error raised by mailer."""
+
+
+class ConfigError(MailerError, ValueError):
+    """A setting is missing or has a bad value.
+
+    Attributes:
+        key: The environment variable at fault (``MAILER_SMTP_PORT``), or ``None``
+            when the problem spans several keys.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class MessageError(MailerError, ValueError):
+    """A message field is invalid.
+
+    Attributes:
+        field: The field at fault (``to``, ``subject``, ``headers[X-Tag]``...).
+    """
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidAddressError(MessageError):
+    """An address is malformed, or a field holds more than one address."""
+
+
+class HeaderInjectionError(MessageError):
+    """A header value holds CR, LF or another control character."""
+
+
+class TemplateError(MailerError):
+    """A template set cannot be loaded or rendered.
+
+    Attributes:
+        template: The template set name, or ``set/file`` when one file is at fault.
+    """
+
+    def __init__(self, message: str, *, template: str) -> None:
+        super().__init__(message)
+        self.template = template
+
+
+class TemplateNotFoundError(TemplateError):
+    """The template set, or a file it needs, does not exist."""
+
+
+class TemplateSyntaxError(TemplateError):
+    """A template file does not parse.
+
+    Attributes:
+        line: The line number Jinja2 reported, if any.
+    """
+
+    def __init__(self, message: str, *, template: str, line: int | None) -> None:
+        super().__init__(message, template=template)
+        self.line = line
+
+
+class UndefinedVariableError(TemplateError):
+    """A template used a variable the context does not define.
+
+    Attributes:
+        variable: The undefined name (or ``object.attribute``).
+    """
+
+    def __init__(self, message: str, *, template: str, variable: str) -> None:
+        super().__init__(message, template=template)
+        self.variable = variable
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRow:
+    """One bad row of a recipients source: where it is and what is wrong."""
+
+    line: int
+    error: str
+
+
+class InvalidRecipientsError(MailerError):
+    """Some rows of a batch do not render into a valid message; nothing was sent.
+
+    Attributes:
+        rows: Every bad row, in input order.
+    """
+
+    def __init__(self, rows: Sequence[InvalidRow]) -> None:
+        count = len(rows)
+        first = rows[0] if rows else None
+        summary = f"{count} invalid row{'s' if count != 1 else ''}"
+        if first is not None:
+            summary += f" (first: line {first.line}: {first.error})"
+        super().__init__(f"{summary}; nothing was sent")
+        self.rows = tuple(rows)
+
+
+class DeliveryError(MailerError):
+    """Sending failed.
+
+    Attributes:
+        reply: The server's reply, when there was one.
+        transient: Whether trying again later may succeed (4xx replies, lost
+            connections, timeouts).
+        message_id: The Message-ID of the message that failed, once assigned.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reply: Reply | None = None,
+        transient: bool = False,
+        message_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reply = reply
+        self.transient = transient
+        self.message_id = message_id
+
+
+class ConnectError(DeliveryError, ConnectionError):
+    """The server could not be reached, or dropped the connection."""
+
+
+class DeliveryTimeoutError(DeliveryError, TimeoutError):
+    """The server did not answer in time."""
+
+
+class TLSError(DeliveryError):
+    """TLS could not be set up: no STARTTLS offered, or the certificate was refused."""
+
+
+class AuthenticationError(DeliveryError):
+    """The server refused the credentials (or offers no way to log in)."""
+
+
+class UnsupportedError(DeliveryError):
+    """The server lacks an extension the message needs (SMTPUTF8, SIZE)."""
+
+
+class RejectedError(DeliveryError):
+    """The server refused the transaction."""
+
+
+class SenderRefusedError(RejectedError):
+    """The server refused the envelope sender (MAIL FROM)."""
+
+
+class RecipientsRefusedError(RejectedError):
+    """The server refused every recipient.
+
+    Attributes:
+        refused: The reply the server gave for each recipient.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        refused: Mapping[str, Reply],
+        reply: Reply | None = None,
+        transient: bool = False,
+        message_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, reply=reply, transient=transient, message_id=message_id
+        )
+        self.refused = dict(refused)
+
+
+class DataRefusedError(RejectedError):
+    """The server refused the message content (at DATA or after the final dot)."""

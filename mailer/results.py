@@ -1,0 +1,162 @@
+"""Describe what happened to each message: server replies, deliveries, batch reports."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailer.exceptions import InvalidRow
+
+# RFC 3463 enhanced status code at the start of a reply text: "2.0.0 Ok".
+_ENHANCED_STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply: its code and text (multi-line replies joined by newlines)."""
+
+    code: int
+    text: str
+
+    @property
+    def enhanced_status(self) -> str | None:
+        """Return the RFC 3463 enhanced status code ("5.1.1"), if the reply has one."""
+        match = _ENHANCED_STATUS.match(self.text)
+        return match.group(1) if match else None
+
+    @property
+    def is_transient(self) -> bool:
+        """Return whether the reply is a 4xx: the same request may succeed later."""
+        return 400 <= self.code < 500
+
+    @property
+    def is_success(self) -> bool:
+        """Return whether the reply is positive (2xx, or 3xx intermediate)."""
+        return 200 <= self.code < 400
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the reply as the report shows it: ``{"code": 250, "text": "..."}``."""
+        return {"code": self.code, "text": self.text}
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a transport reports for one SMTP transaction.
+
+    Attributes:
+        accepted: Envelope recipients the server accepted.
+        refused: The reply for each recipient the server refused (partial refusal
+            is data, not an exception).
+        reply: The server's reply to the end of DATA.
+    """
+
+    accepted: tuple[str, ...]
+    refused: Mapping[str, Reply]
+    reply: Reply
+
+
+class SendStatus(enum.StrEnum):
+    """The final state of one message."""
+
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of sending one message.
+
+    Attributes:
+        status: ``sent`` when the server accepted the message for at least one
+            recipient, ``failed`` otherwise.
+        to: The message's To addresses (bare addresses).
+        message_id: The Message-ID header, angle brackets included; ``None`` when
+            the message failed before one was assigned.
+        accepted: Envelope recipients the server accepted.
+        refused: The server's reply for each refused recipient.
+        reply: The server's last reply (to DATA on success; the failing reply
+            otherwise, when there was one).
+        error: A one-line description of the failure, for failed messages.
+        transient: For failed messages, whether trying again may succeed.
+    """
+
+    status: SendStatus
+    to: tuple[str, ...]
+    message_id: str | None
+    accepted: tuple[str, ...] = ()
+    refused: Mapping[str, Reply] = field(default_factory=dict)
+    reply: Reply | None = None
+    error: str | None = None
+    transient: bool = False
+
+    @property
+    def is_sent(self) -> bool:
+        """Return whether the server accepted the message for some recipient."""
+        return self.status is SendStatus.SENT
+
+    def to_report(self) -> dict[str, Any]:
+        """Return the JSON-ready report line for this message."""
+        line: dict[str, Any] = {
+            "to": ", ".join(self.to),
+            "status": self.status.value,
+            "reply": self.reply.to_dict() if self.reply else None,
+            "message_id": self.message_id,
+        }
+        if self.refused:
+            line["refused"] = {rcpt: r.to_dict() for rcpt, r in self.refused.items()}
+        if self.error is not None:
+            line["error"] = self.error
+        return line
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """Counts and per-message results for a batch.
+
+    Attributes:
+        sent: Messages the server accepted.
+        failed: Messages that were not sent.
+        invalid: Rows skipped because they did not render into a valid message
+            (only with ``skip_invalid``).
+        results: One result per message sent or failed, in input order (empty
+            when the caller asked not to keep them).
+        invalid_rows: The skipped rows with their line numbers.
+    """
+
+    sent: int = 0
+    failed: int = 0
+    invalid: int = 0
+    results: list[SendResult] = field(default_factory=list)
+    invalid_rows: list[InvalidRow] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Return how many rows the batch had."""
+        return self.sent + self.failed + self.invalid
+
+    @property
+    def ok(self) -> bool:
+        """Return whether every row was sent."""
+        return self.failed == 0 and self.invalid == 0
+
+    def add(self, result: SendResult, *, keep: bool = True) -> None:
+        """Count one result, and keep it unless told not to."""
+        if result.is_sent:
+            self.sent += 1
+        else:
+            self.failed += 1
+        if keep:
+            self.results.append(result)
+
+    def summary(self) -> str:
+        """Return the one-line summary the CLI prints."""
+        return (
+            f"{self.sent} sent, {self.failed} failed, {self.invalid} invalid "
+            f"({self.total} total)"
+        )

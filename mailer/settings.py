@@ -1,0 +1,242 @@
+"""Read MailerSettings from the environment and ``.env``; errors are one line."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import model_validator as _model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mailer.addresses import Address
+from mailer.exceptions import ConfigError, MailerError
+
+ENV_PREFIX = "MAILER_"
+TLSMode = Literal["none", "starttls", "tls"]
+DEFAULT_PORTS: dict[str, int] = {"tls": 465, "starttls": 587, "none": 25}
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOSTNAME = re.compile(
+    r"(?i)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """Return whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class MailerSettings(BaseSettings):
+    """How to reach the SMTP server and how to send; read from ``MAILER_*`` variables.
+
+    Values come, highest priority first, from keyword arguments, the environment,
+    and the ``.env`` file in the current directory. Unknown ``MAILER_*`` keys are
+    errors (a typo must not silently drop a setting); other keys in ``.env`` are
+    left alone. Errors name the key and never echo the value.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    smtp_host: str = Field("localhost", description="SMTP server host name or IP.")
+    smtp_port: int | None = Field(
+        None, ge=1, le=65535, description="Port; default 465 (tls), 587, or 25 (none)."
+    )
+    smtp_username: str | None = Field(None, description="Login name for SMTP AUTH.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password.")
+    smtp_tls: TLSMode | None = Field(
+        None,
+        description="none, starttls or tls; default none on loopback, else starttls.",
+    )
+    smtp_ca_file: Path | None = Field(None, description="PEM file of CAs to trust.")
+    smtp_local_hostname: str | None = Field(None, description="Name sent in EHLO.")
+    from_: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MAILER_FROM", "from_"),
+        description="Default From address.",
+    )
+    timeout: float = Field(
+        30.0, gt=0, le=3600, allow_inf_nan=False, description="Seconds per SMTP step."
+    )
+    concurrency: int = Field(5, ge=1, le=100, description="Connections in parallel.")
+    templates_dir: Path = Field(Path("templates"), description="Template sets folder.")
+
+    def __init__(self, **values: Any) -> None:
+        """Load and validate the settings.
+
+        Raises:
+            ConfigError: A value is bad or a ``MAILER_*`` key is unknown; the
+                message names the key and never contains the value.
+        """
+        _check_known_keys(values)
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+    @field_validator(
+        "smtp_host", "smtp_username", "smtp_local_hostname", "from_", mode="after"
+    )
+    @classmethod
+    def _no_controls(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("control characters are not allowed")
+        return value
+
+    @field_validator("smtp_password", mode="after")
+    @classmethod
+    def _password_is_clean(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and _CONTROL.search(value.get_secret_value()):
+            # A CRLF-edited .env leaves an invisible "\r" at the end.
+            raise ValueError("control characters are not allowed (a CRLF .env file?)")
+        return value
+
+    @field_validator("smtp_host", "smtp_local_hostname", mode="after")
+    @classmethod
+    def _is_host_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if ":" in value:
+                raise ValueError(
+                    "a host name only; put the port in MAILER_SMTP_PORT"
+                ) from None
+            if not _HOSTNAME.fullmatch(value):
+                raise ValueError("not a valid host name") from None
+        return value
+
+    @field_validator("from_", mode="after")
+    @classmethod
+    def _is_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                Address.parse(value, field="MAILER_FROM")
+            except MailerError as exc:
+                raise ValueError(str(exc).removeprefix("MAILER_FROM: ")) from None
+        return value
+
+    @field_validator("smtp_ca_file", mode="after")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @_model_validator(mode="after")
+    def _consistent(self) -> MailerSettings:
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            missing = "PASSWORD" if self.smtp_password is None else "USERNAME"
+            raise ValueError(
+                f"{ENV_PREFIX}SMTP_{missing}: required when the other login "
+                "setting is set"
+            )
+        if (
+            self.smtp_password is not None
+            and self.tls_mode == "none"
+            and not is_loopback(self.smtp_host)
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}SMTP_TLS: 'none' would send the password in clear to "
+                f"{self.smtp_host}; use starttls or tls"
+            )
+        return self
+
+    @property
+    def tls_mode(self) -> TLSMode:
+        """Return the TLS mode set, else none on loopback and starttls elsewhere."""
+        if self.smtp_tls is not None:
+            return self.smtp_tls
+        return "none" if is_loopback(self.smtp_host) else "starttls"
+
+    @property
+    def port(self) -> int:
+        """Return the port: the one set, or the usual one for the TLS mode."""
+        return self.smtp_port or DEFAULT_PORTS[self.tls_mode]
+
+    @property
+    def default_sender(self) -> Address | None:
+        """Return ``MAILER_FROM`` as an Address, if it is set."""
+        if self.from_ is None:
+            return None
+        return Address.parse(self.from_, field="MAILER_FROM")
+
+
+def env_names() -> dict[str, str]:
+    """Return each setting's environment variable name, keyed by field name."""
+    names = {}
+    for name, info in MailerSettings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+            names[name] = alias.choices[0]
+        else:
+            names[name] = f"{ENV_PREFIX}{name.upper()}"
+    return names
+
+
+def _check_known_keys(values: dict[str, Any]) -> None:
+    known = env_names()
+    unknown_kwargs = [
+        key
+        for key in values
+        if not key.startswith("_") and key not in known and key not in known.values()
+    ]
+    if unknown_kwargs:
+        key = unknown_kwargs[0]
+        raise ConfigError(f"{key}: unknown setting{_suggest(key, known)}", key=key)
+    env_file = values.get("_env_file", MailerSettings.model_config.get("env_file"))
+    keys = [k for k in os.environ if k.upper().startswith(ENV_PREFIX)]
+    if isinstance(env_file, str | Path) and Path(env_file).is_file():
+        keys += [k for k in dotenv_values(env_file) if k.upper().startswith(ENV_PREFIX)]
+    allowed = set(known.values())
+    for key in keys:
+        if key.upper() not in allowed:
+            raise ConfigError(
+                f"{key.upper()}: unknown setting{_suggest(key.upper(), known)}",
+                key=key.upper(),
+            )
+
+
+def _suggest(key: str, known: dict[str, str]) -> str:
+    candidates = [*known.values(), *known]
+    close = difflib.get_close_matches(key, candidates, n=1)
+    if not close:
+        return ""
+    match = close[0]
+    env_name = known.get(match, match)
+    return f" (did you mean {env_name}?)"
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    names = env_names()
+    error = exc.errors(include_input=False, include_url=False)[0]
+    location = error["loc"]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if location:
+        field = str(location[0])
+        key = names.get(field, field.upper())
+        return ConfigError(f"{key}: {message}", key=key)
+    key_match = re.match(rf"({ENV_PREFIX}[A-Z_]+): ", message)
+    return ConfigError(message, key=key_match.group(1) if key_match else None)

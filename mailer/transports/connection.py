@@ -1,0 +1,144 @@
+"""Open one SMTP session (TLS policy, login) and run mail transactions on it."""
+
+from __future__ import annotations
+
+import enum
+import time
+
+import aiosmtplib
+
+from mailer.exceptions import (
+    AuthenticationError,
+    RecipientsRefusedError,
+    UnsupportedError,
+)
+from mailer.message import Envelope
+from mailer.results import Delivery, Reply
+from mailer.settings import MailerSettings
+
+
+class Phase(enum.Enum):
+    """Where a transaction stands: decides whether a failure may have delivered."""
+
+    IDLE = "idle"
+    ENVELOPE = "envelope"  # MAIL/RCPT: nothing can have been delivered yet
+    DATA = "data"  # content sent or being sent: the server may have accepted it
+
+
+class SMTPConnection:
+    """One SMTP session, reused for many messages one after the other."""
+
+    def __init__(self, settings: MailerSettings) -> None:
+        self.server = f"{settings.smtp_host}:{settings.port}"
+        mode = settings.tls_mode
+        self._settings = settings
+        # start_tls is never None: aiosmtplib's None means "upgrade if offered",
+        # which silently continues in clear (AUTH included) when a server, or an
+        # attacker in the middle, hides STARTTLS.
+        self._smtp = aiosmtplib.SMTP(
+            hostname=settings.smtp_host,
+            port=settings.port,
+            use_tls=mode == "tls",
+            start_tls=mode == "starttls",
+            validate_certs=True,
+            cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
+            timeout=settings.timeout,
+            local_hostname=settings.smtp_local_hostname,
+        )
+        self.phase = Phase.IDLE
+        self.messages_sent = 0
+        self.opened_at = 0.0
+        self.last_used = 0.0
+
+    @property
+    def is_usable(self) -> bool:
+        """Return whether the session is still open and between transactions."""
+        return self._smtp.is_connected and self.phase is Phase.IDLE
+
+    async def open(self) -> None:
+        """Connect, greet, upgrade to TLS as the settings require, and log in."""
+        await self._smtp.connect()
+        if self._smtp.is_ehlo_or_helo_needed:
+            # After STARTTLS the extensions must be asked for again (RFC 3207 4.2);
+            # AUTH, SIZE and SMTPUTF8 checks below need them.
+            await self._smtp.ehlo()
+        self.opened_at = self.last_used = time.monotonic()
+        username = self._settings.smtp_username
+        password = self._settings.smtp_password
+        if username is not None and password is not None:
+            if not self._smtp.supports_extension("auth"):
+                raise AuthenticationError(
+                    f"{self.server} offers no AUTH"
+                    + (" before TLS" if self._settings.tls_mode == "none" else "")
+                    + "; cannot log in"
+                )
+            await self._smtp.login(username, password.get_secret_value())
+
+    async def send(self, envelope: Envelope, content: bytes) -> Delivery:
+        """Run one mail transaction: MAIL, RCPT for each recipient, DATA.
+
+        Returns:
+            The accepted and refused recipients and the reply to DATA.
+
+        Raises:
+            RecipientsRefusedError: Every recipient was refused.
+            UnsupportedError: The message needs SMTPUTF8 and the server lacks it.
+            aiosmtplib.SMTPException: Any other failure (mapped by the caller).
+        """
+        smtp = self._smtp
+        options: list[str] = []
+        encoding = "ascii"
+        if envelope.smtputf8:
+            if not smtp.supports_extension("smtputf8"):
+                raise UnsupportedError(
+                    f"{self.server} does not support SMTPUTF8, which a non-ASCII "
+                    "address needs"
+                )
+            options.append("SMTPUTF8")
+            encoding = "utf-8"
+        if smtp.supports_extension("size"):
+            options.append(f"SIZE={len(content)}")
+        if not content.isascii() and smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+
+        self.phase = Phase.ENVELOPE
+        await smtp.mail(envelope.mail_from, options=options, encoding=encoding)
+        accepted: list[str] = []
+        refused: dict[str, Reply] = {}
+        for recipient in envelope.rcpt_tos:
+            try:
+                await smtp.rcpt(recipient, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused[recipient] = Reply(exc.code, exc.message)
+            else:
+                accepted.append(recipient)
+        if not accepted:
+            await smtp.rset()
+            self.phase = Phase.IDLE
+            transient = all(reply.is_transient for reply in refused.values())
+            first = next(iter(refused.values()))
+            raise RecipientsRefusedError(
+                f"{self.server} refused every recipient: {first}",
+                refused=refused,
+                reply=first,
+                transient=transient,
+            )
+        self.phase = Phase.DATA
+        reply = await smtp.data(content)
+        self.phase = Phase.IDLE
+        self.messages_sent += 1
+        self.last_used = time.monotonic()
+        return Delivery(tuple(accepted), refused, Reply(reply.code, reply.message))
+
+    async def quit(self) -> None:
+        """End the session politely (QUIT); close it if the server does not answer."""
+        if not self._smtp.is_connected:
+            return
+        try:
+            await self._smtp.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            self._smtp.close()
+
+    def close(self) -> None:
+        """Drop the connection at once, without QUIT (after an error)."""
+        self._smtp.close()

@@ -1,0 +1,191 @@
+"""The `mailer` command as a user runs it: separate processes, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+from mailer import Message, MessageClient
+from mailer.inbox import start_inbox
+from mailer.settings import MailerSettings
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MAILER = [sys.executable, "-m", "mailer"]
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("MAILER_")}
+
+
+def test_demo_needs_no_configuration(tmp_path: Path) -> None:
+    """`mailer demo` starts its own inbox, sends the examples, and all arrive."""
+    result = subprocess.run(
+        [*MAILER, "demo", "--dir", str(tmp_path / "inbox")],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sent 4 of 4 messages over SMTP (0 failed)" in result.stdout
+    assert "every example message arrived" in result.stdout
+    saved = sorted((tmp_path / "inbox").glob("*.eml"))
+    assert len(saved) == 4
+    assert b"Subject: " in saved[0].read_bytes()
+
+
+async def test_send_from_a_dotenv_with_starttls_and_auth(
+    tmp_path: Path, server_tls: ssl.SSLContext, ca_file: Path
+) -> None:
+    """A user's .env for a STARTTLS + AUTH server: `mailer send` delivers every row."""
+    async with await start_inbox(
+        tls="starttls",
+        ssl_context=server_tls,
+        require_starttls=True,
+        auth={"shop": "pa55-w0rd"},
+    ) as server:
+        (tmp_path / ".env").write_text(
+            f"MAILER_SMTP_HOST={server.host}\nMAILER_SMTP_PORT={server.port}\nMAILER_SMTP_TLS=starttls\n"
+            f"MAILER_SMTP_CA_FILE={ca_file}\nMAILER_SMTP_USERNAME=shop\nMAILER_SMTP_PASSWORD=pa55-w0rd\n"
+            f"MAILER_FROM=Example Shop <shop@example.test>\nMAILER_TEMPLATES_DIR={EXAMPLES / 'templates'}\n",
+            encoding="utf-8",
+        )
+        process = await asyncio.create_subprocess_exec(
+            *MAILER,
+            "send",
+            "--template",
+            "welcome",
+            "--recipients",
+            str(EXAMPLES / "recipients.csv"),
+            "--report",
+            "report.jsonl",
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        received = list(server.messages)
+    assert process.returncode == 0, stderr.decode()
+    assert "4 sent, 0 failed, 0 invalid (4 total)" in stdout.decode()
+    assert "pa55-w0rd" not in stdout.decode() + stderr.decode()
+    assert sorted(m.envelope.rcpt_tos[0] for m in received) == [
+        "ann@example.test",
+        "bob@example.test",
+        "li.lei@example.test",
+        "zoe@example.test",
+    ]
+    report = [
+        json.loads(line)
+        for line in (tmp_path / "report.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    assert [line["status"] for line in report] == ["sent"] * 4
+    assert {line["message_id"] for line in report} == {
+        m.message["Message-ID"] for m in received
+    }
+    assert all(line["reply"]["code"] == 250 for line in report)
+
+
+async def test_send_reports_a_refused_login_in_one_line(
+    tmp_path: Path, server_tls: ssl.SSLContext, ca_file: Path
+) -> None:
+    """A wrong password: exit 1, the 535 reply shown, the password never printed."""
+    async with await start_inbox(
+        tls="starttls", ssl_context=server_tls, auth={"shop": "right"}
+    ) as server:
+        env = clean_env() | {
+            "MAILER_SMTP_HOST": server.host,
+            "MAILER_SMTP_PORT": str(server.port),
+            "MAILER_SMTP_TLS": "starttls",
+            "MAILER_SMTP_CA_FILE": str(ca_file),
+            "MAILER_SMTP_USERNAME": "shop",
+            "MAILER_SMTP_PASSWORD": "Wr0ng-Secret",
+            "MAILER_FROM": "shop@example.test",
+            "MAILER_TEMPLATES_DIR": str(EXAMPLES / "templates"),
+        }
+        process = await asyncio.create_subprocess_exec(
+            *MAILER,
+            "send",
+            "-t",
+            "welcome",
+            "-r",
+            str(EXAMPLES / "recipients.csv"),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1
+    assert "0 sent, 4 failed" in stdout.decode()
+    assert (
+        "refused the login: 535 5.7.8 Authentication credentials invalid"
+        in stderr.decode()
+    )
+    assert "Wr0ng-Secret" not in stdout.decode() + stderr.decode()
+    assert "Traceback" not in stderr.decode()
+
+
+async def test_inbox_command_saves_and_lists_each_message(tmp_path: Path) -> None:
+    """`mailer inbox` listens on loopback, prints a line per message, saves .eml, stops on Ctrl-C."""
+    process = await asyncio.create_subprocess_exec(
+        *MAILER,
+        "inbox",
+        "--port",
+        "0",
+        "--dir",
+        str(tmp_path / "box"),
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        banner = (
+            await asyncio.wait_for(process.stdout.readline(), timeout=30)
+        ).decode()
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", banner)
+        assert match, banner
+        settings = MailerSettings(
+            _env_file=None,
+            smtp_host="127.0.0.1",
+            smtp_port=int(match.group(1)),
+            from_="dev@example.test",
+        )
+        async with MessageClient(settings) as client:
+            await client.send(
+                Message(to="you@example.test", subject="Hello inbox", body="hi")
+            )
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+        assert "dev@example.test -> you@example.test: 'Hello inbox'" in line
+        [saved] = (tmp_path / "box").glob("*.eml")
+        assert b"Subject: Hello inbox" in saved.read_bytes()
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), timeout=30)
+    assert process.returncode == 130
+
+
+def test_python_dash_m_mailer_shows_help() -> None:
+    """`python -m mailer --help` lists the commands."""
+    result = subprocess.run(
+        [*MAILER, "--help"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    for command in ("send", "preview", "demo", "inbox"):
+        assert command in result.stdout
