@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import ssl
 import time
 import weakref
@@ -33,6 +34,21 @@ from mailer.testing.records import SentMail
 InboxTLS = Literal["starttls", "tls"] | None
 # aiosmtpd's default is 32 MiB; say so explicitly, as the SIZE we advertise.
 DEFAULT_SIZE_LIMIT = 33_554_432
+
+
+class _DropOwnDeprecationNotice(logging.Filter):
+    """Hide aiosmtpd's notice about its own use of Session.login_data.
+
+    aiosmtpd 1.4 logs "Session.login_data is deprecated" on every successful
+    AUTH, from its own code; it says nothing about ours and would fill the
+    inbox's output.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Session.login_data is deprecated" not in record.getMessage()
+
+
+_AIOSMTPD_LOG = logging.getLogger("mail.log")
 
 
 class InboxHandler:
@@ -173,6 +189,8 @@ async def start_inbox(
     """
     if not is_loopback(host):
         raise ValueError(f"the inbox only listens on loopback, not {host!r}")
+    if not any(isinstance(f, _DropOwnDeprecationNotice) for f in _AIOSMTPD_LOG.filters):
+        _AIOSMTPD_LOG.addFilter(_DropOwnDeprecationNotice())
     if tls is not None and ssl_context is None:
         raise ValueError(f"tls={tls!r} needs an ssl_context")
     if directory is not None:
