@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from mailer.attempts import AttemptObserver, MessageAttempts
 from mailer.builder import format_date, new_message_id
 from mailer.exceptions import ConfigError, DeliveryError, MailerError
 from mailer.message import Envelope, Message
 from mailer.results import SendResult, SendStatus
+from mailer.retry import RetryPolicy, Verdict, classify_reply
+from mailer.scheduler import SendRequest, current_batch, run_batch
 from mailer.settings import MailerSettings
 from mailer.transports.base import Transport
-from mailer.transports.smtp import SMTPTransport
+from mailer.transports.factory import transport_from_settings
 
 logger = logging.getLogger("mailer")
 
@@ -53,8 +56,14 @@ class MessageClient:
     ) -> None:
         self.settings = settings if settings is not None else MailerSettings()
         self.transport: Transport = (
-            transport if transport is not None else SMTPTransport(self.settings)
+            transport
+            if transport is not None
+            else transport_from_settings(self.settings)
         )
+        self.retry_policy = RetryPolicy.from_settings(self.settings)
+        # Bounds the SMTP transactions in flight (not the messages waiting for
+        # a retry, which hold no slot): MAILER_CONCURRENCY.
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
 
     async def __aenter__(self) -> Self:
         return self
@@ -71,8 +80,16 @@ class MessageClient:
         """Close the transport's connections."""
         await self.transport.aclose()
 
-    def prepare(self, message: Message, /) -> OutgoingMessage:
+    def prepare(
+        self, message: Message, /, *, message_id: str | None = None
+    ) -> OutgoingMessage:
         """Assign a Message-ID and Date and serialise the message.
+
+        Args:
+            message: The message.
+            message_id: Reuse this Message-ID (angle brackets included) instead
+                of making a new one: a resend then carries the same ID, so
+                receivers can tell it is the same message.
 
         Raises:
             ConfigError: The message has no sender and ``MAILER_FROM`` is not set.
@@ -83,103 +100,163 @@ class MessageClient:
                 "MAILER_FROM: not set, and the message has no sender",
                 key="MAILER_FROM",
             )
-        message_id = new_message_id(sender)
+        message_id = message_id or new_message_id(sender)
         content = message.to_bytes(sender, message_id=message_id, date=format_date())
         return OutgoingMessage(message, message.envelope(sender), content, message_id)
 
-    async def send(self, message: Message, /) -> SendResult:
-        """Send one message.
+    async def send(
+        self,
+        message: Message,
+        /,
+        *,
+        message_id: str | None = None,
+        recipients: Sequence[str] | None = None,
+        observer: AttemptObserver | None = None,
+    ) -> SendResult:
+        """Send one message, retrying the recipients that were deferred.
+
+        A 4xx reply, a lost connection or a timeout defers the recipients it hit;
+        they are tried again, alone, after an exponential backoff with full
+        jitter, until ``MAILER_MAX_ATTEMPTS`` or ``MAILER_SEND_DEADLINE`` runs
+        out. A 5xx reply is final. Every attempt carries the same bytes, hence
+        the same Message-ID.
+
+        Args:
+            message: The message.
+            message_id: Reuse this Message-ID (to resend a message that may
+                have gone out already).
+            recipients: Send only to these envelope recipients (to finish a
+                message that others have accepted already).
+            observer: Told before and after each attempt (the journal).
 
         Returns:
-            The result: accepted and refused recipients, the server's reply,
-            the Message-ID.
+            The result: attempts, each recipient's final status, the server's
+            last reply, the Message-ID. Its status is ``failed`` (transient)
+            when some recipients accepted the message and others were still
+            deferred when the attempts ran out.
 
         Raises:
             ConfigError: No sender is known for the message.
-            DeliveryError: The message was not sent (a subclass says why; its
-                ``message_id`` is set).
+            DeliveryError: No recipient accepted the message (a subclass says
+                why; ``message_id``, ``attempts`` and ``ambiguous`` are set).
         """
-        outgoing = self.prepare(message)
+        outgoing = self.prepare(message, message_id=message_id)
+        attempts = MessageAttempts(outgoing, recipients)
+        batch = current_batch()
+        while True:
+            if batch is not None and not await batch.admit(attempts):
+                return attempts.pending_result(batch.reason)
+            try:
+                async with self._slots:
+                    if batch is not None and batch.halted.is_set():
+                        return attempts.pending_result(batch.reason)
+                    retry_in = await self._attempt(attempts, observer)
+            finally:
+                if batch is not None:
+                    batch.attempt_done(attempts)
+            if retry_in is None:
+                break
+            if batch is not None:
+                if not await batch.sleep(retry_in):
+                    return attempts.pending_result(batch.reason)
+            else:
+                await asyncio.sleep(retry_in)
+        if attempts.any_accepted:
+            result = attempts.result()
+            logger.debug("sent %s: %s", outgoing.message_id, result.reply)
+            return result
+        error = attempts.error()
+        logger.info("not sent %s: %s", outgoing.message_id, error)
+        raise error
+
+    async def _attempt(
+        self, attempts: MessageAttempts, observer: AttemptObserver | None
+    ) -> float | None:
+        """Run one transaction; return the wait before the next one, or None."""
+        if observer is not None:
+            await observer.attempt_starting(attempts)
+        attempts.begin()
         try:
-            delivery = await self.transport.deliver(outgoing.envelope, outgoing.content)
+            delivery = await self.transport.deliver(
+                attempts.envelope(), attempts.outgoing.content
+            )
         except DeliveryError as exc:
-            exc.message_id = outgoing.message_id
-            logger.info("not sent %s: %s", outgoing.message_id, exc)
+            verdict = attempts.record_error(exc)
+            if verdict is Verdict.FATAL:
+                batch = current_batch()
+                if batch is not None:
+                    batch.stop(f"stopped after: {exc}")
+        except Exception as exc:
+            # A bug, not a server reply: record it so nothing is left "sending".
+            attempts.record_error(exc)
+            if observer is not None:
+                await observer.attempt_ended(attempts, retry_in=None)
             raise
-        logger.debug(
-            "sent %s to %d recipient(s): %s",
-            outgoing.message_id,
-            len(delivery.accepted),
-            delivery.reply,
-        )
-        return SendResult(
-            status=SendStatus.SENT,
-            to=tuple(address.addr_spec for address in message.to),
-            message_id=outgoing.message_id,
-            accepted=delivery.accepted,
-            refused=delivery.refused,
-            reply=delivery.reply,
-        )
+        else:
+            attempts.record_delivery(delivery)
+        retry_in = None
+        if not attempts.is_finished:
+            retry_in = self.retry_policy.next_delay(
+                attempts.attempts, attempts.elapsed()
+            )
+        if observer is not None:
+            await observer.attempt_ended(attempts, retry_in=retry_in)
+        return retry_in
 
     async def send_many(
         self,
-        messages: Iterable[Message],
+        messages: Iterable[Message | SendRequest],
         /,
         *,
         on_result: Callable[[SendResult], None] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> list[SendResult]:
-        """Send messages concurrently, at most ``MAILER_CONCURRENCY`` at a time.
+        """Send messages concurrently: ``MAILER_CONCURRENCY`` transactions at a time.
 
         A failure is recorded in that message's result; it never cancels or
-        hides the others. Messages are pulled from ``messages`` as workers free
-        up, so a generator is consumed lazily.
+        hides the others. A message waiting for its retry holds no connection,
+        so it does not hold up the others. Messages are pulled from
+        ``messages`` as room frees up, so a generator is consumed lazily.
+
+        The batch stops taking messages when ``stop`` is set, or when an
+        attempt shows that every message would fail (a refused login, a TLS
+        failure): the messages it did not finish end ``pending``. After
+        ``stop``, attempts in flight get ``MAILER_SHUTDOWN_GRACE`` seconds.
 
         Args:
-            messages: The messages to send.
+            messages: The messages to send, or SendRequests (a message with a
+                Message-ID to reuse, recipients to keep to, an observer).
             on_result: Called with each result as soon as it is known.
+            stop: Set it to stop the batch (on a signal, for instance).
 
         Returns:
             One result per message, in input order.
         """
-        source = enumerate(messages)
-        results: dict[int, SendResult] = {}
-        source_errors: list[BaseException] = []
+        return await run_batch(
+            self._send_recorded,
+            messages,
+            concurrency=self.settings.concurrency,
+            grace=self.settings.shutdown_grace,
+            on_result=on_result,
+            stop=stop,
+        )
 
-        def next_item() -> tuple[int, Message] | None:
-            if source_errors:
-                return None
-            try:
-                return next(source)
-            except StopIteration:
-                return None
-            # Re-raised once the sends in flight have ended.
-            except Exception as exc:  # noqa: BLE001
-                source_errors.append(exc)
-                return None
-
-        async def worker() -> None:
-            while (item := next_item()) is not None:
-                index, message = item
-                result = await self._send_recorded(message)
-                results[index] = result
-                if on_result is not None:
-                    on_result(result)
-
-        async with asyncio.TaskGroup() as group:
-            for _ in range(self.settings.concurrency):
-                group.create_task(worker())
-        if source_errors:
-            raise source_errors[0]
-        return [results[index] for index in range(len(results))]
-
-    async def _send_recorded(self, message: Message) -> SendResult:
+    async def _send_recorded(self, request: SendRequest) -> SendResult:
         try:
-            return await self.send(message)
+            if request.is_plain:
+                # Exactly send(message): the seam tests replace with a mock.
+                return await self.send(request.message)
+            return await self.send(
+                request.message,
+                message_id=request.message_id,
+                recipients=request.recipients,
+                observer=request.observer,
+            )
         except MailerError as exc:
-            return failed_result(message, exc)
+            return failed_result(request.message, exc)
         except Exception as exc:
             logger.exception("unexpected error while sending")
-            return failed_result(message, exc)
+            return failed_result(request.message, exc)
 
 
 def failed_result(message: Message, error: BaseException) -> SendResult:
@@ -190,14 +267,20 @@ def failed_result(message: Message, error: BaseException) -> SendResult:
         if isinstance(error, MailerError)
         else f"{type(error).__name__}: {error}"
     )
+    refused = getattr(error, "refused", {})
     return SendResult(
         status=SendStatus.FAILED,
         to=tuple(address.addr_spec for address in message.to),
         message_id=getattr(error, "message_id", None),
-        refused=getattr(error, "refused", {}),
+        refused=refused,
         reply=reply,
         error=text,
         transient=bool(getattr(error, "transient", False)),
+        attempts=getattr(error, "attempts", 0),
+        ambiguous=bool(getattr(error, "ambiguous", False)),
+        recipients={
+            recipient: classify_reply(own) for recipient, own in refused.items()
+        },
     )
 
 

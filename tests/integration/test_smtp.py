@@ -366,7 +366,8 @@ async def test_a_server_that_never_greets_times_out(
             smtp_host="127.0.0.1",
             smtp_port=port,
             from_="a@example.test",
-            timeout=0.5,
+            greeting_timeout=0.5,
+            max_attempts=1,
         )
         started = time.monotonic()
         async with MessageClient(settings) as client:
