@@ -6,12 +6,11 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from mailer.attempts import AttemptObserver, MessageAttempts
 from mailer.builder import format_date, new_message_id
 from mailer.exceptions import ConfigError, DeliveryError, MailerError
+from mailer.lifecycle import AsyncCloseable
 from mailer.message import Envelope, Message
 from mailer.results import SendResult, SendStatus
 from mailer.retry import RetryPolicy, Verdict, classify_reply
@@ -33,7 +32,7 @@ class OutgoingMessage:
     message_id: str
 
 
-class MessageClient:
+class MessageClient(AsyncCloseable):
     """Send messages through a transport (SMTP by default), sharing its connections.
 
     Use it as an async context manager so that its connections are closed::
@@ -64,17 +63,6 @@ class MessageClient:
         # Bounds the SMTP transactions in flight (not the messages waiting for
         # a retry, which hold no slot): MAILER_CONCURRENCY.
         self._slots = asyncio.Semaphore(self.settings.concurrency)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the transport's connections."""
