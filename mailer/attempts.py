@@ -137,7 +137,9 @@ class MessageAttempts:
                     self.replies[recipient] = own
                     self.statuses[recipient] = classify_reply(own)
             return verdict
-        if verdict is not Verdict.TRANSIENT:
+        if verdict is Verdict.PERMANENT:
+            # A FATAL error (refused login) says nothing about the recipients:
+            # they stay DEFERRED, to be sent once the configuration is fixed.
             for recipient in tried:
                 self.statuses[recipient] = RecipientStatus.REJECTED
         if reply is not None:

@@ -1,7 +1,8 @@
-"""Run the ``mailer`` command line: send, preview, demo, inbox.
+"""Run the ``mailer`` command line: send, status, preview, demo, inbox.
 
 Exit codes: 0 every message was sent; 1 some were not; 2 usage or configuration
-errors (one line on stderr, no traceback); 130 interrupted.
+errors (one line on stderr, no traceback); 130 interrupted (SIGINT), 143
+stopped (SIGTERM).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from mailer.recipients import Recipient, RecipientFile
 from mailer.results import BatchReport, SendResult
 from mailer.sending import check_rows, render_row, send_messages
 from mailer.settings import MailerSettings
+from mailer.shutdown import Shutdown
+from mailer.status import journal_status
 from mailer.testing.records import SentMail
 
 app = typer.Typer(
@@ -91,6 +94,14 @@ TemplatesDirOption = Annotated[
     Path | None,
     typer.Option("--templates-dir", help="Overrides MAILER_TEMPLATES_DIR."),
 ]
+JournalOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--journal",
+        help="Record each message's state in this SQLite file; run the same "
+        "command again to resume (what was sent is not sent again).",
+    ),
+]
 
 
 @app.command()
@@ -108,13 +119,16 @@ def send(
         typer.Option("--skip-invalid", help="Send the valid rows, report the others."),
     ] = False,
     templates_dir: TemplatesDirOption = None,
+    journal: JournalOption = None,
 ) -> None:
     """Send TEMPLATE to every recipient in the file, concurrently."""
     settings = _settings(templates_dir)
     source = _recipients(recipients)
     if dry_run:
         raise typer.Exit(_run(_dry_run(template, source, settings, skip_invalid)))
-    raise typer.Exit(_run(_send(template, source, settings, skip_invalid, report)))
+    raise typer.Exit(
+        _run(_send(template, source, settings, skip_invalid, report, journal))
+    )
 
 
 async def _dry_run(
@@ -138,6 +152,7 @@ async def _send(
     settings: MailerSettings,
     skip_invalid: bool,
     report_path: Path | None,
+    journal: Path | None = None,
 ) -> int:
     started = time.perf_counter()
     progress = Progress(
@@ -154,28 +169,56 @@ async def _send(
     def advance(result: SendResult) -> None:
         progress.advance(task)
 
-    with progress:
+    def first_signal(name: str) -> None:
+        err.print(
+            f"{name}: stopping; no new message starts, those in flight get up to "
+            f"{settings.shutdown_grace:g}s (press Ctrl-C again to quit at once)"
+        )
+
+    def second_signal(name: str) -> None:
+        err.print(
+            f"{name} again: quitting now"
+            + (
+                f"; the journal {journal} is consistent: run the same command to resume"
+                if journal is not None
+                else ""
+            )
+        )
+
+    shutdown = Shutdown(on_first=first_signal, on_second=second_signal)
+    with progress, shutdown.installed():
         batch = await send_messages(
             template,
             source,
             settings=settings,
             skip_invalid=skip_invalid,
             on_result=advance,
+            journal=journal,
+            stop=shutdown.stop,
         )
     elapsed = time.perf_counter() - started
     _print_outcome(batch, elapsed)
     if report_path is not None:
         _write_report(batch, report_path)
         print(f"report written to {report_path}")
+    if shutdown.exit_code is not None:
+        if journal is not None:
+            print(f"stopped: run the same command to resume from {journal}")
+        return shutdown.exit_code
     return EXIT_OK if batch.ok else EXIT_FAILED
 
 
 def _print_outcome(batch: BatchReport, elapsed: float) -> None:
+    if batch.resumed is not None:
+        print(batch.resumed.describe())
     for row in batch.invalid_rows:
         err.print(f"skipped line {row.line}: {row.error}", markup=False)
     failures = [result for result in batch.results if not result.is_sent]
     for result in failures[:SHOWN_FAILURES]:
-        err.print(f"failed {', '.join(result.to)}: {result.error}", markup=False)
+        err.print(
+            f"{result.status.value} {', '.join(result.to)}: {result.error}",
+            markup=False,
+        )
     if len(failures) > SHOWN_FAILURES:
         err.print(
             f"... and {len(failures) - SHOWN_FAILURES} more failures (see --report)"
@@ -190,6 +233,22 @@ def _write_report(batch: BatchReport, path: Path) -> None:
         for row in batch.invalid_rows:
             line = {"line": row.line, "status": "invalid", "error": row.error}
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def status(
+    journal: Annotated[
+        Path, typer.Option("--journal", help="The journal of a `mailer send` run.")
+    ],
+) -> None:
+    """Print a journal's counts by state and list its failed messages."""
+    try:
+        state = journal_status(journal)
+    except MailerError as exc:
+        raise _fail(str(exc)) from None
+    for line in state.lines():
+        print(line)
+    raise typer.Exit(EXIT_OK if state.is_complete else EXIT_FAILED)
 
 
 @app.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mailer.attempts import AttemptObserver, MessageAttempts
@@ -14,7 +14,7 @@ from mailer.lifecycle import AsyncCloseable
 from mailer.message import Envelope, Message
 from mailer.results import SendResult, SendStatus
 from mailer.retry import RetryPolicy, Verdict, classify_reply
-from mailer.scheduler import SendRequest, current_batch, run_batch
+from mailer.scheduler import BatchControl, SendRequest, current_batch, run_batch
 from mailer.settings import MailerSettings
 from mailer.transports.base import Transport
 from mailer.transports.factory import transport_from_settings
@@ -161,8 +161,9 @@ class MessageClient(AsyncCloseable):
         self, attempts: MessageAttempts, observer: AttemptObserver | None
     ) -> float | None:
         """Run one transaction; return the wait before the next one, or None."""
+        batch = current_batch()
         if observer is not None:
-            await observer.attempt_starting(attempts)
+            await _notify(observer.attempt_starting(attempts), batch)
         attempts.begin()
         try:
             delivery = await self.transport.deliver(
@@ -170,15 +171,13 @@ class MessageClient(AsyncCloseable):
             )
         except DeliveryError as exc:
             verdict = attempts.record_error(exc)
-            if verdict is Verdict.FATAL:
-                batch = current_batch()
-                if batch is not None:
-                    batch.stop(f"stopped after: {exc}")
+            if verdict is Verdict.FATAL and batch is not None:
+                batch.stop(f"stopped after: {exc}")
         except Exception as exc:
             # A bug, not a server reply: record it so nothing is left "sending".
             attempts.record_error(exc)
             if observer is not None:
-                await observer.attempt_ended(attempts, retry_in=None)
+                await _notify(observer.attempt_ended(attempts, retry_in=None), batch)
             raise
         else:
             attempts.record_delivery(delivery)
@@ -188,7 +187,7 @@ class MessageClient(AsyncCloseable):
                 attempts.attempts, attempts.elapsed()
             )
         if observer is not None:
-            await observer.attempt_ended(attempts, retry_in=retry_in)
+            await _notify(observer.attempt_ended(attempts, retry_in=retry_in), batch)
         return retry_in
 
     async def send_many(
@@ -245,6 +244,17 @@ class MessageClient(AsyncCloseable):
         except Exception as exc:
             logger.exception("unexpected error while sending")
             return failed_result(request.message, exc)
+
+
+async def _notify(call: Awaitable[None], batch: BatchControl | None) -> None:
+    """Await an observer; if it fails (a journal that cannot be written), stop."""
+    try:
+        await call
+    except Exception as exc:
+        # Sending what cannot be recorded would break the journal's promise.
+        if batch is not None:
+            batch.stop(f"stopped: {exc}")
+        raise
 
 
 def failed_result(message: Message, error: BaseException) -> SendResult:

@@ -146,6 +146,33 @@ class SendResult:
         return line
 
 
+@dataclass(frozen=True, slots=True)
+class ResumeCounts:
+    """What a resumed journal held when the run started (see ``mailer.resume``)."""
+
+    already_sent: int = 0
+    refused: int = 0
+    pending: int = 0
+    deferred: int = 0
+    failed_transient: int = 0
+    in_doubt: int = 0
+
+    @property
+    def to_send(self) -> int:
+        """Return how many messages the resume sends."""
+        return self.pending + self.deferred + self.failed_transient + self.in_doubt
+
+    def describe(self) -> str:
+        """Return the one-line summary printed when a run resumes a journal."""
+        return (
+            f"resumed: {self.already_sent} already sent and {self.refused} refused "
+            f"for good (not sent again); sending {self.to_send}: {self.pending} "
+            f"pending, {self.deferred} deferred, {self.failed_transient} failed "
+            f"on a transient error, {self.in_doubt} in flight when the last run "
+            "ended (ambiguous: resent with the same Message-ID)"
+        )
+
+
 @dataclass(slots=True)
 class BatchReport:
     """Counts and per-message results for a batch.
@@ -163,6 +190,7 @@ class BatchReport:
         results: One result per message sent or failed, in input order (empty
             when the caller asked not to keep them).
         invalid_rows: The skipped rows with their line numbers.
+        resumed: What the journal held, when this run resumed one.
     """
 
     sent: int = 0
@@ -172,6 +200,7 @@ class BatchReport:
     ambiguous: int = 0
     results: list[SendResult] = field(default_factory=list)
     invalid_rows: list[InvalidRow] = field(default_factory=list)
+    resumed: ResumeCounts | None = None
 
     @property
     def total(self) -> int:

@@ -6,7 +6,9 @@ the name this module looks up.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from mailer.addresses import Address
@@ -18,8 +20,9 @@ from mailer.exceptions import (
     MailerError,
 )
 from mailer.message import Message
-from mailer.recipients import Recipient, recipient_from_mapping
+from mailer.recipients import Recipient, RecipientFile, recipient_from_mapping
 from mailer.results import BatchReport, SendResult
+from mailer.resume import send_with_journal
 from mailer.settings import MailerSettings
 from mailer.templates import load_template_set, render
 
@@ -100,6 +103,8 @@ async def send_messages(
     skip_invalid: bool = False,
     on_result: Callable[[SendResult], None] | None = None,
     keep_results: bool = True,
+    journal: Path | str | None = None,
+    stop: asyncio.Event | None = None,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
@@ -120,6 +125,13 @@ async def send_messages(
         on_result: Called with each result as it completes (for progress).
         keep_results: Keep every result in the report (turn off for huge batches
             whose results go to ``on_result``).
+        journal: Record every message's state in this SQLite file. If it
+            exists, resume the batch it holds: what was sent is not sent again
+            (see ``mailer.resume``). It must be the journal of this template
+            and these recipients.
+        stop: Set it to stop the batch: no new message starts, attempts in
+            flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
+            ``pending`` (and stay pending in the journal).
 
     Returns:
         The report: counts, per-message results and skipped rows.
@@ -127,6 +139,7 @@ async def send_messages(
     Raises:
         InvalidRecipientsError: Some rows are bad and ``skip_invalid`` is off;
             nothing was sent.
+        JournalError: ``journal`` belongs to another batch or is in use.
         ConfigError: No sender is known.
         TemplateError: The template set is missing or does not parse.
     """
@@ -161,8 +174,32 @@ async def send_messages(
                 continue  # reported by check_rows
 
     report = BatchReport(invalid=len(errors), invalid_rows=errors)
+    if journal is not None:
+
+        def render_one(row: Recipient) -> Message:
+            return render_row(
+                template_name, row, settings=settings, context=context, sender=sender
+            )
+
+        return await send_with_journal(
+            journal,
+            template_name=template_name,
+            source_label=(
+                str(recipients.path)
+                if isinstance(recipients, RecipientFile)
+                else f"{type(recipients).__name__} of rows"
+            ),
+            rows=lambda: enumerate(_rows(recipients), start=1),
+            render=render_one,
+            client_factory=generate_message_client,
+            settings=settings,
+            report=report,
+            on_result=on_result,
+            keep_results=keep_results,
+            stop=stop,
+        )
     async with generate_message_client(settings) as client:
-        results = await client.send_many(messages(), on_result=on_result)
+        results = await client.send_many(messages(), on_result=on_result, stop=stop)
     for result in results:
         report.add(result, keep=keep_results)
     return report

@@ -1,0 +1,270 @@
+"""Send a batch under a journal: start it, or resume it where a previous run ended.
+
+What a resume does with each message, by its journal state:
+
+* ``sent``: left alone (never sent twice on purpose);
+* ``failed`` after a 5xx (or a bug): left alone, reported again;
+* ``pending``: sent;
+* ``deferred``, or ``failed`` on a transient reply: sent again, with the same
+  Message-ID, to the recipients that have not accepted or refused it yet;
+* ``sending``: the previous run ended during an attempt, perhaps after the
+  final dot. It is marked ambiguous and resent with the same Message-ID, so a
+  receiver can tell the copies apart (RFC 1047: no SMTP client can close this
+  gap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mailer.attempts import MessageAttempts
+from mailer.exceptions import InvalidRow, MailerError
+from mailer.journal import BatchIdentity, Journal, JournalEntry, JournalState
+from mailer.recipients import Recipient
+from mailer.results import (
+    BatchReport,
+    RecipientStatus,
+    ResumeCounts,
+    SendResult,
+    SendStatus,
+)
+from mailer.scheduler import SendRequest
+from mailer.settings import MailerSettings
+
+RowRenderer = Callable[[Recipient], Any]
+
+
+def count_entries(entries: Iterable[JournalEntry]) -> ResumeCounts:
+    """Count a journal's entries by what a resume does with them."""
+    counts = dict.fromkeys(
+        ("sent", "refused", "pending", "deferred", "transient", "doubt"), 0
+    )
+    for entry in entries:
+        if entry.state is JournalState.SENT:
+            counts["sent"] += 1
+        elif entry.state is JournalState.FAILED:
+            counts["transient" if entry.transient else "refused"] += 1
+        elif entry.state is JournalState.SENDING:
+            counts["doubt"] += 1
+        else:
+            counts[entry.state.value] += 1
+    return ResumeCounts(
+        already_sent=counts["sent"],
+        refused=counts["refused"],
+        pending=counts["pending"],
+        deferred=counts["deferred"],
+        failed_transient=counts["transient"],
+        in_doubt=counts["doubt"],
+    )
+
+
+def fingerprint(rows: Iterable[Recipient | InvalidRow]) -> str:
+    """Return a digest of every row, so a journal notices another (or edited) file."""
+    digest = hashlib.sha256()
+    for row in rows:
+        if isinstance(row, Recipient):
+            item: Any = [row.line, row.email, row.name, dict(row.context)]
+        else:
+            item = [row.line, row.error]
+        digest.update(json.dumps(item, sort_keys=True, default=str).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+class JournalObserver:
+    """Write each attempt of one message to the journal (an AttemptObserver)."""
+
+    def __init__(self, journal: Journal, entry: JournalEntry) -> None:
+        self.journal = journal
+        self.entry = entry
+        self._earlier_attempts = entry.attempts
+
+    async def attempt_starting(self, attempts: MessageAttempts, /) -> None:
+        """Commit ``sending`` with the Message-ID before the first SMTP command."""
+        entry = self.entry
+        entry.state = JournalState.SENDING
+        entry.message_id = attempts.message_id
+        entry.attempts = self._earlier_attempts + attempts.attempts + 1
+        entry.next_attempt_at = None
+        await self.journal.record(entry)
+
+    async def attempt_ended(
+        self, attempts: MessageAttempts, /, *, retry_in: float | None
+    ) -> None:
+        """Commit the outcome: sent, deferred (with the next time), or failed."""
+        entry = self.entry
+        entry.attempts = self._earlier_attempts + attempts.attempts
+        entry.ambiguous = entry.ambiguous or attempts.ambiguous
+        entry.recipients.update(attempts.statuses)
+        for recipient, status in attempts.statuses.items():
+            if status is RecipientStatus.ACCEPTED:
+                entry.replies.pop(recipient, None)
+        entry.replies.update(attempts.replies)
+        entry.reply = attempts.last_reply
+        deferred = [
+            r for r, s in entry.recipients.items() if s is RecipientStatus.DEFERRED
+        ]
+        accepted = RecipientStatus.ACCEPTED in entry.recipients.values()
+        error = attempts.last_error
+        entry.next_attempt_at = None
+        if deferred and retry_in is not None:
+            entry.state = JournalState.DEFERRED
+            entry.next_attempt_at = time.time() + retry_in
+        elif deferred:
+            entry.state = JournalState.FAILED
+        elif accepted:
+            entry.state = JournalState.SENT
+        else:
+            entry.state = JournalState.FAILED
+        entry.transient = bool(deferred)
+        entry.error = None
+        if entry.state is not JournalState.SENT:
+            entry.error = (
+                str(error)
+                if isinstance(error, MailerError)
+                else f"{type(error).__name__}: {error}"
+                if error is not None
+                else f"{len(deferred)} recipient(s) still deferred: {entry.reply}"
+            )
+        await self.journal.record(entry)
+
+
+def result_from_entry(entry: JournalEntry) -> SendResult:
+    """Return the report line of a message, from its journal entry."""
+    status = {
+        JournalState.SENT: SendStatus.SENT,
+        JournalState.FAILED: SendStatus.FAILED,
+    }.get(entry.state, SendStatus.PENDING)
+    error = entry.error
+    if status is SendStatus.PENDING and error is None:
+        error = "not sent: the batch stopped before its turn"
+    return SendResult(
+        status=status,
+        to=(entry.email,),
+        message_id=entry.message_id,
+        accepted=tuple(
+            r for r, s in entry.recipients.items() if s is RecipientStatus.ACCEPTED
+        ),
+        refused=dict(entry.replies),
+        reply=entry.reply,
+        error=error,
+        transient=entry.transient or status is SendStatus.PENDING,
+        attempts=entry.attempts,
+        ambiguous=entry.ambiguous,
+        recipients=dict(entry.recipients),
+    )
+
+
+async def send_with_journal(
+    journal_path: Path | str,
+    *,
+    template_name: str,
+    source_label: str,
+    rows: Callable[[], Iterator[tuple[int, Recipient | InvalidRow]]],
+    render: Callable[[Recipient], Any],
+    client_factory: Callable[[MailerSettings], Any],
+    settings: MailerSettings,
+    report: BatchReport,
+    on_result: Callable[[SendResult], None] | None = None,
+    keep_results: bool = True,
+    stop: asyncio.Event | None = None,
+) -> BatchReport:
+    """Send the batch, recording every attempt; resume if the journal exists.
+
+    Args:
+        journal_path: The SQLite journal file.
+        template_name: The template set (part of the journal's identity).
+        source_label: What the recipients are (a path), for messages.
+        rows: Returns the numbered rows afresh on each call.
+        render: Renders one row into a Message.
+        client_factory: ``generate_message_client``, as looked up by the caller.
+        settings: The settings.
+        report: The report to fill (already holding the invalid rows).
+        on_result: Called with each result of this run as it completes.
+        keep_results: Keep every result in the report.
+        stop: Set it to stop the batch.
+
+    Raises:
+        JournalError: The journal belongs to another batch, is locked, or
+            cannot be written.
+    """
+    identity = BatchIdentity(
+        template=template_name,
+        source=source_label,
+        fingerprint=fingerprint(row for _, row in rows()),
+    )
+    journal, resumed = await Journal.open(journal_path, identity)
+    try:
+        if not resumed:
+            await journal.add_messages(
+                (position, row.line, row.email)
+                for position, row in rows()
+                if isinstance(row, Recipient)
+            )
+        entries = await journal.entries()
+        if resumed:
+            report.resumed = count_entries(entries.values())
+            await _mark_in_doubt(journal, entries.values())
+        async with client_factory(settings) as client:
+            await client.send_many(
+                _requests(journal, entries, rows(), render, settings),
+                on_result=on_result,
+                stop=stop,
+            )
+        final = await journal.entries()
+    finally:
+        await journal.aclose()
+    for entry in final.values():
+        report.add(result_from_entry(entry), keep=keep_results)
+    return report
+
+
+async def _mark_in_doubt(journal: Journal, entries: Iterable[JournalEntry]) -> None:
+    """Record that the messages caught ``sending`` by the end of a run are ambiguous."""
+    for entry in entries:
+        if entry.state is JournalState.SENDING:
+            entry.state = JournalState.DEFERRED
+            entry.ambiguous = True
+            entry.error = (
+                "in flight when the previous run ended: it may have been delivered"
+            )
+            await journal.record(entry)
+
+
+def _requests(
+    journal: Journal,
+    entries: Mapping[int, JournalEntry],
+    rows: Iterator[tuple[int, Recipient | InvalidRow]],
+    render: Callable[[Recipient], Any],
+    settings: MailerSettings,
+) -> Iterator[SendRequest]:
+    for position, row in rows:
+        entry = entries.get(position)
+        if entry is None or entry.is_done or not isinstance(row, Recipient):
+            continue
+        try:
+            message = render(row)
+        except MailerError:
+            continue  # reported by the check pass
+        recipients = None
+        if entry.settled:
+            sender = message.sender or settings.default_sender
+            envelope = message.envelope(sender) if sender is not None else None
+            if envelope is not None:
+                recipients = tuple(
+                    r for r in envelope.rcpt_tos if r not in entry.settled
+                )
+                if not recipients:
+                    continue  # nobody left to send to
+        yield SendRequest(
+            message,
+            message_id=entry.message_id,
+            recipients=recipients,
+            observer=JournalObserver(journal, entry),
+        )

@@ -1,0 +1,96 @@
+"""Describe a delivery journal for ``mailer status``: counts, then every failure."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailer.journal import (
+    JournalEntry,
+    JournalState,
+    open_read_only,
+    read_entries,
+    read_meta,
+)
+
+
+@dataclass(slots=True)
+class JournalStatus:
+    """What a journal says about its batch.
+
+    Attributes:
+        path: The journal file.
+        template: The template set the batch sends.
+        source: The recipients the batch was started for.
+        counts: Messages per state (every state listed, zeros included).
+        ambiguous: Messages that may have been delivered twice.
+        failures: The failed messages, in batch order.
+    """
+
+    path: Path
+    template: str
+    source: str
+    counts: dict[JournalState, int]
+    ambiguous: int
+    failures: list[JournalEntry] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Return how many messages the batch has."""
+        return sum(self.counts.values())
+
+    @property
+    def is_complete(self) -> bool:
+        """Return whether every message was sent."""
+        return self.counts[JournalState.SENT] == self.total
+
+    def lines(self) -> list[str]:
+        """Return the report ``mailer status`` prints."""
+        counts = ", ".join(
+            f"{self.counts[state]} {state.value}" for state in JournalState
+        )
+        out = [
+            f"journal {self.path}: template {self.template!r}, recipients "
+            f"{self.source}, {self.total} message(s)",
+            counts,
+        ]
+        if self.counts[JournalState.SENDING]:
+            out.append(
+                f"{self.counts[JournalState.SENDING]} sending: in flight now, or "
+                "cut short by a crash (a resume resends them as ambiguous)"
+            )
+        out.append(
+            f"{self.ambiguous} ambiguous (may have been delivered twice, same "
+            "Message-ID)"
+        )
+        for entry in self.failures:
+            kind = "transient, a resume retries it" if entry.transient else "final"
+            out.append(
+                f"failed line {entry.line} {entry.email}: {entry.error} "
+                f"({kind}; {entry.attempts} attempt(s))"
+            )
+        return out
+
+
+def journal_status(path: Path | str) -> JournalStatus:
+    """Read the journal at ``path`` (without locking it: a run may be going on).
+
+    Raises:
+        JournalError: The file is missing or not a journal.
+    """
+    connection = open_read_only(path)
+    try:
+        meta = read_meta(connection)
+        entries = read_entries(connection)
+    finally:
+        connection.close()
+    counts = Counter(entry.state for entry in entries)
+    return JournalStatus(
+        path=Path(path),
+        template=meta.get("template", "?"),
+        source=meta.get("source", "?"),
+        counts={state: counts.get(state, 0) for state in JournalState},
+        ambiguous=sum(entry.ambiguous for entry in entries),
+        failures=[e for e in entries if e.state is JournalState.FAILED],
+    )
