@@ -75,6 +75,7 @@ class MessageAttempts:
         self.last_reply: Reply | None = None
         self.last_error: BaseException | None = None
         self.verdict: Verdict | None = None
+        self.in_flight = False  # between the first SMTP command and the outcome
 
     @property
     def message_id(self) -> str:
@@ -190,6 +191,19 @@ class MessageAttempts:
             error=f"not finished: {reason}",
             transient=True,
         )
+
+    def abandoned_result(self) -> SendResult:
+        """Return a ``pending`` result for a send cut short at shutdown.
+
+        Cut during an attempt, the message may have been delivered: it is
+        ambiguous (and its journal entry stays ``sending``).
+        """
+        result = self.pending_result(
+            "abandoned during an attempt at shutdown; it may have been delivered"
+            if self.in_flight
+            else "the batch was stopped"
+        )
+        return replace(result, ambiguous=self.ambiguous or self.in_flight)
 
     def error(self) -> DeliveryError:
         """Return the error to raise when no recipient accepted the message.

@@ -224,6 +224,12 @@ def _print_outcome(batch: BatchReport, elapsed: float) -> None:
             f"... and {len(failures) - SHOWN_FAILURES} more failures (see --report)"
         )
     print(f"{batch.summary()} in {elapsed:.2f}s")
+    if batch.ambiguous:
+        print(
+            f"{batch.ambiguous} ambiguous: an attempt ended after the message "
+            "content was sent and before the server's reply, so it may have "
+            "been delivered twice (every copy has the same Message-ID)"
+        )
 
 
 def _write_report(batch: BatchReport, path: Path) -> None:

@@ -131,6 +131,21 @@ class MessageClient(AsyncCloseable):
         outgoing = self.prepare(message, message_id=message_id)
         attempts = MessageAttempts(outgoing, recipients)
         batch = current_batch()
+        try:
+            return await self._send_attempts(attempts, observer, batch)
+        except asyncio.CancelledError:
+            if batch is None or not batch.abandoning:
+                raise
+            # Shutdown grace is over: report what is known, nothing is lost.
+            return attempts.abandoned_result()
+
+    async def _send_attempts(
+        self,
+        attempts: MessageAttempts,
+        observer: AttemptObserver | None,
+        batch: BatchControl | None,
+    ) -> SendResult:
+        outgoing = attempts.outgoing
         while True:
             if batch is not None and not await batch.admit(attempts):
                 return attempts.pending_result(batch.reason)
@@ -166,6 +181,7 @@ class MessageClient(AsyncCloseable):
             await _notify(observer.attempt_starting(attempts), batch)
         attempts.begin()
         try:
+            attempts.in_flight = True
             delivery = await self.transport.deliver(
                 attempts.envelope(), attempts.outgoing.content
             )
@@ -175,12 +191,15 @@ class MessageClient(AsyncCloseable):
                 batch.stop(f"stopped after: {exc}")
         except Exception as exc:
             # A bug, not a server reply: record it so nothing is left "sending".
+            attempts.in_flight = False
             attempts.record_error(exc)
             if observer is not None:
                 await _notify(observer.attempt_ended(attempts, retry_in=None), batch)
             raise
         else:
             attempts.record_delivery(delivery)
+        # Left True when the attempt is cancelled: it may have delivered.
+        attempts.in_flight = False
         retry_in = None
         if not attempts.is_finished:
             retry_in = self.retry_policy.next_delay(

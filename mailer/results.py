@@ -228,12 +228,7 @@ class BatchReport:
     def summary(self) -> str:
         """Return the one-line summary the CLI prints."""
         pending = f", {self.pending} pending" if self.pending else ""
-        ambiguous = (
-            f"; {self.ambiguous} ambiguous (may have been delivered twice, "
-            "same Message-ID)"
-            if self.ambiguous
-            else ""
-        )
+        ambiguous = f", {self.ambiguous} ambiguous" if self.ambiguous else ""
         return (
             f"{self.sent} sent, {self.failed} failed{pending}, {self.invalid} invalid "
             f"({self.total} total){ambiguous}"

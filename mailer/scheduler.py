@@ -184,15 +184,7 @@ async def run_batch(
         except asyncio.CancelledError:
             if not batch.abandoning:
                 raise
-            result = SendResult(
-                status=SendStatus.PENDING,
-                to=tuple(address.addr_spec for address in request.message.to),
-                message_id=request.message_id,
-                error="not finished: abandoned during an attempt at shutdown; "
-                "it may have been delivered",
-                transient=True,
-                ambiguous=True,
-            )
+            result = not_started(request, "abandoned at shutdown")
         finally:
             admission.release()
         record(index, result)
