@@ -17,6 +17,9 @@ from mailer.results import Delivery, Reply
 from mailer.settings import MailerSettings
 from mailer.transports.sockets import open_socket
 
+# AUTH replies that refuse the mechanism, not the credentials.
+MECHANISM_REFUSED = frozenset({504, 534})
+
 
 class Phase(enum.Enum):
     """Where a transaction stands: decides whether a failure may have delivered."""
@@ -86,7 +89,27 @@ class SMTPConnection:
                     + (" before TLS" if self._settings.tls_mode == "none" else "")
                     + "; cannot log in"
                 )
-            await self._smtp.login(username, password.get_secret_value())
+            await self._login(username, password.get_secret_value())
+
+    async def _login(self, username: str, password: str) -> None:
+        """Log in with the first method offered; another only if that one is refused.
+
+        aiosmtplib's ``login`` tries every method after any failure, so a wrong
+        password is sent twice (PLAIN, then LOGIN) and counts twice towards an
+        account lockout. Here the next method is tried only when the server
+        refuses the mechanism itself (504 not implemented, 534 too weak).
+        """
+        smtp = self._smtp
+        methods = smtp.supported_auth_methods
+        for index, name in enumerate(methods):
+            try:
+                await getattr(smtp, f"auth_{name.replace('-', '')}")(username, password)
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                if exc.code not in MECHANISM_REFUSED or index == len(methods) - 1:
+                    raise
+            else:
+                return
+        raise aiosmtplib.SMTPException("No suitable authentication method found.")
 
     async def send(self, envelope: Envelope, content: bytes) -> Delivery:
         """Run one mail transaction: MAIL, RCPT for each recipient, DATA.
