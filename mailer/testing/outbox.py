@@ -289,7 +289,12 @@ class Outbox(Sequence[SentMail]):
     ) -> str:
         mails = self._snapshot()
         number = {id(mail): index for index, mail in enumerate(mails)}
-        what = f"mail matching {criterion!r}" if criterion is not None else "mail"
+        what = "mail"
+        if criterion is not None:
+            shown = (
+                criterion.describe() if isinstance(criterion, Mail) else repr(criterion)
+            )
+            what = f"mail matching {shown}"
         wanted = (
             "at least 1"
             if count is None

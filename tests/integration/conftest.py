@@ -1,65 +1,35 @@
-"""Real SMTP servers for integration tests: aiosmtpd in the test's loop, on 127.0.0.1:0."""
+"""Integration tests use mailer's own pytest plugin: smtp_server, smtp_tls, faults.
+
+The servers are real aiosmtpd servers in the test's loop on 127.0.0.1 and a
+free port, with certificates from a CA made for the run (``smtp_tls``).
+"""
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from mailer import MailerSettings
-from mailer.inbox import Inbox, start_inbox
+from mailer.testing import SMTPTestServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    """A certificate authority made for this test run."""
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test CA's certificate as a PEM file, for MAILER_SMTP_CA_FILE."""
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-@pytest.fixture(scope="session")
-def server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    """A server context with a certificate for localhost, 127.0.0.1 and ::1."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1", "::1").configure_cert(context)
-    return context
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[Inbox]:
-    """A plain SMTP inbox."""
-    async with await start_inbox() as server:
-        yield server
+SHOP = "Example Shop <shop@example.test>"
 
 
 @pytest.fixture
 def settings_for() -> Callable[..., MailerSettings]:
-    """Settings pointing at a given inbox."""
+    """Settings for a test server, sending as the example shop with its templates."""
 
-    def make(server: Inbox, **overrides: Any) -> MailerSettings:
+    def make(server: SMTPTestServer, **overrides: Any) -> MailerSettings:
         values: dict[str, Any] = {
-            "_env_file": None,
-            "smtp_host": server.host,
-            "smtp_port": server.port,
-            "smtp_tls": "none",
-            "from_": "Example Shop <shop@example.test>",
+            "from_": SHOP,
             "templates_dir": EXAMPLES / "templates",
             "timeout": 5,
         }
         values.update(overrides)
-        return MailerSettings(**values)
+        return server.settings(**values)
 
     return make
