@@ -14,8 +14,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from aiosmtpd.smtp import (
     SMTP,
@@ -27,6 +26,7 @@ from aiosmtpd.smtp import (
     Envelope as ServerEnvelope,
 )
 
+from mailer.lifecycle import AsyncCloseable
 from mailer.message import Envelope
 from mailer.settings import is_loopback
 from mailer.testing.records import SentMail
@@ -108,7 +108,7 @@ def _authenticator(users: Mapping[str, str]) -> Callable[..., AuthResult]:
     return authenticate
 
 
-class Inbox:
+class Inbox(AsyncCloseable):
     """A running inbox: where it listens and what it received."""
 
     def __init__(
@@ -142,17 +142,6 @@ class Inbox:
             if protocol.transport is not None:
                 protocol.transport.close()
         await self._server.wait_closed()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def start_inbox(
