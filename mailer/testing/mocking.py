@@ -61,7 +61,7 @@ def patch_send(outbox: Outbox | None = None) -> Iterator[mock.AsyncMock]:
     # Autospec the method as bound, so calls are recorded without ``self``:
     # send.assert_awaited_once_with(message) reads as the call site does.
     bound = types.MethodType(MessageClient.send, object())
-    send_mock: Any = mock.create_autospec(bound)
+    send_mock: Any = mock.create_autospec(bound, name="MessageClient.send")
     default_return = send_mock.return_value
 
     async def send(

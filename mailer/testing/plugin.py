@@ -19,7 +19,6 @@ be planned with ``@pytest.mark.smtp_faults(plan=lambda faults: faults.greeting()
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,13 +59,13 @@ def _without_pytest_asyncio(function: F) -> F:
 
 # Async fixtures are declared with pytest-asyncio's decorator, so that they work
 # in its strict mode (its default) as well as in auto mode.
-if importlib.util.find_spec("pytest_asyncio") is not None:
+try:
     import pytest_asyncio
-
+except ImportError:  # mailer without its testing extra
+    async_fixture: Callable[[F], F] = _without_pytest_asyncio
+else:
     # The decorator is overloaded; we only ever use its bare form.
-    async_fixture: Callable[[F], F] = pytest_asyncio.fixture  # type: ignore[assignment]
-else:  # pragma: no cover - the testing extra installs pytest-asyncio
-    async_fixture = _without_pytest_asyncio
+    async_fixture = pytest_asyncio.fixture  # type: ignore[assignment]
 
 
 def pytest_configure(config: pytest.Config) -> None:

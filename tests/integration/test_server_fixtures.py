@@ -51,7 +51,8 @@ async def test_the_marker_sets_starttls_and_auth(
 
 
 def refuse_mail_once(faults: FaultPlan) -> None:
-    faults.reply("MAIL", 451, "4.7.1 Greylisted", times=1)
+    # Permanent, so that no retry policy can hide the refusal.
+    faults.reply("MAIL", 550, "5.7.1 Sender blocked", times=1)
 
 
 @pytest.mark.smtp_faults(plan=refuse_mail_once)

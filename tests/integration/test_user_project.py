@@ -14,10 +14,14 @@ USER_PROJECT = Path(__file__).resolve().parents[2] / "examples" / "user_project"
 USER_PROJECT_TESTS = 7
 
 
-def run_pytest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_pytest(
+    *args: str, cwd: Path, pythonpath: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MAILER_")}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("PYTEST_ADDOPTS", None)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=cwd,
@@ -72,3 +76,33 @@ def test_the_plugin_is_loaded_from_the_entry_point_and_can_be_disabled(
     assert "@pytest.mark.smtp_server(**options)" in with_plugin
     assert "@pytest.mark.smtp_faults(plan=function)" in with_plugin
     assert "smtp_server" not in without
+
+
+def test_without_pytest_asyncio_the_async_fixtures_say_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    """pytest-asyncio absent: other tests still run; smtp_server explains the need."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "test_it.py").write_text(
+        "def test_plain():\n    assert True\n\n"
+        "def test_server(smtp_server):\n    pass\n\n"
+        "def test_outbox(mail_outbox):\n    mail_outbox.assert_nothing_sent()\n"
+    )
+    # A package of the same name, first on the path, that fails to import.
+    shadow = tmp_path / "shadow" / "pytest_asyncio"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed')\n")
+    result = run_pytest(
+        "-p",
+        "no:asyncio",
+        "-q",
+        cwd=tmp_path / "project",
+        pythonpath=tmp_path / "shadow",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "smtp_server needs pytest-asyncio: pip install 'mailer[testing]'"
+        in result.stdout
+    )
+    # The fixture fails in setup: an error for that test, the others pass.
+    assert result.stdout.strip().splitlines()[-1].startswith("2 passed, 1 error")

@@ -190,3 +190,43 @@ def test_email_message_from_elsewhere_can_be_matched() -> None:
     message["Subject"] = "Grüße"
     message.set_content("hello\n")
     assert Mail(to="zoe@example.test", subject="Grüße", text="hello\n") == message
+
+
+def test_a_message_with_its_own_sender_and_envelope_fields() -> None:
+    """On a Message: from_, mail_from and rcpt_tos come from its own fields."""
+    message = Message(
+        to="Ann <ann@example.test>",
+        bcc=["ann@example.test", "b@bücher.example"],
+        sender="Shop <shop@example.test>",
+        subject="s",
+        body="b",
+    )
+    assert Mail(from_=["shop@example.test"], mail_from="shop@example.test") == message
+    assert Mail(rcpt_tos=["ann@example.test", "b@xn--bcher-kva.example"]) == message
+    assert Mail(message_id=Contains("@")).misses(message) == [
+        "message_id: a Message gets its Message-ID when it is sent"
+    ]
+
+
+def test_bytes_and_address_lists_with_matchers_inside() -> None:
+    """Text matchers read bytes; an address list may hold matchers."""
+    assert Contains("hello") == b"say hello"
+    assert Regex(r"h.llo") == b"say hello"
+    mail = sent(RESET)
+    assert Mail(to=[Regex(r"^Bob@")]) == mail
+    assert Mail(cc=[Addr("carol@example.test"), "x@example.test"]) != mail
+    assert Mail(to=Contains("bob", case_sensitive=False)) == mail
+
+
+def test_attachments_by_count_or_by_names() -> None:
+    """attachments= takes a count or the file names, in order."""
+    message = EmailMessage()
+    message["To"] = "a@example.test"
+    message["Subject"] = "Files"
+    message.set_content("see attached\n")
+    message.add_attachment(b"1", maintype="text", subtype="plain", filename="a.txt")
+    message.add_attachment(b"2", maintype="text", subtype="plain", filename="b.txt")
+    assert Mail(attachments=2) == message
+    assert Mail(attachments=["a.txt", "b.txt"]) == message
+    assert Mail(attachments=["b.txt", "a.txt"]) != message
+    assert Mail(attachments=lambda found: found[0].content == b"1") == message

@@ -302,3 +302,17 @@ def test_the_documented_seam_is_messageclient_send() -> None:
     from mailer.testing import SEND_TARGET
 
     assert pkgutil.resolve_name(SEND_TARGET) is MessageClient.send
+
+
+async def test_a_failed_mock_assertion_names_the_seam_and_the_differing_field(
+    mock_send: AsyncMock, settings: MailerSettings
+) -> None:
+    """The message reads MessageClient.send(...) and says which field missed."""
+    async with generate_message_client(settings) as client:
+        await client.send(Message(to="a@example.test", subject="Hello", body="b"))
+    with pytest.raises(AssertionError) as caught:
+        mock_send.assert_awaited_once_with(Mail(subject="Goodbye"))
+    assert (
+        "Expected: MessageClient.send(Mail(subject='Goodbye') "
+        "<missed: subject: wanted 'Goodbye', got 'Hello'>)"
+    ) in str(caught.value)

@@ -10,7 +10,7 @@ from shop_notify import (
     send_password_reset_sync,
 )
 
-from mailer import RecipientsRefusedError, Reply
+from mailer import DeliveryError, RecipientsRefusedError, Reply
 from mailer.testing import Addr, AnyOf, Contains, Mail, Not, Regex
 
 
@@ -106,10 +106,10 @@ async def test_order_updates_over_smtp_report_the_refused_mailbox(smtp_server):
 async def test_a_fallback_server_takes_over(smtp_server_factory, smtp_tls):
     """smtp_server_factory: two servers; the primary refuses every connection."""
     primary = await smtp_server_factory(tls="tls", auth={"shop": "pw"})
-    primary.faults.greeting(421, "4.3.2 Down for maintenance")
+    primary.faults.greeting(554, "5.3.2 Not accepting mail")
     fallback = await smtp_server_factory(tls="tls", auth={"shop": "pw"})
 
-    with pytest.raises(Exception, match="421"):
+    with pytest.raises(DeliveryError, match="554"):
         await send_password_reset("bob@example.test", "1", settings=primary.settings())
     await send_password_reset("bob@example.test", "2", settings=fallback.settings())
 
