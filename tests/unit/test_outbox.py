@@ -35,6 +35,10 @@ def test_it_is_a_sequence(outbox: Outbox) -> None:
     assert [m.subject for m in outbox[1:]] == ["Reset your password", "Receipt"]
     assert [m.subject for m in outbox] == ["Welcome", "Reset your password", "Receipt"]
     assert outbox.last.subject == "Receipt"
+    assert outbox == list(outbox)
+    assert Outbox() == []
+    assert Outbox() == ()
+    assert outbox != []
     assert (
         repr(outbox)
         == "<Outbox of 3 mail(s): ['Welcome', 'Reset your password', 'Receipt']>"
