@@ -301,16 +301,27 @@ def failed_result(message: Message, error: BaseException) -> SendResult:
     )
 
 
+# The test seam: while mailer.testing.use_transport() (the mail_outbox fixture)
+# is active, clients from generate_message_client() deliver through the
+# transport this makes instead of SMTP. Set and restored only by that helper.
+transport_override: Callable[[MailerSettings], Transport] | None = None
+
+
 def generate_message_client(settings: MailerSettings | None = None) -> MessageClient:
     """Return the MessageClient that application code should send with.
 
     Code that sends mail calls this factory rather than building a client, so
-    tests can replace it where it is looked up (``mailer.sending`` for
-    ``send_messages``)::
+    tests can swap what it returns: ``mailer.testing``'s ``mail_outbox``
+    fixture makes it return clients on an in-memory transport, or patch it
+    where it is looked up (``mailer.sending`` for ``send_messages``)::
 
         with patch("mailer.sending.generate_message_client") as factory: ...
 
     Args:
         settings: Default ``MailerSettings()`` (environment and ``.env``).
     """
-    return MessageClient(settings if settings is not None else MailerSettings())
+    settings = settings if settings is not None else MailerSettings()
+    override = transport_override
+    if override is not None:
+        return MessageClient(settings, transport=override(settings))
+    return MessageClient(settings)

@@ -25,8 +25,11 @@ from mailer.testing.records import Attachment, SentMail, SessionInfo
 
 if TYPE_CHECKING:
     from mailer.testing.config import isolated_settings
+    from mailer.testing.fakes import OutboxTransport, capture_mail, use_transport
     from mailer.testing.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
+    from mailer.testing.mocking import SEND_TARGET, patch_send
     from mailer.testing.server import SMTPTestServer
+    from mailer.testing.threaded import ThreadedSMTPTestServer
     from mailer.testing.tls import TLSBundle
 
 # Loaded on first use: name -> module.
@@ -35,7 +38,13 @@ _LAZY = {
     "FaultPlan": "mailer.testing.faults",
     "FaultRule": "mailer.testing.faults",
     "GREETING": "mailer.testing.faults",
+    "OutboxTransport": "mailer.testing.fakes",
+    "SEND_TARGET": "mailer.testing.mocking",
     "SMTPTestServer": "mailer.testing.server",
+    "ThreadedSMTPTestServer": "mailer.testing.threaded",
+    "capture_mail": "mailer.testing.fakes",
+    "patch_send": "mailer.testing.mocking",
+    "use_transport": "mailer.testing.fakes",
     "TLSBundle": "mailer.testing.tls",
     "isolated_settings": "mailer.testing.config",
 }
@@ -51,6 +60,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "END_OF_DATA",
     "GREETING",
+    "SEND_TARGET",
     "Addr",
     "AllOf",
     "AnyOf",
@@ -62,11 +72,16 @@ __all__ = [
     "Matcher",
     "Not",
     "Outbox",
+    "OutboxTransport",
     "Predicate",
     "Regex",
     "SMTPTestServer",
     "SentMail",
     "SessionInfo",
     "TLSBundle",
+    "ThreadedSMTPTestServer",
+    "capture_mail",
     "isolated_settings",
+    "patch_send",
+    "use_transport",
 ]

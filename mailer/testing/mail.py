@@ -156,6 +156,7 @@ class Mail(Matcher):
                 )
         self.fields = fields
         self._matchers = {name: _field_matcher(name, v) for name, v in fields.items()}
+        self._last_miss: str | None = None
 
     def matches(self, value: Any) -> bool:
         """Return whether every given field of ``value`` matches."""
@@ -164,6 +165,17 @@ class Mail(Matcher):
     def explain(self, value: Any) -> str | None:
         """Return the fields that differ, or ``None`` if ``value`` matches."""
         return "; ".join(self.misses(value)) or None
+
+    def __eq__(self, other: object) -> bool:
+        # unittest.mock compares with == and then prints repr(expected): keep
+        # why the last comparison failed, so its message shows the differing
+        # fields ("Expected: send(Mail(...) <missed: subject: ...>)").
+        miss = self.explain(other)
+        self._last_miss = miss if view_of(other) is not None else None
+        return miss is None
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
 
     def misses(self, value: Any) -> list[str]:
         """Return one line per field of ``value`` that does not match."""
@@ -181,9 +193,14 @@ class Mail(Matcher):
                 misses.append(f"{name}: {miss}")
         return misses
 
-    def __repr__(self) -> str:
+    def describe(self) -> str:
+        """Return the matcher as code (``Mail(subject=Contains('Reset'))``)."""
         inner = ", ".join(f"{name}={v!r}" for name, v in self.fields.items())
         return f"Mail({inner})"
+
+    def __repr__(self) -> str:
+        missed = f" <missed: {self._last_miss}>" if self._last_miss else ""
+        return f"{self.describe()}{missed}"
 
 
 FieldView = Callable[[str], Any]

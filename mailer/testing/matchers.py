@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import email.utils
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mailer.testing.records import comparable_address
@@ -233,15 +233,3 @@ def suggest(name: str, known: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest known name, or ``""``."""
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def explain_mapping(
-    expected: Mapping[str, Any], actual: Callable[[str], Any]
-) -> list[str]:
-    """Return the misses of ``expected`` items against ``actual(name)`` values."""
-    misses = []
-    for name, wanted in expected.items():
-        miss = as_matcher(wanted).explain(actual(name))
-        if miss is not None:
-            misses.append(f"{name}: {miss}")
-    return misses

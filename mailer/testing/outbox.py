@@ -73,6 +73,17 @@ class Outbox(Sequence[SentMail]):
     def __iter__(self) -> Iterator[SentMail]:
         return iter(self._snapshot())
 
+    def __eq__(self, other: object) -> bool:
+        # Equal to a list (or tuple) of the same mails, as the plain list the
+        # transports' outbox used to be: ``transport.outbox == []`` still works.
+        if isinstance(other, Outbox):
+            return self._snapshot() == other._snapshot()
+        if isinstance(other, list | tuple):
+            return self._snapshot() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable, like a list
+
     def __repr__(self) -> str:
         mails = self._snapshot()
         shown = ", ".join(repr(mail.subject) for mail in mails[:5])
@@ -289,7 +300,12 @@ class Outbox(Sequence[SentMail]):
     ) -> str:
         mails = self._snapshot()
         number = {id(mail): index for index, mail in enumerate(mails)}
-        what = f"mail matching {criterion!r}" if criterion is not None else "mail"
+        what = "mail"
+        if criterion is not None:
+            shown = (
+                criterion.describe() if isinstance(criterion, Mail) else repr(criterion)
+            )
+            what = f"mail matching {shown}"
         wanted = (
             "at least 1"
             if count is None

@@ -195,6 +195,23 @@ class SMTPTestServer:
         """Return how many connections are open now."""
         return sum(1 for s in list(self._sessions) if s.transport is not None)
 
+    def drop_connections(self) -> int:
+        """Close every client connection now, as a restart or idle timeout would.
+
+        The server keeps listening. A client holding a pooled connection finds
+        it closed on its next send.
+
+        Returns:
+            How many connections were closed.
+        """
+        dropped = 0
+        for session in list(self._sessions):
+            if session.transport is not None:
+                session.transcript.append("S: <connection closed by the server>")
+                session.transport.close()
+                dropped += 1
+        return dropped
+
     def settings(self, **overrides: Any) -> MailerSettings:
         """Return settings that send to this server, trusting its test CA.
 
