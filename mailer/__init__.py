@@ -15,10 +15,12 @@ from mailer.exceptions import (
     InvalidAddressError,
     InvalidRecipientsError,
     InvalidRow,
+    JournalError,
     MailerError,
     MessageError,
     RecipientsRefusedError,
     RejectedError,
+    RelaysUnavailableError,
     SenderRefusedError,
     TemplateError,
     TemplateNotFoundError,
@@ -29,7 +31,16 @@ from mailer.exceptions import (
 )
 from mailer.message import Envelope, Message
 from mailer.recipients import Recipient, RecipientFile
-from mailer.results import BatchReport, Delivery, Reply, SendResult, SendStatus
+from mailer.results import (
+    BatchReport,
+    Delivery,
+    RecipientStatus,
+    Reply,
+    SendResult,
+    SendStatus,
+)
+from mailer.retry import RetryPolicy
+from mailer.scheduler import SendRequest
 from mailer.sending import send_messages
 from mailer.settings import MailerSettings
 from mailer.templates import render
@@ -54,6 +65,7 @@ __all__ = [
     "InvalidAddressError",
     "InvalidRecipientsError",
     "InvalidRow",
+    "JournalError",
     "MailerError",
     "MailerSettings",
     "Message",
@@ -61,9 +73,13 @@ __all__ = [
     "MessageError",
     "Recipient",
     "RecipientFile",
+    "RecipientStatus",
     "RecipientsRefusedError",
     "RejectedError",
+    "RelaysUnavailableError",
     "Reply",
+    "RetryPolicy",
+    "SendRequest",
     "SendResult",
     "SendStatus",
     "SenderRefusedError",

@@ -23,7 +23,7 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +119,8 @@ class JournalEntry:
         )
 
 
-def _entry(row: sqlite3.Row) -> JournalEntry:
+def entry_from_row(row: sqlite3.Row) -> JournalEntry:
+    """Return the entry a ``messages`` row holds."""
     replies = {
         r: Reply(code, text) for r, (code, text) in json.loads(row["replies"]).items()
     }
@@ -159,6 +160,7 @@ class Journal:
         self._connection = connection
         self._executor = executor
         self._lock = lock
+        self._reader: sqlite3.Connection | None = None
 
     @classmethod
     async def open(
@@ -245,14 +247,63 @@ class Journal:
 
         await self._run(insert)
 
-    async def entries(self) -> dict[int, JournalEntry]:
-        """Return every message's last recorded state, by position."""
+    def iter_entries(self, chunk: int = 500) -> Iterator[JournalEntry]:
+        """Yield every entry in batch order, ``chunk`` rows per query.
 
-        def read() -> dict[int, JournalEntry]:
-            rows = self._connection.execute("SELECT * FROM messages ORDER BY position")
-            return {row["position"]: _entry(row) for row in rows}
+        It reads on the caller's thread through its own connection, one short
+        query per chunk: memory stays flat however large the batch, and no
+        long read holds back the WAL checkpoint while the batch writes.
+        """
+        if self._reader is None:
+            self._reader = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True
+            )
+            self._reader.row_factory = sqlite3.Row
+        after = -1
+        while True:
+            rows = self._reader.execute(
+                "SELECT * FROM messages WHERE position > ? ORDER BY position LIMIT ?",
+                (after, chunk),
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield entry_from_row(row)
+            after = rows[-1]["position"]
 
-        return await self._run(read)
+    async def counts(self) -> dict[tuple[JournalState, bool], int]:
+        """Return how many messages are in each (state, transient) pair."""
+
+        def count() -> dict[tuple[JournalState, bool], int]:
+            rows = self._connection.execute(
+                "SELECT state, transient, COUNT(*) FROM messages"
+                " GROUP BY state, transient"
+            )
+            return {(JournalState(s), bool(t)): n for s, t, n in rows}
+
+        return await self._run(count)
+
+    async def mark_in_doubt(self, reason: str) -> int:
+        """Turn every ``sending`` message into an ambiguous ``deferred`` one.
+
+        A message still ``sending`` when a run starts was in flight when the
+        previous run ended: it may have been delivered.
+
+        Returns:
+            How many messages were in doubt.
+        """
+
+        def update() -> int:
+            with Transaction(self._connection):
+                cursor = self._connection.execute(
+                    "UPDATE messages SET state = 'deferred', ambiguous = 1,"
+                    " transient = 1, error = ?, updated_at = ?"
+                    " WHERE state = 'sending'",
+                    (reason, time.time()),
+                )
+            return cursor.rowcount
+
+        return await self._run(update)
 
     async def record(self, entry: JournalEntry) -> None:
         """Write ``entry`` as the message's state, in its own committed transaction."""
@@ -286,6 +337,9 @@ class Journal:
 
     async def aclose(self) -> None:
         """Close the database and release the lock."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
         def close() -> None:
             self._connection.close()
@@ -371,33 +425,3 @@ def _check_identity(
             "or the file changed since; use a new journal file for this batch",
             path=str(path),
         )
-
-
-def open_read_only(path: Path | str) -> sqlite3.Connection:
-    """Open a journal for reading (``mailer status``) without taking its lock.
-
-    Raises:
-        JournalError: The file is missing or not a journal.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise JournalError(f"{path}: no such journal file", path=str(path))
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    connection.row_factory = sqlite3.Row
-    try:
-        meta = read_meta(connection)
-    except sqlite3.DatabaseError:
-        connection.close()
-        raise JournalError(f"{path}: not a mailer journal", path=str(path)) from None
-    if meta.get("version") != JOURNAL_VERSION:
-        connection.close()
-        raise JournalError(f"{path}: not a mailer journal", path=str(path))
-    return connection
-
-
-def read_entries(connection: sqlite3.Connection) -> list[JournalEntry]:
-    """Return every entry of a journal opened with ``open_read_only``."""
-    return [
-        _entry(row)
-        for row in connection.execute("SELECT * FROM messages ORDER BY position")
-    ]

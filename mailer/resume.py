@@ -40,27 +40,23 @@ from mailer.settings import MailerSettings
 RowRenderer = Callable[[Recipient], Any]
 
 
-def count_entries(entries: Iterable[JournalEntry]) -> ResumeCounts:
-    """Count a journal's entries by what a resume does with them."""
-    counts = dict.fromkeys(
-        ("sent", "refused", "pending", "deferred", "transient", "doubt"), 0
-    )
-    for entry in entries:
-        if entry.state is JournalState.SENT:
-            counts["sent"] += 1
-        elif entry.state is JournalState.FAILED:
-            counts["transient" if entry.transient else "refused"] += 1
-        elif entry.state is JournalState.SENDING:
-            counts["doubt"] += 1
-        else:
-            counts[entry.state.value] += 1
+def count_states(counts: Mapping[tuple[JournalState, bool], int]) -> ResumeCounts:
+    """Return what a resume will do, from the journal's (state, transient) counts."""
+
+    def total(state: JournalState, transient: bool | None = None) -> int:
+        return sum(
+            n
+            for (s, t), n in counts.items()
+            if s is state and (transient is None or t is transient)
+        )
+
     return ResumeCounts(
-        already_sent=counts["sent"],
-        refused=counts["refused"],
-        pending=counts["pending"],
-        deferred=counts["deferred"],
-        failed_transient=counts["transient"],
-        in_doubt=counts["doubt"],
+        already_sent=total(JournalState.SENT),
+        refused=total(JournalState.FAILED, transient=False),
+        pending=total(JournalState.PENDING),
+        deferred=total(JournalState.DEFERRED),
+        failed_transient=total(JournalState.FAILED, transient=True),
+        in_doubt=total(JournalState.SENDING),
     )
 
 
@@ -207,46 +203,40 @@ async def send_with_journal(
                 for position, row in rows()
                 if isinstance(row, Recipient)
             )
-        entries = await journal.entries()
         if resumed:
-            report.resumed = count_entries(entries.values())
-            await _mark_in_doubt(journal, entries.values())
+            report.resumed = count_states(await journal.counts())
+            await journal.mark_in_doubt(
+                "in flight when the previous run ended: it may have been delivered"
+            )
         async with client_factory(settings) as client:
             await client.send_many(
-                _requests(journal, entries, rows(), render, settings),
+                _requests(journal, rows(), render, settings),
                 on_result=on_result,
                 stop=stop,
             )
-        final = await journal.entries()
+        for entry in journal.iter_entries():
+            report.add(result_from_entry(entry), keep=keep_results)
     finally:
         await journal.aclose()
-    for entry in final.values():
-        report.add(result_from_entry(entry), keep=keep_results)
     return report
-
-
-async def _mark_in_doubt(journal: Journal, entries: Iterable[JournalEntry]) -> None:
-    """Record that the messages caught ``sending`` by the end of a run are ambiguous."""
-    for entry in entries:
-        if entry.state is JournalState.SENDING:
-            entry.state = JournalState.DEFERRED
-            entry.ambiguous = True
-            entry.error = (
-                "in flight when the previous run ended: it may have been delivered"
-            )
-            await journal.record(entry)
 
 
 def _requests(
     journal: Journal,
-    entries: Mapping[int, JournalEntry],
     rows: Iterator[tuple[int, Recipient | InvalidRow]],
     render: Callable[[Recipient], Any],
     settings: MailerSettings,
 ) -> Iterator[SendRequest]:
+    # Rows and journal entries both come in position order: walk them together
+    # (the journal has no entry for an invalid row).
+    entries = journal.iter_entries()
+    entry = next(entries, None)
     for position, row in rows:
-        entry = entries.get(position)
-        if entry is None or entry.is_done or not isinstance(row, Recipient):
+        while entry is not None and entry.position < position:
+            entry = next(entries, None)
+        if entry is None or entry.position != position:
+            continue
+        if entry.is_done or not isinstance(row, Recipient):
             continue
         try:
             message = render(row)
