@@ -10,6 +10,7 @@ from mailer import (
     SendResult,
     generate_message_client,
     render,
+    render_string,
     send_messages,
 )
 from mailer.transports import MemoryTransport, Transport
@@ -35,3 +36,7 @@ async def send_batch() -> BatchReport:
 
 def render_one() -> Message:
     return render("welcome", to="a@example.test", context={"name": "A"})
+
+
+def render_untrusted(source: str) -> Message:
+    return render_string("Hi", source, trusted=False, to="a@example.test")
