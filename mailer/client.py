@@ -6,11 +6,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from mailer.builder import format_date, new_message_id
 from mailer.exceptions import ConfigError, DeliveryError, MailerError
+from mailer.lifecycle import AsyncCloseable
 from mailer.limits import check_message_limits
 from mailer.message import Envelope, Message
 from mailer.results import SendResult, SendStatus
@@ -31,7 +30,7 @@ class OutgoingMessage:
     message_id: str
 
 
-class MessageClient:
+class MessageClient(AsyncCloseable):
     """Send messages through a transport (SMTP by default), sharing its connections.
 
     Use it as an async context manager so that its connections are closed::
@@ -56,17 +55,6 @@ class MessageClient:
         self.transport: Transport = (
             transport if transport is not None else SMTPTransport(self.settings)
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the transport's connections."""

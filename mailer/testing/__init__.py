@@ -1,5 +1,72 @@
-"""Test doubles for code that sends mail."""
+"""Test doubles for code that sends mail: records, matchers, outboxes, a test server.
 
-from mailer.testing.records import SentMail
+Importing this package is cheap and has no side effects: the SMTP test server
+(aiosmtpd) and the test CA (trustme) load only when first used.
+"""
 
-__all__ = ["SentMail"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from mailer.testing.mail import Mail
+from mailer.testing.matchers import (
+    Addr,
+    AllOf,
+    AnyOf,
+    Contains,
+    Matcher,
+    Not,
+    Predicate,
+    Regex,
+)
+from mailer.testing.outbox import Outbox
+from mailer.testing.records import Attachment, SentMail, SessionInfo
+
+if TYPE_CHECKING:
+    from mailer.testing.config import isolated_settings
+    from mailer.testing.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
+    from mailer.testing.server import SMTPTestServer
+    from mailer.testing.tls import TLSBundle
+
+# Loaded on first use: name -> module.
+_LAZY = {
+    "END_OF_DATA": "mailer.testing.faults",
+    "FaultPlan": "mailer.testing.faults",
+    "FaultRule": "mailer.testing.faults",
+    "GREETING": "mailer.testing.faults",
+    "SMTPTestServer": "mailer.testing.server",
+    "TLSBundle": "mailer.testing.tls",
+    "isolated_settings": "mailer.testing.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mailer.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "END_OF_DATA",
+    "GREETING",
+    "Addr",
+    "AllOf",
+    "AnyOf",
+    "Attachment",
+    "Contains",
+    "FaultPlan",
+    "FaultRule",
+    "Mail",
+    "Matcher",
+    "Not",
+    "Outbox",
+    "Predicate",
+    "Regex",
+    "SMTPTestServer",
+    "SentMail",
+    "SessionInfo",
+    "TLSBundle",
+    "isolated_settings",
+]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from mailer.lifecycle import AsyncCloseable
 from mailer.message import Envelope
 from mailer.results import Delivery
 
@@ -31,14 +31,11 @@ class Transport(Protocol):
         ...
 
 
-class BaseTransport:
+class BaseTransport(AsyncCloseable):
     """Optional base class: an async context manager around ``open``/``aclose``."""
 
     async def open(self) -> None:
         """Prepare the transport; called on ``async with``. Does nothing by default."""
-
-    async def aclose(self) -> None:
-        """Release resources. Does nothing by default."""
 
     async def deliver(self, envelope: Envelope, content: bytes, /) -> Delivery:
         """Send one message; subclasses must implement this."""
@@ -51,11 +48,3 @@ class BaseTransport:
             await self.aclose()
             raise
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()

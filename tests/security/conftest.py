@@ -1,4 +1,4 @@
-"""Security tests: a server that records what the client dared to send, and test certificates.
+"""Security tests: a test server that shows what the client dared to send, and certificates.
 
 Marking: tests here that open sockets say so with ``pytestmark =
 pytest.mark.integration`` in their module (tests/conftest.py only marks
@@ -9,29 +9,19 @@ there fails loudly instead of sneaking into ``make unit``.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
-from aiosmtpd.smtp import (
-    MISSING,
-    SMTP,
-    AuthResult,
-    LoginPassword,
-    Session,
-)
-from aiosmtpd.smtp import Envelope as ServerEnvelope
 
-from mailer import MailerSettings
-from mailer.inbox import InboxHandler
+from mailer.testing.protocol import FaultySMTP
+from mailer.testing.server import SMTPTestServer
+from mailer.testing.tls import TLSBundle
 
 
 @pytest.fixture(autouse=True)
@@ -52,177 +42,54 @@ def _sockets_only_when_marked(
     monkeypatch.setattr(socket.socket, "bind", refuse)
 
 
-class WatchingHandler(InboxHandler):
-    """Record each command that matters (EHLO, AUTH, MAIL, RCPT, DATA), in order.
+class WatchedServer(SMTPTestServer):
+    """The toolkit's SMTPTestServer, plus the commands the client sent, in order.
 
-    With ``hide_starttls`` the EHLO reply loses its STARTTLS line while the
-    server still has a certificate: what a downgrading attacker in the middle
-    does to a client.
+    ``auth_in_clear`` makes it a misconfigured server that offers AUTH before
+    TLS, which a careless client would use to send the password in clear.
+    SMTPTestServer rightly refuses to be one, so this switches off aiosmtpd's
+    own check per session (as ``mailer.inbox`` does for implicit TLS).
     """
 
-    def __init__(self, *, hide_starttls: bool = False) -> None:
-        super().__init__()
-        self.hide_starttls = hide_starttls
-        self.commands: list[str] = []
-        self.ehlo_names: list[str] = []
-        self.mail_options: list[list[str]] = []
-        self.tls_at_mail: list[bool] = []
-
-    async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: ServerEnvelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname  # the five-argument hook must set it
-        self.commands.append("EHLO")
-        self.ehlo_names.append(hostname)
-        if self.hide_starttls:
-            return [line for line in responses if line != "250-STARTTLS"]
-        return responses
-
-    async def handle_AUTH(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: ServerEnvelope, args: list[str]
-    ) -> object:
-        self.commands.append("AUTH")
-        return MISSING
-
-    async def handle_MAIL(  # noqa: N802
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: ServerEnvelope,
-        address: str,
-        options: list[str],
-    ) -> object:
-        self.commands.append("MAIL")
-        self.mail_options.append(list(options))
-        transport = server.transport
-        self.tls_at_mail.append(
-            transport is not None and transport.get_extra_info("ssl_object") is not None
-        )
-        return MISSING
-
-    async def handle_RCPT(  # noqa: N802
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: ServerEnvelope,
-        address: str,
-        options: list[str],
-    ) -> object:
-        self.commands.append("RCPT")
-        return MISSING
-
-    async def handle_DATA(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: ServerEnvelope
-    ) -> str:
-        self.commands.append("DATA")
-        return await super().handle_DATA(server, session, envelope)
-
-
-@dataclass
-class WatchedServer:
-    """A running server: where it listens and what it saw."""
-
-    host: str
-    port: int
-    handler: WatchingHandler
-    sessions: list[SMTP] = field(default_factory=list)
+    def __init__(self, *, auth_in_clear: bool = False, **options: Any) -> None:
+        super().__init__(**options)
+        self.auth_in_clear = auth_in_clear
 
     @property
-    def address(self) -> str:
-        """Return ``host:port``."""
-        return f"{self.host}:{self.port}"
+    def commands(self) -> list[str]:
+        """Return the SMTP verbs the client sent, across every session."""
+        verbs = []
+        for transcript in self.transcripts:
+            for line in transcript:
+                if line.startswith("C: ") and line[3:4].isalpha():
+                    verbs.append(line[3:].split(" ", 1)[0])
+        return verbs
+
+    def _new_session(self, handler: Any, **options: Any) -> FaultySMTP:
+        session = super()._new_session(handler, **options)
+        if self.auth_in_clear:
+            session._auth_require_tls = False
+        return session
 
 
-def _authenticator(users: Mapping[str, str], reply: str | None) -> Callable[..., Any]:
-    def authenticate(
-        server: SMTP,
-        session: Session,
-        envelope: ServerEnvelope,
-        mechanism: str,
-        data: Any,
-    ) -> AuthResult:
-        if isinstance(data, LoginPassword):
-            login = data.login.decode("utf-8", "replace")
-            password = data.password.decode("utf-8", "replace")
-            if users.get(login) == password:
-                return AuthResult(success=True, auth_data=login)
-            if reply is not None:
-                # A careless server that echoes what it was sent.
-                echoed = reply.format(password=password, login=login)
-                return AuthResult(success=False, handled=False, message=echoed)
-        return AuthResult(success=False, handled=False)
-
-    return authenticate
-
-
-WatchedServerFactory = Callable[..., AbstractAsyncContextManager[WatchedServer]]
+WatchedServerFactory = Callable[..., WatchedServer]
 
 
 @pytest.fixture
-def watched_server() -> WatchedServerFactory:
-    """Start an aiosmtpd server on 127.0.0.1:0 that records what the client sends.
+def watched_server(ca: trustme.CA, ca_file: Path) -> WatchedServerFactory:
+    """Make a WatchedServer (use it with ``async with``).
 
-    Keywords: ``tls`` (None, "starttls" or "tls") with ``context``; ``auth``
-    ({user: password}); ``auth_in_clear`` to offer AUTH before TLS, as a badly
-    configured server would; ``auth_reply`` to answer a failed login with it (``{password}`` is replaced
-    by the password the client sent);
-    ``hide_starttls``; ``smtputf8``; ``size_limit`` (0: no SIZE).
+    ``context=`` gives the server that SSLContext (an expired certificate, one
+    for another host...) while clients still trust the session's test CA.
     """
 
-    @asynccontextmanager
-    async def serve(
-        *,
-        tls: str | None = None,
-        context: ssl.SSLContext | None = None,
-        auth: Mapping[str, str] | None = None,
-        auth_in_clear: bool = False,
-        auth_reply: str | None = None,
-        hide_starttls: bool = False,
-        smtputf8: bool = True,
-        size_limit: int = 33_554_432,
-    ) -> AsyncIterator[WatchedServer]:
-        loop = asyncio.get_running_loop()
-        handler = WatchingHandler(hide_starttls=hide_starttls)
-        sessions: list[SMTP] = []
+    def make(*, context: ssl.SSLContext | None = None, **options: Any) -> WatchedServer:
+        if context is not None:
+            client = ssl.create_default_context(cafile=str(ca_file))
+            options["tls_bundle"] = TLSBundle(ca, context, client, ca_file)
+        return WatchedServer(**options)
 
-        def new_session() -> SMTP:
-            protocol = SMTP(
-                handler,
-                hostname="localhost",
-                tls_context=context if tls == "starttls" else None,
-                auth_require_tls=not auth_in_clear and tls != "tls",
-                authenticator=_authenticator(auth or {}, auth_reply),
-                enable_SMTPUTF8=smtputf8,
-                data_size_limit=size_limit,
-                loop=loop,
-            )
-            sessions.append(protocol)
-            return protocol
-
-        server = await loop.create_server(
-            new_session,
-            host="127.0.0.1",
-            port=0,
-            ssl=context if tls == "tls" else None,
-        )
-        watched = WatchedServer(
-            "127.0.0.1", server.sockets[0].getsockname()[1], handler, sessions
-        )
-        try:
-            yield watched
-        finally:
-            server.close()
-            for protocol in sessions:
-                if protocol.transport is not None:
-                    protocol.transport.close()
-            await server.wait_closed()
-
-    return serve
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -277,26 +144,6 @@ def server_context(
         if max_version is not None:
             context.maximum_version = max_version
         return context
-
-    return make
-
-
-@pytest.fixture
-def settings_for(ca_file: Path) -> Callable[..., MailerSettings]:
-    """Settings pointing at a watched server (plain, the test CA trusted)."""
-
-    def make(server: WatchedServer, **overrides: Any) -> MailerSettings:
-        values: dict[str, Any] = {
-            "_env_file": None,
-            "smtp_host": server.host,
-            "smtp_port": server.port,
-            "smtp_tls": "none",
-            "smtp_ca_file": ca_file,
-            "from_": "Shop <shop@example.test>",
-            "timeout": 5,
-        }
-        values.update(overrides)
-        return MailerSettings(**values)
 
     return make
 

@@ -1,6 +1,6 @@
 """Properties: any header text is either refused by our validation or arrives as exactly one identical header.
 
-Each test keeps one aiosmtpd server and one client (one pooled connection)
+Each test keeps one SMTPTestServer (aiosmtpd) and one client (one pooled connection)
 for all its examples, so a few hundred real SMTP transactions take about a
 second. Examples mix arbitrary Unicode with the pieces attacks are made of
 (CR, LF, encoded-word delimiters, specials, Unicode line breaks).
@@ -20,9 +20,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mailer import Address, MailerSettings, Message, MessageClient, MessageError
-from mailer.inbox import Inbox, start_inbox
+from mailer import Address, Message, MessageClient, MessageError
 from mailer.testing import SentMail
+from mailer.testing.server import SMTPTestServer
 
 pytestmark = pytest.mark.integration
 
@@ -102,30 +102,22 @@ def refusal_is_justified(value: str) -> bool:
 
 @contextmanager
 def one_server() -> Iterator[Callable[[Message], SentMail]]:
-    """Run a real inbox and a client for a whole test; yield a send-and-receive function."""
+    """Run a real test server and a client for a whole test; yield send-and-receive."""
     with asyncio.Runner() as runner:
-        inbox: Inbox = runner.run(start_inbox())
-        client = MessageClient(
-            MailerSettings(
-                _env_file=None,
-                smtp_host=inbox.host,
-                smtp_port=inbox.port,
-                from_="shop@example.test",
-                timeout=5,
-            )
-        )
+        server = runner.run(SMTPTestServer().start())
+        client = MessageClient(server.settings(from_="shop@example.test"))
 
         def deliver(message: Message) -> SentMail:
-            before = len(inbox.messages)
+            before = len(server.outbox)
             runner.run(client.send(message))
-            assert len(inbox.messages) == before + 1
-            return inbox.messages[-1]
+            assert len(server.outbox) == before + 1
+            return server.outbox.last
 
         try:
             yield deliver
         finally:
             runner.run(client.aclose())
-            runner.run(inbox.aclose())
+            runner.run(server.stop())
 
 
 EXPECTED_HEADERS = {

@@ -75,17 +75,14 @@ async def run_cli(folder: Path, *args: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize(("password", "exit_code"), [(WRONG, 1), (PASSWORD, 0)])
 async def test_the_cli_never_prints_or_reports_the_password(
     watched_server,
-    server_context,
-    ca_file: Path,
     tmp_path: Path,
     password: str,
     exit_code: int,
 ) -> None:
     """`mailer send` at DEBUG, failed login and good batch: stdout, stderr, report are clean."""
-    async with watched_server(
-        tls="starttls", context=server_context(), auth={USER: PASSWORD}
-    ) as server:
-        write_env(tmp_path, server.port, ca_file, password)
+    async with watched_server(tls="starttls", auth={USER: PASSWORD}) as server:
+        assert server.tls_bundle is not None
+        write_env(tmp_path, server.port, server.tls_bundle.ca_path, password)
         code, stdout, stderr = await run_cli(
             tmp_path,
             "send",
@@ -103,7 +100,9 @@ async def test_the_cli_never_prints_or_reports_the_password(
     assert "DEBUG" in stderr  # the logging really was on
     if password == WRONG:
         assert "535" in stderr + report
-    assert server.handler.commands.count("AUTH") >= 1
+    assert server.commands.count("AUTH") >= 1
+    for transcript in server.transcripts:
+        assert_no_secret("\n".join(transcript), "the server's transcript")
     for text, channel in ((stdout, "stdout"), (stderr, "stderr"), (report, "report")):
         assert_no_secret(text, channel)
 
@@ -128,19 +127,13 @@ async def test_a_settings_error_in_the_cli_never_echoes_the_password(
 
 async def test_in_process_logs_errors_results_and_reprs_never_hold_the_password(
     watched_server,
-    server_context,
-    settings_for,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The library at DEBUG: failed login then a good batch; every record, error, result and repr is clean."""
     caplog.set_level(logging.DEBUG)
     channels: list[tuple[str, str]] = []
-    async with watched_server(
-        tls="starttls", context=server_context(), auth={USER: PASSWORD}
-    ) as server:
-        wrong = settings_for(
-            server, smtp_tls="starttls", smtp_username=USER, smtp_password=WRONG
-        )
+    async with watched_server(tls="starttls", auth={USER: PASSWORD}) as server:
+        wrong = server.settings(smtp_password=WRONG)
         channels += [("repr(settings)", repr(wrong)), ("str(settings)", str(wrong))]
         channels.append(("settings.model_dump_json()", wrong.model_dump_json()))
         async with MessageClient(wrong) as client:
@@ -157,9 +150,7 @@ async def test_in_process_logs_errors_results_and_reprs_never_hold_the_password(
             ("traceback", "".join(traceback.format_exception(error))),
             ("failed result", repr(failed) + json.dumps(failed[0].to_report())),
         ]
-        right = settings_for(
-            server, smtp_tls="starttls", smtp_username=USER, smtp_password=PASSWORD
-        )
+        right = server.settings()
         report = await send_messages(
             "welcome",
             RecipientFile(EXAMPLES / "recipients.csv"),
@@ -178,24 +169,19 @@ async def test_in_process_logs_errors_results_and_reprs_never_hold_the_password(
         assert_no_secret(text, channel)
 
 
-async def test_a_server_that_echoes_the_password_is_redacted(
-    watched_server, server_context, settings_for
-) -> None:
+async def test_a_server_that_echoes_the_password_is_redacted(watched_server) -> None:
     """535 replies that quote the password (plain or base64) reach the user redacted."""
-    async with watched_server(
-        tls="starttls",
-        context=server_context(),
-        auth={USER: PASSWORD},
-        auth_reply="535 5.7.8 bad password {password} for {login}",
-    ) as server:
-        settings = settings_for(
-            server, smtp_tls="starttls", smtp_username=USER, smtp_password=WRONG
+    plain_b64, login_b64 = secret_forms(USER, WRONG)[1:]
+    async with watched_server(tls="starttls", auth={USER: PASSWORD}) as server:
+        # A careless server that quotes what it was sent.
+        server.faults.reply(
+            "AUTH", 535, f"5.7.8 bad password {WRONG} ({plain_b64}, {login_b64})"
         )
-        async with MessageClient(settings) as client:
+        async with MessageClient(server.settings(smtp_password=WRONG)) as client:
             with pytest.raises(AuthenticationError) as caught:
                 await client.send(Message(to="a@example.test", subject="s", body="b"))
     message = str(caught.value)
-    assert "bad password [redacted] for shop" in message
+    assert "bad password [redacted] ([redacted], [redacted])" in message
     assert_no_secret(message, "the error")
     assert_no_secret(repr(caught.value.__cause__), "the chained aiosmtplib error")
     assert caught.value.reply is not None

@@ -28,18 +28,19 @@ SMUGGLING_BODIES = [
 
 @pytest.mark.parametrize("body", SMUGGLING_BODIES)
 async def test_a_body_cannot_end_data_early_or_smuggle_a_second_message(
-    watched_server, settings_for, body: str
+    watched_server, body: str
 ) -> None:
     """Dot lines and command text in a body: one MAIL, one DATA, the body arrives whole."""
     async with (
         watched_server() as server,
-        MessageClient(settings_for(server)) as client,
+        MessageClient(server.settings()) as client,
     ):
         await client.send(
             Message(to="ann@example.test", subject="dots", body=body, html=body)
         )
-    assert server.handler.commands == ["EHLO", "MAIL", "RCPT", "DATA"]
-    [mail] = server.handler.messages
+    # Exactly one transaction, then our own QUIT: nothing in the body ran.
+    assert server.commands == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+    [mail] = list(server.outbox)
     normal = body.replace("\r\n", "\n").replace("\r", "\n")
     assert mail.text == normal
     assert mail.html == normal
@@ -47,7 +48,7 @@ async def test_a_body_cannot_end_data_early_or_smuggle_a_second_message(
 
 
 async def test_cve_2024_6923_a_delivered_message_never_gains_an_injected_header(
-    watched_server, settings_for
+    watched_server,
 ) -> None:
     """Encoded-word and header-looking text: refused when it decodes to a newline, literal otherwise."""
     hidden = [
@@ -73,7 +74,7 @@ async def test_cve_2024_6923_a_delivered_message_never_gains_an_injected_header(
     ]
     async with (
         watched_server() as server,
-        MessageClient(settings_for(server)) as client,
+        MessageClient(server.settings()) as client,
     ):
         for value in harmless:
             await client.send(
@@ -84,8 +85,8 @@ async def test_cve_2024_6923_a_delivered_message_never_gains_an_injected_header(
                     headers={"X-Tag": value},
                 )
             )
-    assert len(server.handler.messages) == len(harmless)
-    for mail, value in zip(server.handler.messages, harmless, strict=True):
+    assert len(list(server.outbox)) == len(harmless)
+    for mail, value in zip(list(server.outbox), harmless, strict=True):
         assert "X-Injected" not in mail.message
         assert mail.subject == value
         assert mail.message["X-Tag"] == value
@@ -93,51 +94,47 @@ async def test_cve_2024_6923_a_delivered_message_never_gains_an_injected_header(
         assert mail.text == "Body\nX-Injected: yes\n\nmore"
 
 
-async def test_a_non_ascii_local_part_needs_smtputf8(
-    watched_server, settings_for
-) -> None:
+async def test_a_non_ascii_local_part_needs_smtputf8(watched_server) -> None:
     """Without SMTPUTF8 the message fails before MAIL; with it, the address goes as UTF-8."""
     message = Message(to="jürgen@example.test", subject="s", body="b")
     async with (
         watched_server(smtputf8=False) as server,
-        MessageClient(settings_for(server)) as client,
+        MessageClient(server.settings()) as client,
     ):
         with pytest.raises(UnsupportedError, match="SMTPUTF8") as caught:
             await client.send(message)
     assert "\n" not in str(caught.value)
-    assert server.handler.commands == ["EHLO"]
+    assert server.commands == ["EHLO"]
     async with (
         watched_server(smtputf8=True) as server,
-        MessageClient(settings_for(server)) as client,
+        MessageClient(server.settings()) as client,
     ):
         await client.send(message)
-    [mail] = server.handler.messages
+    [mail] = list(server.outbox)
     assert mail.envelope.rcpt_tos == ("jürgen@example.test",)
-    assert "SMTPUTF8" in server.handler.mail_options[0]
+    assert "SMTPUTF8" in server.outbox[0].mail_options
 
 
-async def test_an_international_domain_goes_out_as_idna(
-    watched_server, settings_for
-) -> None:
+async def test_an_international_domain_goes_out_as_idna(watched_server) -> None:
     """user@bücher.example: RCPT TO and the To header use the A-label; no SMTPUTF8 needed."""
     async with (
         watched_server(smtputf8=False) as server,
-        MessageClient(settings_for(server)) as client,
+        MessageClient(server.settings()) as client,
     ):
         await client.send(Message(to="Ann <ann@bücher.example>", subject="s", body="b"))
-    [mail] = server.handler.messages
+    [mail] = list(server.outbox)
     assert mail.envelope.rcpt_tos == ("ann@xn--bcher-kva.example",)
     assert b"<ann@xn--bcher-kva.example>" in mail.raw
-    assert "SMTPUTF8" not in server.handler.mail_options[0]
+    assert "SMTPUTF8" not in server.outbox[0].mail_options
 
 
 async def test_a_message_over_the_servers_size_fails_before_mail(
-    watched_server, settings_for
+    watched_server,
 ) -> None:
     """SIZE 4000 advertised: a 6 kB message fails before MAIL; a small one declares SIZE=."""
     async with (
         watched_server(size_limit=4000) as server,
-        MessageClient(settings_for(server)) as client,
+        MessageClient(server.settings()) as client,
     ):
         with pytest.raises(UnsupportedError, match="at most 4,000 bytes") as caught:
             await client.send(
@@ -145,18 +142,18 @@ async def test_a_message_over_the_servers_size_fails_before_mail(
             )
         await client.send(Message(to="a@example.test", subject="s", body="small"))
     assert "nothing was sent" in str(caught.value)
-    assert server.handler.commands.count("MAIL") == 1
-    [mail] = server.handler.messages
+    assert server.commands.count("MAIL") == 1
+    [mail] = list(server.outbox)
     assert mail.text == "small"
-    assert f"SIZE={len(mail.raw)}" in server.handler.mail_options[0]
+    assert f"SIZE={len(mail.raw)}" in server.outbox[0].mail_options
 
 
 async def test_our_own_size_and_recipient_caps_stop_a_message_before_connecting(
-    watched_server, settings_for
+    watched_server,
 ) -> None:
     """MAILER_MAX_MESSAGE_SIZE and MAILER_MAX_RECIPIENTS: errors naming them; the server sees nothing."""
     async with watched_server() as server:
-        settings = settings_for(server, max_message_size=2000, max_recipients=3)
+        settings = server.settings(max_message_size=2000, max_recipients=3)
         async with MessageClient(settings) as client:
             with pytest.raises(
                 MessageError, match="MAILER_MAX_MESSAGE_SIZE=2,000"
@@ -187,21 +184,20 @@ async def test_our_own_size_and_recipient_caps_stop_a_message_before_connecting(
             )
     assert big.value.field == "size"
     assert many.value.field == "recipients"
-    assert server.handler.commands.count("MAIL") == 3
+    assert server.commands.count("MAIL") == 3
     assert [r.status for r in results] == ["sent", "sent", "sent", "failed"]
     assert results[3].error is not None
     assert "MAILER_MAX_RECIPIENTS=3" in results[3].error
 
 
-async def test_the_ehlo_name_is_the_validated_setting(
-    watched_server, settings_for
-) -> None:
+async def test_the_ehlo_name_is_the_validated_setting(watched_server) -> None:
     """MAILER_SMTP_LOCAL_HOSTNAME reaches EHLO exactly as configured."""
     async with (
         watched_server() as server,
         MessageClient(
-            settings_for(server, smtp_local_hostname="app.example.test")
+            server.settings(smtp_local_hostname="app.example.test")
         ) as client,
     ):
         await client.send(Message(to="a@example.test", subject="s", body="b"))
-    assert server.handler.ehlo_names == ["app.example.test"]
+    assert server.outbox.one().session.helo == "app.example.test"
+    assert server.transcripts[0][1] == "C: EHLO app.example.test"
