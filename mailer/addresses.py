@@ -21,6 +21,8 @@ _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 _SPACE_RUN = re.compile(r"  +")
+# Characters of a bad value quoted in an error message.
+EXCERPT_LENGTH = 80
 
 # RFC 5322 specials: allowed in a display name only inside double quotes.
 _NAME_SPECIALS = re.compile(r'[()<>\[\]:;@\\,"]')
@@ -48,10 +50,25 @@ def check_no_controls(value: str, *, field: str) -> None:
     if match:
         char = match.group()
         raise HeaderInjectionError(
-            f"{field}: control character {char!r} is not allowed in {value!r}",
+            f"{field}: control character {char!r} is not allowed in "
+            f"{excerpt(value, match.start())}",
             field=field,
         )
     check_encodable(value, field=field)
+
+
+def excerpt(value: str, at: int = 0) -> str:
+    """Return ``value`` for an error message: repr'd, and cut around ``at`` if long.
+
+    Hostile values can be megabytes; an error is one readable line.
+    """
+    if len(value) <= EXCERPT_LENGTH:
+        return repr(value)
+    start = max(0, min(at - EXCERPT_LENGTH // 2, len(value) - EXCERPT_LENGTH))
+    shown = repr(value[start : start + EXCERPT_LENGTH])
+    before = "..." if start > 0 else ""
+    after = "..." if start + EXCERPT_LENGTH < len(value) else ""
+    return f"{before}{shown}{after} ({len(value):,} characters)"
 
 
 def check_encodable(value: str, *, field: str) -> None:
@@ -94,7 +111,7 @@ def check_header_text(value: str, *, field: str) -> None:
         return
     if decoded != value and _FORBIDDEN.search(decoded):
         raise HeaderInjectionError(
-            f"{field}: encoded word decodes to a control character in {value!r}",
+            f"{field}: encoded word decodes to a control character in {excerpt(value)}",
             field=field,
         )
 
@@ -181,7 +198,7 @@ def _parse_cached(value: str, field: str) -> Address:
             # address read as two ("alice@example.org(<bob@example.org>",
             # CVE-2023-27043): refuse rather than guess which was meant.
             raise InvalidAddressError(
-                f"{field}: display name {raw_name!r} must be in double quotes "
+                f"{field}: display name {excerpt(raw_name)} must be in double quotes "
                 'to contain any of ()<>[]:;@\\,"',
                 field=field,
             )
@@ -207,7 +224,7 @@ def _validated(addr: str, display_name: str, field: str) -> Address:
         raise InvalidAddressError(f"{field}: empty address", field=field)
     if any(sep in addr for sep in ",;") or addr.count("@") > 1:
         raise InvalidAddressError(
-            f"{field}: one address per entry, got {addr!r}", field=field
+            f"{field}: one address per entry, got {excerpt(addr)}", field=field
         )
     local, _, domain = addr.rpartition("@")
     checked_domain = _LOCALHOST.sub(r"\1test", domain)
@@ -226,7 +243,7 @@ def _validated(addr: str, display_name: str, field: str) -> Address:
         )
     except email_validator.EmailNotValidError as exc:
         raise InvalidAddressError(
-            f"{field}: invalid address {addr!r}: {exc}", field=field
+            f"{field}: invalid address {excerpt(addr)}: {exc}", field=field
         ) from None
     ascii_domain = result.ascii_domain
     if checked_domain != domain:

@@ -14,6 +14,7 @@ from mailer.addresses import (
     check_encodable,
     check_header_text,
     check_no_controls,
+    excerpt,
     parse_addresses,
 )
 from mailer.builder import build_message, format_date, new_message_id
@@ -226,7 +227,8 @@ def _check_envelope_address(value: str, *, field: str) -> None:
     check_no_controls(value, field=field)
     if _ENVELOPE_UNSAFE.search(value):
         raise HeaderInjectionError(
-            f"{field}: space, '<' or '>' is not allowed in {value!r}", field=field
+            f"{field}: space, '<' or '>' is not allowed in {excerpt(value)}",
+            field=field,
         )
 
 

@@ -504,6 +504,12 @@ CASES: list[Hostile] = [
         check=subject_round_trips("Grüße, 李雷 ✓"),
     ),
     Hostile(
+        "H-megabyte-subject-with-lf",
+        subject("x" * 1_000_000 + "\nBcc: e@example.test"),
+        HeaderInjectionError,
+        "subject",
+    ),
+    Hostile(
         "H-lone-surrogate-subject", subject("bad \udcff text"), MessageError, "subject"
     ),
     # Bodies
@@ -832,6 +838,7 @@ def test_hostile_input(case: Hostile) -> None:
     message = str(caught.value)
     assert "\n" not in message
     assert "\r" not in message
+    assert len(message) < 400  # a hostile megabyte is quoted as an excerpt
     if case.names is not None:
         named = getattr(caught.value, "field", None) or getattr(
             caught.value, "key", None
