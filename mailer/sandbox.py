@@ -36,6 +36,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 DEFAULT_MAX_SIZE = 1_000_000  # characters per value and per rendered part
 RANGE_BUDGET = 100_000  # range() items per render, all calls together
+# Filters whose output can be much larger than their input (Jinja2's builtins).
+GROWING_FILTERS = frozenset(
+    {"center", "indent", "wordwrap", "batch", "slice", "replace", "join", "format"}
+)
 MAX_INT_BITS = 100_000  # ~30,000 decimal digits
 _DEPTH_LIMIT = 20
 
@@ -64,6 +68,8 @@ def _current() -> _Budget:
 
 def size_of(value: object, depth: int = 0) -> int:
     """Return roughly how many characters ``value`` becomes as text."""
+    if type(value) is str:  # the common case, first and fastest
+        return len(value)
     if isinstance(value, str | bytes):
         return len(value)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -177,18 +183,39 @@ def _replace_size(text: object, old: object, new: object, count: object) -> int:
     return len(text) + matches * growth
 
 
+def _inputs_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    total = 0
+    for value in (*args, *kwargs.values()):
+        # Contexts and environments passed to some filters count as 0.
+        total += len(value) if type(value) is str else size_of(value)
+    return total
+
+
 def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    # Only filters whose output can outgrow their input need an estimate first;
+    # every filter gets the cheap checks on its inputs and its result.
+    grows = name in GROWING_FILTERS
+    what = f"|{name}"
+
     @functools.wraps(function)
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        # Filters that want the context or environment get it first: skip it.
-        values = tuple(
-            a for a in args if not isinstance(a, Context | EvalContext | Environment)
-        )
-        _check_size(
-            sum(map(size_of, values)) + sum(map(size_of, kwargs.values())), f"|{name}"
-        )
-        _check_size(_estimate_filter(name, values, kwargs), f"|{name}")
-        return _check_result(function(*args, **kwargs), f"|{name}")
+        limit = _current().max_size
+        if _inputs_size(args, kwargs) > limit:
+            raise _refuse(what)
+        if grows:
+            # Filters that want the context or environment get it first.
+            values = tuple(
+                a
+                for a in args
+                if not isinstance(a, Context | EvalContext | Environment)
+            )
+            if _estimate_filter(name, values, kwargs) > limit:
+                raise _refuse(what)
+        result = function(*args, **kwargs)
+        size = len(result) if type(result) is str else size_of(result)
+        if size > limit:
+            raise _refuse(what)
+        return result
 
     return bounded
 
@@ -259,7 +286,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def _finalize(value: Any) -> Any:
-        _check_size(size_of(value), "an output value")
+        size = len(value) if type(value) is str else size_of(value)
+        if size > _current().max_size:
+            raise _refuse("an output value")
         return value
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
