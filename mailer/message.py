@@ -64,12 +64,38 @@ class Envelope:
     smtputf8: bool = False
 
     def __post_init__(self) -> None:
-        # The last check before the wire, for envelopes made by hand: aiosmtplib
-        # would silently rewrite "a@x\r\nRCPT TO:<b@y>" rather than refuse it,
-        # and a space or ">" would let text pass as an ESMTP parameter.
-        _check_envelope_address(self.mail_from, field="envelope.mail_from")
-        for index, recipient in enumerate(self.rcpt_tos):
-            _check_envelope_address(recipient, field=f"envelope.rcpt_tos[{index}]")
+        # For envelopes made by hand: aiosmtplib would silently rewrite
+        # "a@x\r\nRCPT TO:<b@y>" rather than refuse it. Control characters are
+        # never valid, so this holds for envelopes a server received as well.
+        for field, address in self._fields():
+            check_no_controls(address, field=field)
+
+    def check_sendable(self) -> None:
+        """Raise unless every address can go on a MAIL or RCPT line as it is.
+
+        Stricter than what a server may receive: a space, ``<`` or ``>`` (even
+        in a quoted local part, which Address never makes) could end the
+        address early on a careless server and pass the rest as an ESMTP
+        parameter (``"foo@x> ORCPT=..."@y``, go-mail#495).
+
+        Raises:
+            HeaderInjectionError: An address holds a space, ``<`` or ``>``.
+        """
+        for field, address in self._fields():
+            if _ENVELOPE_UNSAFE.search(address):
+                raise HeaderInjectionError(
+                    f"{field}: space, '<' or '>' is not allowed in {excerpt(address)}",
+                    field=field,
+                )
+
+    def _fields(self) -> list[tuple[str, str]]:
+        return [
+            ("envelope.mail_from", self.mail_from),
+            *(
+                (f"envelope.rcpt_tos[{index}]", recipient)
+                for index, recipient in enumerate(self.rcpt_tos)
+            ),
+        ]
 
 
 @dataclass(frozen=True, slots=True, repr=False, init=False)
@@ -221,15 +247,6 @@ class Message:
         raw = self.to_bytes(sender, message_id=message_id, date=date)
         parser = BytesParser(policy=email.policy.default)
         return parser.parsebytes(raw)
-
-
-def _check_envelope_address(value: str, *, field: str) -> None:
-    check_no_controls(value, field=field)
-    if _ENVELOPE_UNSAFE.search(value):
-        raise HeaderInjectionError(
-            f"{field}: space, '<' or '>' is not allowed in {excerpt(value)}",
-            field=field,
-        )
 
 
 def _check_body(value: object, *, field: str) -> None:

@@ -78,6 +78,7 @@ class SMTPConnection:
             aiosmtplib.SMTPException: Any other failure (mapped by the caller).
         """
         smtp = self._smtp
+        envelope.check_sendable()
         check_server_size(smtp, content, server=self.server)
         options: list[str] = []
         encoding = "ascii"

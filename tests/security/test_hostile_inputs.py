@@ -324,7 +324,9 @@ CASES: list[Hostile] = [
     ),
     Hostile(
         "A-envelope-by-hand-param",
-        lambda: Envelope("a@example.test", ("b@example.test NOTIFY=NEVER",)),
+        lambda: Envelope(
+            "a@example.test", ("b@example.test NOTIFY=NEVER",)
+        ).check_sendable(),
         HeaderInjectionError,
         "envelope.rcpt_tos[0]",
     ),

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import aiosmtplib
 import pytest
 
 from mailer import (
     Address,
+    Envelope,
     HeaderInjectionError,
     Message,
     MessageClient,
     MessageError,
     UnsupportedError,
 )
+from mailer.transports import SMTPTransport
 
 pytestmark = pytest.mark.integration
 
@@ -201,3 +204,43 @@ async def test_the_ehlo_name_is_the_validated_setting(watched_server) -> None:
         await client.send(Message(to="a@example.test", subject="s", body="b"))
     assert server.outbox.one().session.helo == "app.example.test"
     assert server.transcripts[0][1] == "C: EHLO app.example.test"
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        "b@example.test NOTIFY=NEVER",
+        '"foo@x> ORCPT=rfc822;admin@example.test"@example.test',
+        "b@example.test>",
+    ],
+)
+async def test_a_hand_made_envelope_cannot_smuggle_esmtp_parameters(
+    watched_server, recipient: str
+) -> None:
+    """Transport.deliver with a crafted RCPT address: refused before MAIL, naming it."""
+    envelope = Envelope("shop@example.test", ("a@example.test", recipient))
+    async with watched_server() as server:
+        transport = SMTPTransport(server.settings())
+        try:
+            with pytest.raises(HeaderInjectionError) as caught:
+                await transport.deliver(envelope, b"Subject: s\r\n\r\nb\r\n")
+        finally:
+            await transport.aclose()
+    assert caught.value.field == "envelope.rcpt_tos[1]"
+    assert "MAIL" not in server.commands
+
+
+async def test_the_inbox_still_receives_a_quoted_local_part_with_a_space(
+    watched_server,
+) -> None:
+    """The strict check is for sending: a server-side Envelope keeps RFC 5321's quoted local parts."""
+    async with (
+        watched_server() as server,
+        aiosmtplib.SMTP(hostname=server.host, port=server.port) as smtp,
+    ):
+        await smtp.sendmail(
+            '"john doe"@example.test',
+            ['"a b"@example.test'],
+            b"Subject: x\r\n\r\nhi\r\n",
+        )
+    assert server.outbox.one().envelope.rcpt_tos == ('"a b"@example.test',)
