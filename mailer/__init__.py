@@ -27,6 +27,7 @@ from mailer.exceptions import (
     TemplateSyntaxError,
     TLSError,
     UndefinedVariableError,
+    UnsafeTemplateError,
     UnsupportedError,
 )
 from mailer.message import Envelope, Message
@@ -43,6 +44,7 @@ from mailer.retry import RetryPolicy
 from mailer.scheduler import SendRequest
 from mailer.sending import send_messages
 from mailer.settings import MailerSettings
+from mailer.template_strings import render_string
 from mailer.templates import render
 
 try:
@@ -88,9 +90,11 @@ __all__ = [
     "TemplateNotFoundError",
     "TemplateSyntaxError",
     "UndefinedVariableError",
+    "UnsafeTemplateError",
     "UnsupportedError",
     "__version__",
     "generate_message_client",
     "render",
+    "render_string",
     "send_messages",
 ]

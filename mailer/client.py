@@ -11,6 +11,7 @@ from mailer.attempts import AttemptObserver, MessageAttempts
 from mailer.builder import format_date, new_message_id
 from mailer.exceptions import ConfigError, DeliveryError, MailerError
 from mailer.lifecycle import AsyncCloseable
+from mailer.limits import check_message_limits
 from mailer.message import Envelope, Message
 from mailer.results import SendResult, SendStatus
 from mailer.retry import RetryPolicy, Verdict, classify_reply
@@ -81,6 +82,8 @@ class MessageClient(AsyncCloseable):
 
         Raises:
             ConfigError: The message has no sender and ``MAILER_FROM`` is not set.
+            MessageError: The message is over ``MAILER_MAX_RECIPIENTS`` or
+                ``MAILER_MAX_MESSAGE_SIZE``.
         """
         sender = message.sender or self.settings.default_sender
         if sender is None:
@@ -90,7 +93,9 @@ class MessageClient(AsyncCloseable):
             )
         message_id = message_id or new_message_id(sender)
         content = message.to_bytes(sender, message_id=message_id, date=format_date())
-        return OutgoingMessage(message, message.envelope(sender), content, message_id)
+        envelope = message.envelope(sender)
+        check_message_limits(envelope, content, self.settings)
+        return OutgoingMessage(message, envelope, content, message_id)
 
     async def send(
         self,

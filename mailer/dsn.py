@@ -7,9 +7,10 @@ Grammar::
     failover(DSN DSN ...)                         in order, the next when one fails
     roundrobin(DSN DSN ...)                       in rotation
 
-Options: ``tls`` (none, starttls, tls), ``timeout`` (seconds per SMTP command),
-``ca_file`` and ``local_hostname``, as the ``MAILER_SMTP_*`` keys of the same
-names. The user name and password are percent-decoded (write ``@`` as ``%40``).
+Options: ``tls`` (none, opportunistic, starttls, tls), ``timeout`` (seconds
+per SMTP command), ``ca_file`` and ``local_hostname``, as the ``MAILER_SMTP_*``
+keys of the same names. The user name and password are percent-decoded (write
+``@`` as ``%40``).
 
 Error messages name the relay and the part at fault but never repeat the DSN,
 which holds the password.
@@ -175,7 +176,7 @@ def _tls_mode(scheme: str, option: str | None, where: str) -> TLSMode | None:
     if option is None:
         return implied
     if option not in get_args(TLSMode):
-        raise DSNError(f"{where}tls must be none, starttls or tls")
+        raise DSNError(f"{where}tls must be one of {', '.join(get_args(TLSMode))}")
     if implied is not None and option != implied:
         raise DSNError(f"{where}smtps:// is implicit TLS; tls={option} contradicts it")
     mode: TLSMode = option  # type: ignore[assignment]  # checked just above

@@ -10,7 +10,8 @@ The tree::
     ├── TemplateError(MailerError)                    .template
     │   ├── TemplateNotFoundError
     │   ├── TemplateSyntaxError                       .line
-    │   └── UndefinedVariableError                    .variable
+    │   ├── UndefinedVariableError                    .variable
+    │   └── UnsafeTemplateError                       (sandbox rule or size limit)
     ├── InvalidRecipientsError(MailerError)           .rows
     ├── JournalError(MailerError)                     .path
     └── DeliveryError(MailerError)                    .reply, .transient, .message_id,
@@ -116,6 +117,10 @@ class UndefinedVariableError(TemplateError):
     def __init__(self, message: str, *, template: str, variable: str) -> None:
         super().__init__(message, template=template)
         self.variable = variable
+
+
+class UnsafeTemplateError(TemplateError):
+    """An untrusted template broke a sandbox rule or a size limit."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,13 @@ from mailer.addresses import Address
 from mailer.exceptions import ConfigError, MailerError
 
 ENV_PREFIX = "MAILER_"
-TLSMode = Literal["none", "starttls", "tls"]
-DEFAULT_PORTS: dict[str, int] = {"tls": 465, "starttls": 587, "none": 25}
+TLSMode = Literal["none", "opportunistic", "starttls", "tls"]
+DEFAULT_PORTS: dict[str, int] = {
+    "tls": 465,
+    "starttls": 587,
+    "opportunistic": 25,
+    "none": 25,
+}
 
 # The separate keys that MAILER_DSN replaces: setting both is ambiguous.
 _DSN_FIELDS = (
@@ -33,6 +38,7 @@ _DSN_FIELDS = (
 )
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _HOSTNAME = re.compile(
     r"(?i)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?"
 )
@@ -78,7 +84,10 @@ class MailerSettings(BaseSettings):
     smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password.")
     smtp_tls: TLSMode | None = Field(
         None,
-        description="none, starttls or tls; default none on loopback, else starttls.",
+        description=(
+            "none, opportunistic, starttls or tls; default none on loopback, "
+            "else starttls."
+        ),
     )
     smtp_ca_file: Path | None = Field(None, description="PEM file of CAs to trust.")
     smtp_local_hostname: str | None = Field(None, description="Name sent in EHLO.")
@@ -92,6 +101,26 @@ class MailerSettings(BaseSettings):
     )
     concurrency: int = Field(5, ge=1, le=100, description="Connections in parallel.")
     templates_dir: Path = Field(Path("templates"), description="Template sets folder.")
+
+    # Security: TLS policy and limits (see mailer/transports/tls.py, mailer/limits.py).
+    smtp_insecure_plaintext: bool = Field(
+        False, description="Allow MAILER_SMTP_TLS=none to a host that is not loopback."
+    )
+    smtp_insecure_skip_verify: bool = Field(
+        False, description="Do not verify the server's certificate (warns each time)."
+    )
+    smtp_tls_min_version: Literal["1.2", "1.3"] = Field(
+        "1.2", description="Oldest TLS version accepted."
+    )
+    smtp_tls_fingerprint: str | None = Field(
+        None, description="SHA-256 fingerprint(s) of the server certificate to pin."
+    )
+    max_recipients: int = Field(
+        100, ge=1, le=100_000, description="Most recipients (to+cc+bcc) per message."
+    )
+    max_message_size: int = Field(
+        26_214_400, ge=1024, description="Largest message, in bytes, once encoded."
+    )
 
     # Delivery: retries, timeouts, relays and shutdown (issue 4; see mailer/retry.py).
     max_attempts: int = Field(
@@ -209,6 +238,7 @@ class MailerSettings(BaseSettings):
                     f"{ENV_PREFIX}DSN: set either it or {env_names()[both[0]]}, "
                     "not both"
                 )
+            self._check_dsn_plaintext()
         if (self.smtp_username is None) != (self.smtp_password is None):
             missing = "PASSWORD" if self.smtp_password is None else "USERNAME"
             raise ValueError(
@@ -226,6 +256,36 @@ class MailerSettings(BaseSettings):
             )
         return self
 
+    @field_validator("smtp_tls_fingerprint", mode="after")
+    @classmethod
+    def _is_fingerprint_list(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_fingerprints(value)
+        return value
+
+    @_model_validator(mode="after")
+    def _tls_is_safe(self) -> MailerSettings:
+        remote = not is_loopback(self.smtp_host)
+        if self.tls_mode == "none" and remote and not self.smtp_insecure_plaintext:
+            raise ValueError(
+                f"{ENV_PREFIX}SMTP_TLS: 'none' would send mail in clear to "
+                f"{self.smtp_host}; use starttls or tls, or set "
+                f"{ENV_PREFIX}SMTP_INSECURE_PLAINTEXT=true if you really mean it"
+            )
+        if self.tls_mode == "none" and self.smtp_tls_fingerprint is not None:
+            raise ValueError(
+                f"{ENV_PREFIX}SMTP_TLS_FINGERPRINT: a pinned certificate needs TLS, "
+                "but MAILER_SMTP_TLS is none"
+            )
+        return self
+
+    @property
+    def tls_fingerprints(self) -> frozenset[str]:
+        """Return the pinned SHA-256 fingerprints, as lower-case hex without colons."""
+        if self.smtp_tls_fingerprint is None:
+            return frozenset()
+        return parse_fingerprints(self.smtp_tls_fingerprint)
+
     @property
     def tls_mode(self) -> TLSMode:
         """Return the TLS mode set, else none on loopback and starttls elsewhere."""
@@ -237,6 +297,24 @@ class MailerSettings(BaseSettings):
     def port(self) -> int:
         """Return the port: the one set, or the usual one for the TLS mode."""
         return self.smtp_port or DEFAULT_PORTS[self.tls_mode]
+
+    def _check_dsn_plaintext(self) -> None:
+        """Apply the plain-text rule of MAILER_SMTP_TLS to each relay of the DSN."""
+        from mailer.dsn import parse_dsn  # here: dsn imports settings
+
+        assert self.dsn is not None  # noqa: S101 - checked by the caller
+        relays = parse_dsn(self.dsn.get_secret_value()).relays
+        for number, relay in enumerate(relays, 1):
+            if (
+                relay.tls == "none"
+                and not is_loopback(relay.host)
+                and not self.smtp_insecure_plaintext
+            ):
+                raise ValueError(
+                    f"{ENV_PREFIX}DSN: relay {number}: tls=none would send mail in "
+                    f"clear to {relay.host}; use starttls or smtps://, or set "
+                    f"{ENV_PREFIX}SMTP_INSECURE_PLAINTEXT=true if you really mean it"
+                )
 
     @property
     def relays(self) -> tuple[MailerSettings, ...]:
@@ -266,6 +344,26 @@ class MailerSettings(BaseSettings):
         if self.from_ is None:
             return None
         return Address.parse(self.from_, field="MAILER_FROM")
+
+
+def parse_fingerprints(value: str) -> frozenset[str]:
+    """Parse comma-separated SHA-256 fingerprints (hex, colons and case ignored).
+
+    Several values let a pin survive a certificate rotation: list the old and
+    the new certificate until the switch is done.
+
+    Raises:
+        ValueError: An entry is not 64 hexadecimal digits.
+    """
+    fingerprints = set()
+    for entry in value.split(","):
+        digits = entry.strip().lower().removeprefix("sha256:").replace(":", "")
+        if not _SHA256_HEX.fullmatch(digits):
+            raise ValueError(
+                "expected SHA-256 fingerprints: 64 hex digits each, comma-separated"
+            )
+        fingerprints.add(digits)
+    return frozenset(fingerprints)
 
 
 def env_names() -> dict[str, str]:

@@ -7,18 +7,14 @@ import time
 
 import aiosmtplib
 
-from mailer.exceptions import (
-    AuthenticationError,
-    RecipientsRefusedError,
-    UnsupportedError,
-)
+from mailer.exceptions import RecipientsRefusedError, UnsupportedError
+from mailer.limits import check_server_size
 from mailer.message import Envelope
 from mailer.results import Delivery, Reply
 from mailer.settings import MailerSettings
+from mailer.transports.login import log_in
 from mailer.transports.sockets import open_socket
-
-# AUTH replies that refuse the mechanism, not the credentials.
-MECHANISM_REFUSED = frozenset({504, 534})
+from mailer.transports.tls import TLSPolicy
 
 
 class Phase(enum.Enum):
@@ -60,7 +56,7 @@ class SMTPConnection:
         return self._smtp.is_connected and self.phase is Phase.IDLE
 
     async def open(self) -> None:
-        """Connect, greet, upgrade to TLS as the settings require, and log in.
+        """Connect, secure the session as the TLS policy says, greet, and log in.
 
         The TCP connect and the greeting have their own timeouts
         (``MAILER_CONNECT_TIMEOUT``, ``MAILER_GREETING_TIMEOUT``); each command
@@ -71,45 +67,18 @@ class SMTPConnection:
             settings.smtp_host, settings.port, limit=settings.connect_timeout
         )
         # aiosmtplib owns the socket from here, and closes it if connect fails.
-        # It wants no port with a socket; the host name stays, for TLS.
-        await self._smtp.connect(
-            sock=sock, port=None, timeout=settings.greeting_timeout
+        await TLSPolicy.from_settings(settings).connect(
+            self._smtp,
+            server=self.server,
+            sock=sock,
+            greeting_timeout=settings.greeting_timeout,
         )
         if self._smtp.is_ehlo_or_helo_needed:
             # After STARTTLS the extensions must be asked for again (RFC 3207 4.2);
             # AUTH, SIZE and SMTPUTF8 checks below need them.
             await self._smtp.ehlo()
         self.opened_at = self.last_used = time.monotonic()
-        username = self._settings.smtp_username
-        password = self._settings.smtp_password
-        if username is not None and password is not None:
-            if not self._smtp.supports_extension("auth"):
-                raise AuthenticationError(
-                    f"{self.server} offers no AUTH"
-                    + (" before TLS" if self._settings.tls_mode == "none" else "")
-                    + "; cannot log in"
-                )
-            await self._login(username, password.get_secret_value())
-
-    async def _login(self, username: str, password: str) -> None:
-        """Log in with the first method offered; another only if that one is refused.
-
-        aiosmtplib's ``login`` tries every method after any failure, so a wrong
-        password is sent twice (PLAIN, then LOGIN) and counts twice towards an
-        account lockout. Here the next method is tried only when the server
-        refuses the mechanism itself (504 not implemented, 534 too weak).
-        """
-        smtp = self._smtp
-        methods = smtp.supported_auth_methods
-        for index, name in enumerate(methods):
-            try:
-                await getattr(smtp, f"auth_{name.replace('-', '')}")(username, password)
-            except aiosmtplib.SMTPAuthenticationError as exc:
-                if exc.code not in MECHANISM_REFUSED or index == len(methods) - 1:
-                    raise
-            else:
-                return
-        raise aiosmtplib.SMTPException("No suitable authentication method found.")
+        await log_in(self._smtp, self._settings, server=self.server)
 
     async def send(self, envelope: Envelope, content: bytes) -> Delivery:
         """Run one mail transaction: MAIL, RCPT for each recipient, DATA.
@@ -123,6 +92,8 @@ class SMTPConnection:
             aiosmtplib.SMTPException: Any other failure (mapped by the caller).
         """
         smtp = self._smtp
+        envelope.check_sendable()
+        check_server_size(smtp, content, server=self.server)
         options: list[str] = []
         encoding = "ascii"
         if envelope.smtputf8:

@@ -14,7 +14,6 @@ from mailer import (
     ConnectError,
     Message,
     MessageClient,
-    SenderRefusedError,
     UnsupportedError,
 )
 from mailer.testing import SMTPTestServer, TLSBundle
@@ -131,12 +130,20 @@ async def test_a_size_limit_is_advertised_and_enforced() -> None:
     async with SMTPTestServer(size_limit=2000) as server:
         async with MessageClient(server.settings()) as client:
             await client.send(message(subject="small"))
-            with pytest.raises(SenderRefusedError) as caught:
+            # mailer checks the advertised SIZE itself, before MAIL FROM.
+            with pytest.raises(UnsupportedError, match="at most 2,000 bytes"):
                 await client.send(message(subject="big", body="x" * 5000))
+        # A client that does not check first is refused by the server (SIZE=).
+        async with aiosmtplib.SMTP(hostname=server.host, port=server.port) as smtp:
+            with pytest.raises(aiosmtplib.SMTPSenderRefused) as caught:
+                await smtp.sendmail(
+                    "a@example.test",
+                    ["bob@example.test"],
+                    b"Subject: big\r\n\r\n" + b"x" * 5000,
+                )
         transcript = "\n".join(server.transcripts[0])
     assert "S: 250-SIZE 2000" in transcript
-    assert caught.value.reply is not None
-    assert caught.value.reply.code == 552
+    assert caught.value.code == 552
     assert [m.subject for m in server.outbox] == ["small"]
 
 

@@ -16,6 +16,7 @@ from mailer import (
     SendResult,
     generate_message_client,
     render,
+    render_string,
     send_messages,
 )
 from mailer.testing import (
@@ -116,3 +117,7 @@ async def use_the_fakes() -> Outbox:
 def use_the_threaded_server() -> int:
     with ThreadedSMTPTestServer() as server:
         return len(server.outbox.wait_for_blocking(count=0, timeout=0.1))
+
+
+def render_untrusted(source: str) -> Message:
+    return render_string("Hi", source, trusted=False, to="a@example.test")

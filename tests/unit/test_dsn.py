@@ -77,7 +77,7 @@ def test_the_dsn_is_hidden_in_the_settings_repr() -> None:
         (f"http://u:{SECRET}@h.example.com", "relay 1: the scheme must be smtp://"),
         (f"smtp://u:{SECRET}@h.example.com:99999", "not a valid URL (port 1-65535?)"),
         (f"smtp://u:{SECRET}@h.example.com?tiemout=3", "unknown option 'tiemout'"),
-        (f"smtp://u:{SECRET}@h.example.com?tls=maybe", "tls must be none, starttls"),
+        (f"smtp://u:{SECRET}@h.example.com?tls=maybe", "tls must be one of none, opp"),
         (f"smtp://u:{SECRET}@h.example.com?timeout=0", "timeout must be more than 0"),
         (f"smtp://u:{SECRET}@h.example.com?tls=none", "password in clear"),
         (f"smtps://u:{SECRET}@h.example.com?tls=starttls", "contradicts it"),
@@ -143,3 +143,13 @@ def test_one_relay_builds_an_smtp_transport_and_a_list_a_failover_one(
         "a.example.com:587",
         "b.example.com:465",
     ]
+
+
+def test_a_plain_text_relay_off_loopback_needs_the_insecure_switch() -> None:
+    """tls=none to a remote relay: refused, as MAILER_SMTP_TLS=none is."""
+    with pytest.raises(ConfigError, match="relay 2: tls=none would send mail in clear"):
+        settings(dsn="failover(smtp://a.example.com smtp://b.example.com?tls=none)")
+    allowed = settings(
+        dsn="smtp://b.example.com?tls=none", smtp_insecure_plaintext=True
+    )
+    assert allowed.relays[0].tls_mode == "none"
