@@ -26,17 +26,15 @@ class Verdict(enum.Enum):
 
 
 def is_transient_reply(reply: Reply) -> bool:
-    """Return whether a refusal may succeed later (4xx, or an enhanced 4.x.x status).
+    """Return whether a failing reply may succeed later: anything but a 5xx.
 
-    A malformed reply (aiosmtplib reports code -1) is an unexpected reply: the
-    connection is dropped and the request may be repeated on a new one.
+    A 4xx says so (and so does an enhanced 4.x.x status). Any other failing
+    reply is unexpected (a malformed line, which aiosmtplib reports as code
+    -1, or a 250 where 354 was due): the connection is out of step and
+    dropped, and the request may be repeated on a new one, within the attempt
+    budget. Only a 5xx means "do not repeat this request".
     """
-    if 500 <= reply.code < 600:
-        return False
-    status = reply.enhanced_status
-    return (
-        400 <= reply.code < 500 or reply.code < 0 or bool(status and status[0] == "4")
-    )
+    return not 500 <= reply.code < 600
 
 
 def classify_reply(reply: Reply) -> RecipientStatus:
@@ -53,13 +51,15 @@ def classify_error(error: BaseException) -> Verdict:
 
     A refused login or a TLS failure is FATAL: it is a configuration error that
     every other message would hit too, and repeating logins risks locking the
-    account. A DeliveryError marked transient (4xx, lost connection, timeout)
-    is TRANSIENT. Anything else, including a bug, is PERMANENT: retrying would
-    not help.
+    account. A DeliveryError marked transient (4xx, lost connection, timeout),
+    or carrying an unexpected reply, is TRANSIENT. Anything else, including a
+    bug, is PERMANENT: retrying would not help.
     """
     if isinstance(error, AuthenticationError | TLSError):
         return Verdict.FATAL
-    if isinstance(error, DeliveryError) and error.transient:
+    if isinstance(error, DeliveryError) and (
+        error.transient or (error.reply is not None and is_transient_reply(error.reply))
+    ):
         return Verdict.TRANSIENT
     return Verdict.PERMANENT
 

@@ -240,3 +240,15 @@ async def test_a_refused_mechanism_moves_on_to_the_next_one() -> None:
     assert result.is_sent
     assert [f.argument for f in rule.firings] == ["PLAIN ***"]
     assert server.outbox.one().session.auth_username == "svc"  # type: ignore[union-attr]
+
+
+async def test_an_unexpected_reply_drops_the_connection_and_is_retried() -> None:
+    """A line that is not SMTP at MAIL: that connection is closed; attempt 2 works."""
+    async with SMTPTestServer() as server:
+        rule = server.faults.garbage("MAIL", "*** not SMTP ***", times=1)
+        async with MessageClient(server.settings(concurrency=1)) as client:
+            result = await client.send(message())
+    rule.assert_fired(1)
+    assert (result.attempts, result.ambiguous) == (2, False)
+    assert server.sessions_opened == 2
+    assert server.outbox.one().session.number == 2  # type: ignore[union-attr]

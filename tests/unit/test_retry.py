@@ -58,10 +58,13 @@ def test_5xx_replies_are_permanent(code: int, text: str) -> None:
     assert classify_reply(Reply(code, text)) is RecipientStatus.REJECTED
 
 
-def test_an_enhanced_4xx_status_makes_an_odd_code_transient() -> None:
-    """A non-5xx code with an enhanced 4.x.x status counts as transient."""
-    assert is_transient_reply(Reply(250, "4.2.0 queue full, try later"))
-    assert not is_transient_reply(Reply(250, "2.0.0 ok"))
+def test_an_unexpected_reply_is_transient() -> None:
+    """A 250 where 354 was due, or a 999: out of step, so retried on a new connection."""
+    assert is_transient_reply(Reply(250, "2.0.0 ok"))
+    assert is_transient_reply(Reply(999, "what"))
+    assert classify_error(RejectedError("answered 250", reply=Reply(250, "ok"))) is (
+        Verdict.TRANSIENT
+    )
 
 
 @pytest.mark.parametrize(
