@@ -24,7 +24,7 @@ from mailer.addresses import Address
 from mailer.exceptions import InvalidRecipientsError, MailerError
 from mailer.inbox import start_inbox
 from mailer.recipients import Recipient, RecipientFile
-from mailer.results import BatchReport, SendResult
+from mailer.results import BatchReport, SendResult, SendStatus
 from mailer.sending import check_rows, render_row, send_messages
 from mailer.settings import MailerSettings
 from mailer.shutdown import Shutdown
@@ -213,16 +213,17 @@ def _print_outcome(batch: BatchReport, elapsed: float) -> None:
         print(batch.resumed.describe())
     for row in batch.invalid_rows:
         err.print(f"skipped line {row.line}: {row.error}", markup=False)
-    failures = [result for result in batch.results if not result.is_sent]
+    failures = [r for r in batch.results if r.status is SendStatus.FAILED]
     for result in failures[:SHOWN_FAILURES]:
-        err.print(
-            f"{result.status.value} {', '.join(result.to)}: {result.error}",
-            markup=False,
-        )
+        err.print(f"failed {', '.join(result.to)}: {result.error}", markup=False)
     if len(failures) > SHOWN_FAILURES:
         err.print(
             f"... and {len(failures) - SHOWN_FAILURES} more failures (see --report)"
         )
+    pending = [r for r in batch.results if r.status is SendStatus.PENDING]
+    if pending:
+        # One line: they share the reason the batch stopped.
+        err.print(f"{len(pending)} pending: {pending[0].error}", markup=False)
     print(f"{batch.summary()} in {elapsed:.2f}s")
     if batch.ambiguous:
         print(
