@@ -188,7 +188,7 @@ class MessageAttempts:
         return replace(
             result,
             status=SendStatus.PENDING,
-            error=f"not finished: {reason}",
+            error=f"{'not finished' if self.attempts else 'not sent'}: {reason}",
             transient=True,
         )
 
