@@ -98,14 +98,19 @@ async def test_sending_is_committed_before_the_transaction_and_sent_after(
     """While the server has the message, the journal already says 'sending' with its ID."""
     journal = tmp_path / "batch.journal"
     seen: list[tuple[str, str | None]] = []
+    delivered: list[str] = []
 
     def look(mail: SentMail) -> None:
-        row = state(journal)[mail.to[0]]
+        recorded = state(journal)
+        row = recorded[mail.to[0]]
         seen.append((row[0], row[1]))
         assert row[1] == mail.message["Message-ID"]
+        # Each earlier message was committed 'sent' right after its own 250.
+        assert [recorded[email][0] for email in delivered] == ["sent"] * len(delivered)
+        delivered.append(mail.to[0])
 
     transport_for(MockTransport(look))
-    await send(settings, journal)
+    await send(settings.model_copy(update={"concurrency": 1}), journal)
     assert [s for s, _ in seen] == ["sending"] * 4
     assert {s for s, _, _, _ in state(journal).values()} == {"sent"}
 
