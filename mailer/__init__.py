@@ -30,7 +30,7 @@ from mailer.exceptions import (
 from mailer.message import Envelope, Message
 from mailer.recipients import Recipient, RecipientFile
 from mailer.results import BatchReport, Delivery, Reply, SendResult, SendStatus
-from mailer.sending import send_messages
+from mailer.sending import send_messages, stream_messages
 from mailer.settings import MailerSettings
 from mailer.templates import render
 
@@ -77,4 +77,5 @@ __all__ = [
     "generate_message_client",
     "render",
     "send_messages",
+    "stream_messages",
 ]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from mailer import (
     BatchReport,
+    InvalidRow,
     MailerSettings,
     Message,
     MessageClient,
@@ -11,6 +14,7 @@ from mailer import (
     generate_message_client,
     render,
     send_messages,
+    stream_messages,
 )
 from mailer.transports import MemoryTransport, Transport
 
@@ -35,3 +39,18 @@ async def send_batch() -> BatchReport:
 
 def render_one() -> Message:
     return render("welcome", to="a@example.test", context={"name": "A"})
+
+
+async def stream_batch(
+    messages: AsyncIterator[Message],
+) -> list[tuple[int, SendResult]]:
+    async with MessageClient(MailerSettings(_env_file=None)) as client:
+        return [pair async for pair in client.stream(messages)]
+
+
+async def stream_rows() -> int:
+    failed = 0
+    async for line, outcome in stream_messages("welcome", [{"email": "a@x.test"}]):
+        if isinstance(outcome, InvalidRow) or not outcome.is_sent:
+            failed += line > 0
+    return failed
