@@ -20,11 +20,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from mailer.addresses import Address
-from mailer.exceptions import InvalidRecipientsError, MailerError
+from mailer.exceptions import InvalidRecipientsError, InvalidRow, MailerError
 from mailer.inbox import start_inbox
 from mailer.recipients import Recipient, RecipientFile
 from mailer.results import BatchReport, SendResult
-from mailer.sending import check_rows, render_row, send_messages
+from mailer.sending import check_rows, render_row, send_messages, stream_messages
 from mailer.settings import MailerSettings
 from mailer.testing.records import SentMail
 
@@ -151,24 +151,24 @@ async def _send(
     )
     task = progress.add_task("sending", total=None)
     report = _ReportWriter(report_path)
+    batch = BatchReport()
     failures: list[SendResult] = []
-
-    def record(result: SendResult) -> None:
-        # Written as it arrives and then dropped: memory stays flat.
-        report.write(result.to_report())
-        if not result.is_sent and len(failures) < SHOWN_FAILURES:
-            failures.append(result)
-        progress.advance(task)
-
     with progress, report:
-        batch = await send_messages(
-            template,
-            source,
-            settings=settings,
-            skip_invalid=skip_invalid,
-            on_result=record,
-            keep_results=False,
+        outcomes = stream_messages(
+            template, source, settings=settings, skip_invalid=skip_invalid
         )
+        async for line, outcome in outcomes:
+            if isinstance(outcome, InvalidRow):
+                batch.invalid += 1
+                batch.invalid_rows.append(outcome)
+                continue
+            # Written as it arrives (in completion order, with its line) and
+            # then dropped: memory stays flat whatever the batch size.
+            batch.add(outcome, keep=False)
+            report.write({"line": line, **outcome.to_report()})
+            if not outcome.is_sent and len(failures) < SHOWN_FAILURES:
+                failures.append(outcome)
+            progress.advance(task)
         for row in batch.invalid_rows:
             report.write({"line": row.line, "status": "invalid", "error": row.error})
     elapsed = time.perf_counter() - started
@@ -189,7 +189,8 @@ class _ReportWriter:
         if self.path is None:
             return
         if self._handle is None:
-            self._handle = self.path.open("w", encoding="utf-8")
+            # Line-buffered: each result is on disk as soon as it is known.
+            self._handle = self.path.open("w", encoding="utf-8", buffering=1)
         self._handle.write(json.dumps(line, ensure_ascii=False) + "\n")
 
     def __enter__(self) -> _ReportWriter:

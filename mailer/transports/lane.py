@@ -195,7 +195,22 @@ class Lane:
         except (UnsupportedError, ValueError) as exc:
             first.fail(exc)
             return []
-        session = PipelinedSession(connection.smtp, self._timeout)
+        try:
+            session = PipelinedSession(connection.smtp, self._timeout)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            self._drop()
+            first.fail(exc)
+            return []
+        with session:
+            return await self._chain(connection, session, first, group)
+
+    async def _chain(
+        self,
+        connection: SMTPConnection,
+        session: PipelinedSession,
+        first: Transaction,
+        group: bytes,
+    ) -> list[Transaction]:
         self._begin(first)
         current: Transaction | None = first  # envelope replies due
         in_data: Transaction | None = None  # content written, final reply due

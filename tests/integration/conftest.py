@@ -87,6 +87,7 @@ class ScriptedServer:
     sessions: int = 0
     quits: int = 0
     server: asyncio.Server | None = None
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -102,6 +103,11 @@ class ScriptedServer:
         assert self.server is not None
         self.server.close()
         await self.server.wait_closed()
+
+    def drop_all(self) -> None:
+        """Close every open session from the server's side (an idle timeout)."""
+        for writer in self.writers:
+            writer.close()
 
     def _reply(self, command: str, default: str) -> str:
         reply = self.answer(command)
@@ -124,6 +130,7 @@ class ScriptedServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self.sessions += 1
+        self.writers.append(writer)
         writer.write(b"220 scripted ready\r\n")
         buffer = b""
         in_content = False

@@ -12,6 +12,7 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as ServerEnvelope
 
 from mailer import (
+    ConnectError,
     DeliveryTimeoutError,
     Message,
     MessageClient,
@@ -250,3 +251,53 @@ async def test_a_closed_client_refuses_new_messages(
         with pytest.raises(RuntimeError, match="closed"):
             await client.send(mail(1))
         assert server.sessions == 0
+
+
+async def test_a_pipelined_connection_dropped_while_idle_is_replaced(
+    scripted_server: ScriptedServerFactory,
+) -> None:
+    """The server closes an idle session: the next message goes out on a new one."""
+    async with scripted_server() as server:
+        async with MessageClient(settings_on(server.port, concurrency=1)) as client:
+            await client.send(mail(1))
+            server.drop_all()
+            result = await client.send(mail(2))
+        assert result.is_sent
+        assert server.sessions == 2
+        assert len(server.messages) == 2
+
+
+async def test_a_reused_connection_found_dead_at_the_envelope_is_tried_once_more(
+    scripted_server: ScriptedServerFactory,
+) -> None:
+    """Closed on the second MAIL FROM: nothing was delivered, so it moves once."""
+    mails: list[str] = []
+
+    def close_on_second_mail(line: str) -> str | None:
+        if line.startswith("MAIL"):
+            mails.append(line)
+            return "<close>" if len(mails) == 2 else None
+        return None
+
+    async with scripted_server(answer=close_on_second_mail) as server:
+        async with MessageClient(settings_on(server.port, concurrency=1)) as client:
+            first = await client.send(mail(1))
+            second = await client.send(mail(2))
+        assert first.is_sent
+        assert second.is_sent
+        assert server.sessions == 2
+        assert len(server.messages) == 2
+
+
+async def test_a_fresh_connection_closed_at_the_envelope_is_not_retried(
+    scripted_server: ScriptedServerFactory,
+) -> None:
+    """On a brand-new session the same drop is reported, not retried in a loop."""
+    async with scripted_server(
+        answer=lambda line: "<close>" if line.startswith("MAIL") else None
+    ) as server:
+        async with MessageClient(settings_on(server.port, concurrency=1)) as client:
+            with pytest.raises(ConnectError, match="closed the connection"):
+                await client.send(mail(1))
+        assert server.sessions == 1
+        assert server.messages == []
