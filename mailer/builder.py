@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import time
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -28,7 +29,15 @@ def new_message_id(sender: Address) -> str:
 
 def format_date(when: datetime | None = None) -> str:
     """Return an RFC 5322 date for ``when`` (default: now, in UTC)."""
-    return email.utils.format_datetime(when or datetime.now(UTC))
+    if when is None:
+        return _date_of_second(int(time.time()))
+    return email.utils.format_datetime(when)
+
+
+@lru_cache(maxsize=2)
+def _date_of_second(second: int) -> str:
+    # A batch sends hundreds of messages a second, all with the same Date.
+    return email.utils.format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 @lru_cache(maxsize=256)

@@ -177,6 +177,8 @@ class MessageClient(AsyncCloseable):
             yield done.index, done.result
 
     async def _attempt(self, message: Message, attempt: int) -> SendResult:
+        # The seam for reply-aware retries (see mailer.batch): returning
+        # RetryLater(delay) here parks the message without holding a slot.
         return await self._send_recorded(message)
 
     async def _send_recorded(self, message: Message) -> SendResult:

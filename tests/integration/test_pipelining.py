@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -232,3 +234,25 @@ async def test_data_opened_with_no_recipient_is_abandoned_not_sent(
     assert [r.status for r in results] == ["failed", "failed"]
     assert scripted.messages == []
     assert scripted.sessions == 2  # the session with DATA open was dropped
+
+
+@pytest.mark.parametrize("tls", ["starttls", "tls"])
+async def test_pipelining_works_over_tls(
+    tls: str, server_tls: ssl.SSLContext, ca_file: Path
+) -> None:
+    """Over STARTTLS and implicit TLS the grouped path delivers every message."""
+    async with await start_inbox(
+        handler=PipeliningHandler(),
+        tls=tls,
+        ssl_context=server_tls,  # type: ignore[arg-type]
+    ) as inbox:
+        settings = settings_on(
+            inbox.port, smtp_tls=tls, smtp_ca_file=ca_file, concurrency=2
+        )
+        async with MessageClient(settings) as client:
+            results = await client.send_many(mail(n) for n in range(12))
+        assert all(r.is_sent for r in results)
+        assert sorted(m.subject for m in inbox.messages) == sorted(
+            f"n{n}" for n in range(12)
+        )
+        assert inbox.sessions_opened == 2
