@@ -25,6 +25,7 @@ from mailer.exceptions import (
     TemplateSyntaxError,
     TLSError,
     UndefinedVariableError,
+    UnsafeTemplateError,
     UnsupportedError,
 )
 from mailer.message import Envelope, Message
@@ -32,6 +33,7 @@ from mailer.recipients import Recipient, RecipientFile
 from mailer.results import BatchReport, Delivery, Reply, SendResult, SendStatus
 from mailer.sending import send_messages, stream_messages
 from mailer.settings import MailerSettings
+from mailer.template_strings import render_string
 from mailer.templates import render
 
 try:
@@ -72,10 +74,12 @@ __all__ = [
     "TemplateNotFoundError",
     "TemplateSyntaxError",
     "UndefinedVariableError",
+    "UnsafeTemplateError",
     "UnsupportedError",
     "__version__",
     "generate_message_client",
     "render",
+    "render_string",
     "send_messages",
     "stream_messages",
 ]

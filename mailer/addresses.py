@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.errors
+import email.header
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -9,11 +11,21 @@ from functools import lru_cache
 
 import email_validator
 
-from mailer.exceptions import HeaderInjectionError, InvalidAddressError
+from mailer.exceptions import HeaderInjectionError, InvalidAddressError, MessageError
 
-# C0 controls, DEL, and the Unicode line breaks that str.splitlines() honours
-# (the email package folds on those too, so they could split a header).
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+# C0 controls, DEL, C1 controls (NEL among them; CSI and friends drive
+# terminals that show logs), and the Unicode line breaks str.splitlines()
+# honours (the email package folds on those too, so they could split a header).
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Lone surrogates (from bad decoding upstream) cannot be encoded as UTF-8.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+_SPACE_RUN = re.compile(r"  +")
+# Characters of a bad value quoted in an error message.
+EXCERPT_LENGTH = 80
+
+# RFC 5322 specials: allowed in a display name only inside double quotes.
+_NAME_SPECIALS = re.compile(r'[()<>\[\]:;@\\,"]')
 
 # "Display Name <addr>" (the name optional, possibly quoted).
 _NAME_ADDR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>\s*$")
@@ -38,7 +50,68 @@ def check_no_controls(value: str, *, field: str) -> None:
     if match:
         char = match.group()
         raise HeaderInjectionError(
-            f"{field}: control character {char!r} is not allowed in {value!r}",
+            f"{field}: control character {char!r} is not allowed in "
+            f"{excerpt(value, match.start())}",
+            field=field,
+        )
+    check_encodable(value, field=field)
+
+
+def excerpt(value: str, at: int = 0) -> str:
+    """Return ``value`` for an error message: repr'd, and cut around ``at`` if long.
+
+    Hostile values can be megabytes; an error is one readable line.
+    """
+    if len(value) <= EXCERPT_LENGTH:
+        return repr(value)
+    start = max(0, min(at - EXCERPT_LENGTH // 2, len(value) - EXCERPT_LENGTH))
+    shown = repr(value[start : start + EXCERPT_LENGTH])
+    before = "..." if start > 0 else ""
+    after = "..." if start + EXCERPT_LENGTH < len(value) else ""
+    return f"{before}{shown}{after} ({len(value):,} characters)"
+
+
+def check_encodable(value: str, *, field: str) -> None:
+    """Raise MessageError if ``value`` cannot be encoded as UTF-8.
+
+    Raises:
+        MessageError: ``value`` holds a lone surrogate (text decoded with
+            ``errors="surrogateescape"``, or a broken JSON escape).
+    """
+    match = _SURROGATE.search(value)
+    if match:
+        raise MessageError(
+            f"{field}: not valid Unicode (lone surrogate {match.group()!r} at "
+            f"position {match.start()})",
+            field=field,
+        )
+
+
+def check_header_text(value: str, *, field: str) -> None:
+    """Raise unless ``value`` is safe in a header, also once RFC 2047-decoded.
+
+    CVE-2024-6923: an encoded word can hide a newline that a vulnerable
+    generator or a careless reader turns into a new header. We write such text
+    literally (encoded again), but a value that decodes to a control character
+    is almost certainly an injection attempt: refuse it.
+
+    Raises:
+        HeaderInjectionError: ``value`` holds a control character, or an
+            encoded word in it decodes to one.
+        MessageError: ``value`` is not valid Unicode.
+    """
+    check_no_controls(value, field=field)
+    if "=?" not in value:
+        return
+    try:
+        decoded = str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        # Not a well-formed encoded word: nobody decodes it, and we write it
+        # literally (encoded again).
+        return
+    if decoded != value and _FORBIDDEN.search(decoded):
+        raise HeaderInjectionError(
+            f"{field}: encoded word decodes to a control character in {excerpt(value)}",
             field=field,
         )
 
@@ -50,6 +123,7 @@ class Address:
     Attributes:
         addr_spec: The address as validated (``local@domain``, domain as written).
         display_name: The human name shown before the address; may be empty.
+            A run of spaces in it is one space (RFC 5322 3.2.2).
         envelope: The form used on the SMTP envelope and in headers: the domain
             in its IDNA (ASCII) form.
         needs_smtputf8: Whether the local part is non-ASCII, so that sending it
@@ -101,7 +175,7 @@ class Address:
             HeaderInjectionError: Either part holds a control character.
             InvalidAddressError: ``addr_spec`` is not one valid address.
         """
-        check_no_controls(display_name, field=field)
+        check_header_text(display_name, field=field)
         return _validated(addr_spec, display_name, field)
 
     def __str__(self) -> str:
@@ -116,15 +190,30 @@ def _parse_cached(value: str, field: str) -> Address:
     check_no_controls(value, field=field)
     match = _NAME_ADDR.match(value)
     if match:
-        name = _unquote(match.group("name"))
+        raw_name = match.group("name")
+        name = _unquote(raw_name)
+        check_header_text(name, field=field)
+        if not _is_quoted(raw_name) and _NAME_SPECIALS.search(raw_name):
+            # RFC 5322 3.2.3: specials need quotes. Unquoted, they make one
+            # address read as two ("alice@example.org(<bob@example.org>",
+            # CVE-2023-27043): refuse rather than guess which was meant.
+            raise InvalidAddressError(
+                f"{field}: display name {excerpt(raw_name)} must be in double quotes "
+                'to contain any of ()<>[]:;@\\,"',
+                field=field,
+            )
         addr = match.group("addr").strip()
     else:
         name, addr = "", value.strip()
     return _validated(addr, name, field)
 
 
+def _is_quoted(name: str) -> bool:
+    return len(name) >= 2 and name[0] == '"' and name[-1] == '"'
+
+
 def _unquote(name: str) -> str:
-    if len(name) >= 2 and name[0] == '"' and name[-1] == '"':
+    if _is_quoted(name):
         return re.sub(r"\\(.)", r"\1", name[1:-1])
     return name
 
@@ -135,7 +224,7 @@ def _validated(addr: str, display_name: str, field: str) -> Address:
         raise InvalidAddressError(f"{field}: empty address", field=field)
     if any(sep in addr for sep in ",;") or addr.count("@") > 1:
         raise InvalidAddressError(
-            f"{field}: one address per entry, got {addr!r}", field=field
+            f"{field}: one address per entry, got {excerpt(addr)}", field=field
         )
     local, _, domain = addr.rpartition("@")
     checked_domain = _LOCALHOST.sub(r"\1test", domain)
@@ -148,10 +237,13 @@ def _validated(addr: str, display_name: str, field: str) -> Address:
             allow_quoted_local=False,
             allow_domain_literal=False,
             allow_display_name=False,
+            # Keep RFC 5321's 64-octet limit on the local part (email-validator
+            # 2.3 stopped checking it by default).
+            strict=True,
         )
     except email_validator.EmailNotValidError as exc:
         raise InvalidAddressError(
-            f"{field}: invalid address {addr!r}: {exc}", field=field
+            f"{field}: invalid address {excerpt(addr)}: {exc}", field=field
         ) from None
     ascii_domain = result.ascii_domain
     if checked_domain != domain:
@@ -159,7 +251,9 @@ def _validated(addr: str, display_name: str, field: str) -> Address:
     envelope = f"{result.local_part}@{ascii_domain}"
     return Address(
         addr_spec=addr,
-        display_name=display_name,
+        # RFC 5322 3.2.2: a run of spaces in a phrase means one space, and
+        # Python's parser reads it so inside encoded words: say it up front.
+        display_name=_SPACE_RUN.sub(" ", display_name),
         envelope=envelope,
         needs_smtputf8=not result.local_part.isascii(),
     )
@@ -184,6 +278,12 @@ def parse_addresses(
         return ()
     if isinstance(value, str | Address):
         return (Address.parse(value, field=field),)
+    if not isinstance(value, Iterable):
+        raise InvalidAddressError(
+            f"{field}: expected an address or a list of addresses, "
+            f"got {type(value).__name__}",
+            field=field,
+        )
     return tuple(
         Address.parse(item, field=f"{field}[{index}]")
         for index, item in enumerate(value)

@@ -10,6 +10,7 @@ from mailer.batch import stream_batch
 from mailer.builder import format_date, new_message_id
 from mailer.exceptions import ConfigError, DeliveryError, MailerError
 from mailer.lifecycle import AsyncCloseable
+from mailer.limits import check_message_limits
 from mailer.message import Envelope, Message
 from mailer.results import SendResult, SendStatus
 from mailer.settings import MailerSettings
@@ -68,6 +69,8 @@ class MessageClient(AsyncCloseable):
 
         Raises:
             ConfigError: The message has no sender and ``MAILER_FROM`` is not set.
+            MessageError: The message is over ``MAILER_MAX_RECIPIENTS`` or
+                ``MAILER_MAX_MESSAGE_SIZE``.
         """
         sender = message.sender or self.settings.default_sender
         if sender is None:
@@ -77,7 +80,9 @@ class MessageClient(AsyncCloseable):
             )
         message_id = new_message_id(sender)
         content = message.to_bytes(sender, message_id=message_id, date=format_date())
-        return OutgoingMessage(message, message.envelope(sender), content, message_id)
+        envelope = message.envelope(sender)
+        check_message_limits(envelope, content, self.settings)
+        return OutgoingMessage(message, envelope, content, message_id)
 
     async def send(self, message: Message, /) -> SendResult:
         """Send one message.
@@ -210,16 +215,27 @@ def failed_result(message: Message, error: BaseException) -> SendResult:
     )
 
 
+# The test seam: while mailer.testing.use_transport() (the mail_outbox fixture)
+# is active, clients from generate_message_client() deliver through the
+# transport this makes instead of SMTP. Set and restored only by that helper.
+transport_override: Callable[[MailerSettings], Transport] | None = None
+
+
 def generate_message_client(settings: MailerSettings | None = None) -> MessageClient:
     """Return the MessageClient that application code should send with.
 
     Code that sends mail calls this factory rather than building a client, so
-    tests can replace it where it is looked up (``mailer.sending`` for
-    ``send_messages``)::
+    tests can swap what it returns: ``mailer.testing``'s ``mail_outbox``
+    fixture makes it return clients on an in-memory transport, or patch it
+    where it is looked up (``mailer.sending`` for ``send_messages``)::
 
         with patch("mailer.sending.generate_message_client") as factory: ...
 
     Args:
         settings: Default ``MailerSettings()`` (environment and ``.env``).
     """
-    return MessageClient(settings if settings is not None else MailerSettings())
+    settings = settings if settings is not None else MailerSettings()
+    override = transport_override
+    if override is not None:
+        return MessageClient(settings, transport=override(settings))
+    return MessageClient(settings)

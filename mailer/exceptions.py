@@ -10,7 +10,8 @@ The tree::
     ├── TemplateError(MailerError)                    .template
     │   ├── TemplateNotFoundError
     │   ├── TemplateSyntaxError                       .line
-    │   └── UndefinedVariableError                    .variable
+    │   ├── UndefinedVariableError                    .variable
+    │   └── UnsafeTemplateError                       (sandbox rule or size limit)
     ├── InvalidRecipientsError(MailerError)           .rows
     └── DeliveryError(MailerError)                    .reply, .transient, .message_id
         ├── ConnectError(DeliveryError, ConnectionError)
@@ -113,6 +114,10 @@ class UndefinedVariableError(TemplateError):
     def __init__(self, message: str, *, template: str, variable: str) -> None:
         super().__init__(message, template=template)
         self.variable = variable
+
+
+class UnsafeTemplateError(TemplateError):
+    """An untrusted template broke a sandbox rule or a size limit."""
 
 
 @dataclass(frozen=True, slots=True)

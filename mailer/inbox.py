@@ -157,6 +157,7 @@ async def start_inbox(
     size_limit: int = DEFAULT_SIZE_LIMIT,
     handler: InboxHandler | None = None,
     on_message: Callable[[SentMail, Path | None], None] | None = None,
+    protocol: Callable[..., SMTP] = SMTP,
 ) -> Inbox:
     """Start an inbox on ``host:port`` (port 0: one the OS picks).
 
@@ -172,6 +173,8 @@ async def start_inbox(
         size_limit: The SIZE advertised and enforced, in bytes.
         handler: A handler to use instead of a new InboxHandler.
         on_message: Called with each message (and its file) as it arrives.
+        protocol: Makes each session: aiosmtpd's ``SMTP`` or a subclass taking
+            the same arguments (the test server's fault-injecting one).
 
     Raises:
         ValueError: ``host`` is not loopback, or ``tls`` lacks ``ssl_context``.
@@ -191,25 +194,29 @@ async def start_inbox(
     inbox: Inbox | None = None
 
     def new_session() -> SMTP:
-        protocol = SMTP(
+        session = protocol(
             handler,
             hostname="localhost",  # never socket.getfqdn(): it can stall for seconds
             ident="mailer inbox",
             tls_context=ssl_context if tls == "starttls" else None,
             require_starttls=require_starttls,
-            # With implicit TLS the socket is encrypted from the start, but
-            # aiosmtpd only counts STARTTLS as TLS for AUTH: tell it so.
-            auth_require_tls=tls != "tls",
+            auth_require_tls=True,
             auth_required=auth is not None,
             authenticator=_authenticator(auth) if auth is not None else None,
             enable_SMTPUTF8=smtputf8,
             data_size_limit=size_limit,
             loop=loop,
         )
-        connections.add(protocol)
+        if tls == "tls":
+            # With implicit TLS the socket is encrypted from the start, but
+            # aiosmtpd only counts STARTTLS as TLS for AUTH: tell it so. Not
+            # through the constructor, which would warn (an error under pytest's
+            # filterwarnings=error) that AUTH is required without TLS.
+            session._auth_require_tls = False
+        connections.add(session)
         if inbox is not None:
             inbox.sessions_opened += 1
-        return protocol
+        return session
 
     server = await loop.create_server(
         new_session,

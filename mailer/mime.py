@@ -23,6 +23,9 @@ SOFT_LINE_LIMIT = 78
 HARD_LINE_LIMIT = 998
 # RFC 2047 2: an encoded word is at most 75 characters.
 ENCODED_WORD_LIMIT = 75
+# Room for a display name's single encoded word: the line also holds the field
+# name, the address (up to 254 octets) in angle brackets and a comma.
+PHRASE_WORD_LIMIT = HARD_LINE_LIMIT - 280
 _Q_PREFIX = "=?utf-8?q?"
 _B_PREFIX = "=?utf-8?b?"
 _EW_OVERHEAD = len(_Q_PREFIX) + len("?=")
@@ -145,14 +148,26 @@ def unstructured_tokens(value: str, *, name: str) -> list[str]:
     return encoded_words(value, first_budget=SOFT_LINE_LIMIT - len(name) - 2)
 
 
+def _phrase_words(text: str) -> list[str]:
+    # Python's phrase parser (3.11 to 3.13, gh-92081) keeps the space between
+    # two adjacent encoded words, where RFC 2047 6.2 readers drop it: no split
+    # reads the same in both, so a split inside a word would add a space
+    # ("株式会社サンプルシステムズジャ パン"). Write one encoded word, even past
+    # RFC 2047's 75 characters (readers decode long words; the line stays
+    # under 998 octets); only a name too long for that is split.
+    words = encoded_words(text, first_budget=PHRASE_WORD_LIMIT)
+    return words if len(words) == 1 else encoded_words(text)
+
+
 def phrase_tokens(display_name: str) -> list[str]:
     """Return fold tokens for a display name.
 
     A name that is plain atoms stays as it is; other ASCII names are quoted.
-    Non-ASCII names go in one encoded word when they fit. Longer ones keep
-    their ASCII words plain and encode the other runs, because Python 3.11's
-    parser (unlike RFC 2047 6.2) keeps the space between two adjacent encoded
-    words in a phrase: with plain words in between, both readings agree.
+    Non-ASCII names go in one encoded word (see ``_phrase_words``). Names too
+    long even for that keep their ASCII words plain and encode the other runs,
+    because Python's parser (unlike RFC 2047 6.2) keeps the space between two
+    adjacent encoded words in a phrase: with plain words in between, both
+    readings agree.
     """
     if not display_name:
         return []
@@ -162,7 +177,7 @@ def phrase_tokens(display_name: str) -> list[str]:
         if _PRINTABLE_ASCII.fullmatch(display_name):
             escaped = display_name.replace("\\", "\\\\").replace('"', '\\"')
             return [f'"{escaped}"']
-    words = encoded_words(display_name)
+    words = _phrase_words(display_name)
     single_spaced = "  " not in display_name and display_name.strip(" ") == display_name
     if len(words) == 1 or not single_spaced:
         return words
@@ -171,13 +186,13 @@ def phrase_tokens(display_name: str) -> list[str]:
     for word in display_name.split(" "):
         if _ATOMS.fullmatch(word) and not _looks_encoded(word):
             if run:
-                tokens.extend(encoded_words(" ".join(run)))
+                tokens.extend(_phrase_words(" ".join(run)))
                 run = []
             tokens.append(word)
         else:
             run.append(word)
     if run:
-        tokens.extend(encoded_words(" ".join(run)))
+        tokens.extend(_phrase_words(" ".join(run)))
     return tokens
 
 

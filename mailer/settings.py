@@ -18,10 +18,16 @@ from mailer.addresses import Address
 from mailer.exceptions import ConfigError, MailerError
 
 ENV_PREFIX = "MAILER_"
-TLSMode = Literal["none", "starttls", "tls"]
-DEFAULT_PORTS: dict[str, int] = {"tls": 465, "starttls": 587, "none": 25}
+TLSMode = Literal["none", "opportunistic", "starttls", "tls"]
+DEFAULT_PORTS: dict[str, int] = {
+    "tls": 465,
+    "starttls": 587,
+    "opportunistic": 25,
+    "none": 25,
+}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _HOSTNAME = re.compile(
     r"(?i)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?"
 )
@@ -67,7 +73,10 @@ class MailerSettings(BaseSettings):
     smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password.")
     smtp_tls: TLSMode | None = Field(
         None,
-        description="none, starttls or tls; default none on loopback, else starttls.",
+        description=(
+            "none, opportunistic, starttls or tls; default none on loopback, "
+            "else starttls."
+        ),
     )
     smtp_ca_file: Path | None = Field(None, description="PEM file of CAs to trust.")
     smtp_local_hostname: str | None = Field(None, description="Name sent in EHLO.")
@@ -99,6 +108,26 @@ class MailerSettings(BaseSettings):
         le=3_600,
         allow_inf_nan=False,
         description="Seconds a connection may sit unused before it is closed.",
+    )
+
+    # Security: TLS policy and limits (see mailer/transports/tls.py, mailer/limits.py).
+    smtp_insecure_plaintext: bool = Field(
+        False, description="Allow MAILER_SMTP_TLS=none to a host that is not loopback."
+    )
+    smtp_insecure_skip_verify: bool = Field(
+        False, description="Do not verify the server's certificate (warns each time)."
+    )
+    smtp_tls_min_version: Literal["1.2", "1.3"] = Field(
+        "1.2", description="Oldest TLS version accepted."
+    )
+    smtp_tls_fingerprint: str | None = Field(
+        None, description="SHA-256 fingerprint(s) of the server certificate to pin."
+    )
+    max_recipients: int = Field(
+        100, ge=1, le=100_000, description="Most recipients (to+cc+bcc) per message."
+    )
+    max_message_size: int = Field(
+        26_214_400, ge=1024, description="Largest message, in bytes, once encoded."
     )
 
     def __init__(self, **values: Any) -> None:
@@ -183,6 +212,36 @@ class MailerSettings(BaseSettings):
             )
         return self
 
+    @field_validator("smtp_tls_fingerprint", mode="after")
+    @classmethod
+    def _is_fingerprint_list(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_fingerprints(value)
+        return value
+
+    @_model_validator(mode="after")
+    def _tls_is_safe(self) -> MailerSettings:
+        remote = not is_loopback(self.smtp_host)
+        if self.tls_mode == "none" and remote and not self.smtp_insecure_plaintext:
+            raise ValueError(
+                f"{ENV_PREFIX}SMTP_TLS: 'none' would send mail in clear to "
+                f"{self.smtp_host}; use starttls or tls, or set "
+                f"{ENV_PREFIX}SMTP_INSECURE_PLAINTEXT=true if you really mean it"
+            )
+        if self.tls_mode == "none" and self.smtp_tls_fingerprint is not None:
+            raise ValueError(
+                f"{ENV_PREFIX}SMTP_TLS_FINGERPRINT: a pinned certificate needs TLS, "
+                "but MAILER_SMTP_TLS is none"
+            )
+        return self
+
+    @property
+    def tls_fingerprints(self) -> frozenset[str]:
+        """Return the pinned SHA-256 fingerprints, as lower-case hex without colons."""
+        if self.smtp_tls_fingerprint is None:
+            return frozenset()
+        return parse_fingerprints(self.smtp_tls_fingerprint)
+
     @property
     def tls_mode(self) -> TLSMode:
         """Return the TLS mode set, else none on loopback and starttls elsewhere."""
@@ -201,6 +260,26 @@ class MailerSettings(BaseSettings):
         if self.from_ is None:
             return None
         return Address.parse(self.from_, field="MAILER_FROM")
+
+
+def parse_fingerprints(value: str) -> frozenset[str]:
+    """Parse comma-separated SHA-256 fingerprints (hex, colons and case ignored).
+
+    Several values let a pin survive a certificate rotation: list the old and
+    the new certificate until the switch is done.
+
+    Raises:
+        ValueError: An entry is not 64 hexadecimal digits.
+    """
+    fingerprints = set()
+    for entry in value.split(","):
+        digits = entry.strip().lower().removeprefix("sha256:").replace(":", "")
+        if not _SHA256_HEX.fullmatch(digits):
+            raise ValueError(
+                "expected SHA-256 fingerprints: 64 hex digits each, comma-separated"
+            )
+        fingerprints.add(digits)
+    return frozenset(fingerprints)
 
 
 def env_names() -> dict[str, str]:

@@ -1,5 +1,87 @@
-"""Test doubles for code that sends mail."""
+"""Test doubles for code that sends mail: records, matchers, outboxes, a test server.
 
-from mailer.testing.records import SentMail
+Importing this package is cheap and has no side effects: the SMTP test server
+(aiosmtpd) and the test CA (trustme) load only when first used.
+"""
 
-__all__ = ["SentMail"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from mailer.testing.mail import Mail
+from mailer.testing.matchers import (
+    Addr,
+    AllOf,
+    AnyOf,
+    Contains,
+    Matcher,
+    Not,
+    Predicate,
+    Regex,
+)
+from mailer.testing.outbox import Outbox
+from mailer.testing.records import Attachment, SentMail, SessionInfo
+
+if TYPE_CHECKING:
+    from mailer.testing.config import isolated_settings
+    from mailer.testing.fakes import OutboxTransport, capture_mail, use_transport
+    from mailer.testing.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
+    from mailer.testing.mocking import SEND_TARGET, patch_send
+    from mailer.testing.server import SMTPTestServer
+    from mailer.testing.threaded import ThreadedSMTPTestServer
+    from mailer.testing.tls import TLSBundle
+
+# Loaded on first use: name -> module.
+_LAZY = {
+    "END_OF_DATA": "mailer.testing.faults",
+    "FaultPlan": "mailer.testing.faults",
+    "FaultRule": "mailer.testing.faults",
+    "GREETING": "mailer.testing.faults",
+    "OutboxTransport": "mailer.testing.fakes",
+    "SEND_TARGET": "mailer.testing.mocking",
+    "SMTPTestServer": "mailer.testing.server",
+    "ThreadedSMTPTestServer": "mailer.testing.threaded",
+    "capture_mail": "mailer.testing.fakes",
+    "patch_send": "mailer.testing.mocking",
+    "use_transport": "mailer.testing.fakes",
+    "TLSBundle": "mailer.testing.tls",
+    "isolated_settings": "mailer.testing.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mailer.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "END_OF_DATA",
+    "GREETING",
+    "SEND_TARGET",
+    "Addr",
+    "AllOf",
+    "AnyOf",
+    "Attachment",
+    "Contains",
+    "FaultPlan",
+    "FaultRule",
+    "Mail",
+    "Matcher",
+    "Not",
+    "Outbox",
+    "OutboxTransport",
+    "Predicate",
+    "Regex",
+    "SMTPTestServer",
+    "SentMail",
+    "SessionInfo",
+    "TLSBundle",
+    "ThreadedSMTPTestServer",
+    "capture_mail",
+    "isolated_settings",
+    "patch_send",
+    "use_transport",
+]

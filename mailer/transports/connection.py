@@ -7,14 +7,13 @@ import time
 
 import aiosmtplib
 
-from mailer.exceptions import (
-    AuthenticationError,
-    RecipientsRefusedError,
-    UnsupportedError,
-)
+from mailer.exceptions import RecipientsRefusedError, UnsupportedError
+from mailer.limits import check_server_size
 from mailer.message import Envelope
 from mailer.results import Delivery, Reply
 from mailer.settings import MailerSettings
+from mailer.transports.login import log_in
+from mailer.transports.tls import TLSPolicy
 
 
 class Phase(enum.Enum):
@@ -66,23 +65,16 @@ class SMTPConnection:
         return self._smtp.is_connected and self.phase is Phase.IDLE
 
     async def open(self) -> None:
-        """Connect, greet, upgrade to TLS as the settings require, and log in."""
-        await self._smtp.connect()
+        """Connect, secure the session as the TLS policy says, greet, and log in."""
+        await TLSPolicy.from_settings(self._settings).connect(
+            self._smtp, server=self.server
+        )
         if self._smtp.is_ehlo_or_helo_needed:
             # After STARTTLS the extensions must be asked for again (RFC 3207 4.2);
             # AUTH, SIZE and SMTPUTF8 checks below need them.
             await self._smtp.ehlo()
         self.opened_at = self.last_used = time.monotonic()
-        username = self._settings.smtp_username
-        password = self._settings.smtp_password
-        if username is not None and password is not None:
-            if not self._smtp.supports_extension("auth"):
-                raise AuthenticationError(
-                    f"{self.server} offers no AUTH"
-                    + (" before TLS" if self._settings.tls_mode == "none" else "")
-                    + "; cannot log in"
-                )
-            await self._smtp.login(username, password.get_secret_value())
+        await log_in(self._smtp, self._settings, server=self.server)
 
     async def send(self, envelope: Envelope, content: bytes) -> Delivery:
         """Run one mail transaction: MAIL, RCPT for each recipient, DATA.
@@ -127,12 +119,22 @@ class SMTPConnection:
         return Delivery(tuple(accepted), refused, Reply(reply.code, reply.message))
 
     def mail_options(self, envelope: Envelope, content: bytes) -> tuple[list[str], str]:
-        """Return the MAIL FROM parameters and the encoding of the envelope addresses.
+        """Check that the message may go out, then return MAIL FROM's parameters.
+
+        Both the one-command-at-a-time and the pipelined paths call this before
+        anything is written.
+
+        Returns:
+            The MAIL FROM parameters and the encoding of the envelope addresses.
 
         Raises:
-            UnsupportedError: The message needs SMTPUTF8 and the server lacks it.
+            HeaderInjectionError: An address could break the command line.
+            UnsupportedError: The message needs SMTPUTF8 and the server lacks
+                it, or it is larger than the server's SIZE.
         """
         smtp = self._smtp
+        envelope.check_sendable()
+        check_server_size(smtp, content, server=self.server)
         options: list[str] = []
         encoding = "ascii"
         if envelope.smtputf8:

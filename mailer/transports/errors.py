@@ -20,6 +20,10 @@ from mailer.exceptions import (
     UnsupportedError,
 )
 from mailer.results import Reply
+from mailer.transports.tls import (
+    explain_certificate_failure,
+    explain_handshake_failure,
+)
 
 
 def _reply(exc: aiosmtplib.SMTPResponseException) -> Reply:
@@ -40,10 +44,10 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
 def describe_tls_failure(error: ssl.SSLError, server: str) -> str:
     """Return a one-line reason for a TLS failure that says which check failed."""
     if isinstance(error, ssl.SSLCertVerificationError):
-        reason = error.verify_message or error.reason or "verification failed"
+        reason = explain_certificate_failure(error)
         return f"TLS with {server} failed: certificate not trusted: {reason}"
     reason = error.reason or str(error)
-    hint = ""
+    hint = explain_handshake_failure(reason)
     if reason in {"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"}:
         hint = (
             " (is MAILER_SMTP_TLS right for this port?"

@@ -9,11 +9,12 @@ Without PIPELINING it sends one command at a time through aiosmtplib.
 
 Connection hygiene lives here too: a connection is closed with QUIT after
 ``max_messages`` transactions, once older than ``max_age``, or after sitting
-``max_idle`` seconds without work; and closed at once, never reused, after a
-timeout, a dropped line or a reply that does not fit the conversation. A refusal
-(a well-formed 4xx/5xx to MAIL, RCPT, DATA or the content) is an answer about one
-message, not a broken session: the lane resets the transaction (RSET) and goes
-on, as Postfix and Nodemailer do.
+``max_idle`` seconds without work. A connection on which a transaction failed
+(a timeout, a dropped line, an out-of-place reply, or a refusal) takes no new
+message: what was already written on it is finished, then it is closed and
+never reused. (A refusal alone would leave the session usable after RSET, as
+Postfix and Nodemailer use it; the issue asks for the stricter rule, and it
+costs one reconnect per failed message.)
 
 Each Transaction records its Phase: ``DATA`` once its content has been written,
 so that a failure from then on is known to be one the server may have delivered.
@@ -46,10 +47,6 @@ from mailer.transports.transactions import (
     Transaction,
     TransactionQueue,
 )
-
-# Errors after which a connection cannot be trusted to be in step with the
-# server: it is closed and never reused.
-BROKEN_SESSION = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError)
 
 
 class Lane:
@@ -162,23 +159,26 @@ class Lane:
 
     def _next_group(
         self, connection: SMTPConnection
-    ) -> tuple[Transaction | None, bytes]:
-        """Take the next queued transaction this connection has room for."""
-        while self._has_room(connection):
-            transaction = self._queue.take_nowait()
-            if transaction is None:
-                break
-            try:
-                options, encoding = connection.mail_options(
-                    transaction.envelope, transaction.content
-                )
-                commands = envelope_commands(transaction.envelope, options, encoding)
-            except (UnsupportedError, ValueError) as exc:
-                transaction.fail(exc)
-                continue
-            self._begin(transaction)
-            return transaction, commands
-        return None, b""
+    ) -> tuple[Transaction | None, bytes, bool]:
+        """Take the next queued transaction this connection has room for.
+
+        Returns:
+            The transaction and its envelope commands (or None), and False if
+            the one taken failed its checks: then the connection ends here.
+        """
+        transaction = self._queue.take_nowait() if self._has_room(connection) else None
+        if transaction is None:
+            return None, b"", True
+        try:
+            options, encoding = connection.mail_options(
+                transaction.envelope, transaction.content
+            )
+            commands = envelope_commands(transaction.envelope, options, encoding)
+        except (UnsupportedError, ValueError) as exc:
+            transaction.fail(exc)
+            return None, b"", False
+        self._begin(transaction)
+        return transaction, commands, True
 
     async def _run_pipelined(
         self, connection: SMTPConnection, first: Transaction
@@ -193,6 +193,7 @@ class Lane:
             options, encoding = connection.mail_options(first.envelope, first.content)
             group = envelope_commands(first.envelope, options, encoding)
         except (UnsupportedError, ValueError) as exc:
+            self._drop()  # any failure ends the connection, even before a command
             first.fail(exc)
             return []
         try:
@@ -214,45 +215,45 @@ class Lane:
         self._begin(first)
         current: Transaction | None = first  # envelope replies due
         in_data: Transaction | None = None  # content written, final reply due
-        reset_due = False
         reading: Transaction | None = None  # whose reply a failure interrupted
+        clean = True  # no transaction failed: the connection may be reused
         try:
             session.write(group)
             while True:
                 if in_data is not None:
                     reading = in_data
-                    await self._read_final(session, in_data)
+                    clean &= await self._read_final(session, in_data)
                     in_data = None
-                if reset_due:
-                    reading, reset_due = None, False
-                    await self._read_reset(session)
                 if current is None:
-                    return []
+                    break
                 reading = current
                 replies = await session.read_envelope_replies(
                     len(current.envelope.rcpt_tos)
                 )
-                refusal = self._refusal(connection, current, replies)
-                data_open = replies.data.code == CODE_START_INPUT
-                if replies.closing is not None or (
-                    data_open and (refusal is not None or current.is_abandoned)
-                ):
-                    # The server is closing (421); or DATA is open with no
-                    # recipient (RFC 2920 3.1 forbids it) or for a sender who
-                    # gave up: it cannot be ended without sending a message.
-                    error = self._closing_error(replies) or refusal
-                    if error is not None:  # None: abandoned, nobody to tell
-                        current.fail(error)
-                    self._drop()
-                    return []
-                if refusal is None:
-                    current.phase = Phase.DATA
-                    in_data, group = current, wire_content(current.content)
-                else:
-                    current.fail(refusal)
-                    reset_due, group = True, b"RSET\r\n"
-                current, commands = self._next_group(connection)
-                session.write(group + commands)
+                failure = self._envelope_failure(connection, current, replies)
+                if failure is not None or current.is_abandoned:
+                    # Refused (or its sender gave up, DATA being open): the
+                    # transaction ends here, and so does the connection.
+                    if isinstance(failure, RecipientsRefusedError) and not (
+                        replies.data and replies.data.code == CODE_START_INPUT
+                    ):
+                        # As one command at a time (and aiosmtplib) do: end the
+                        # open transaction before leaving.
+                        session.write(b"RSET\r\n")
+                        await session.read_reply()
+                    if failure is not None:
+                        current.fail(failure)
+                    current, clean = None, False
+                    break
+                current.phase = Phase.DATA
+                in_data = current
+                # A connection that saw a failure takes no new message; what was
+                # already written on it is finished first.
+                current, commands, checked = (
+                    self._next_group(connection) if clean else (None, b"", True)
+                )
+                clean &= checked
+                session.write(wire_content(in_data.content) + commands)
         except Exception as exc:  # noqa: BLE001 - every failure goes to its sender
             self._drop()
             if in_data is not None:
@@ -269,33 +270,24 @@ class Lane:
                 if transaction is not None:
                     transaction.outcome.cancel()
             raise
+        if not clean:
+            self._drop()
+        return []
 
     async def _read_final(
         self, session: PipelinedSession, transaction: Transaction
-    ) -> None:
-        """Read the reply to a message's content and settle the transaction."""
+    ) -> bool:
+        """Read the reply to a message's content; return whether it was accepted."""
         final = await session.read_reply()
         if final.code == CODE_OK:
             if self._connection is not None:
                 self._connection.messages_sent += 1
             transaction.succeed(final)
-            return
+            return True
         transaction.fail(aiosmtplib.SMTPDataError(final.code, final.message))
         if final.code == CODE_CLOSING:
             raise aiosmtplib.SMTPServerDisconnected(final.message)
-
-    @staticmethod
-    async def _read_reset(session: PipelinedSession) -> None:
-        reply = await session.read_reply()
-        if reply.code != CODE_OK:
-            raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
-
-    @staticmethod
-    def _closing_error(replies: EnvelopeReplies) -> BaseException | None:
-        closing = replies.closing
-        if closing is None:
-            return None
-        return aiosmtplib.SMTPResponseException(closing.code, closing.message)
+        return False
 
     @staticmethod
     def _may_retry(
@@ -317,11 +309,16 @@ class Lane:
         )
 
     @staticmethod
-    def _refusal(
+    def _envelope_failure(
         connection: SMTPConnection, transaction: Transaction, replies: EnvelopeReplies
     ) -> BaseException | None:
         """Return the error for a refused envelope, or None when DATA may go on."""
         envelope = transaction.envelope
+        if replies.closing is not None:
+            # 421: the server is ending the session (RFC 5321 3.8).
+            return aiosmtplib.SMTPResponseException(
+                replies.closing.code, replies.closing.message
+            )
         if replies.mail.code != CODE_OK:
             return aiosmtplib.SMTPSenderRefused(
                 replies.mail.code, replies.mail.message, envelope.mail_from
@@ -342,9 +339,10 @@ class Lane:
                 reply=first,
                 transient=all(reply.is_transient for reply in refused.values()),
             )
-        if replies.data.code != CODE_START_INPUT:
-            return aiosmtplib.SMTPDataError(replies.data.code, replies.data.message)
-        return None
+        data = replies.data
+        if data is not None and data.code != CODE_START_INPUT:
+            return aiosmtplib.SMTPDataError(data.code, data.message)
+        return None  # (data is only missing after a 421, handled above)
 
     async def _run_sequential(
         self, connection: SMTPConnection, transaction: Transaction
@@ -356,18 +354,11 @@ class Lane:
         except Exception as exc:  # noqa: BLE001 - every failure goes to its sender
             if connection.phase is not Phase.IDLE:
                 transaction.phase = connection.phase
-            if isinstance(exc, BROKEN_SESSION) or not connection.smtp.is_connected:
-                self._drop()
-                if self._may_retry(transaction, exc, own_reply=True):
-                    transaction.retried = True
-                    return [transaction]
-                transaction.fail(exc)
-                return []
+            self._drop()
+            if self._may_retry(transaction, exc, own_reply=True):
+                transaction.retried = True
+                return [transaction]
             transaction.fail(exc)
-            if connection.phase is not Phase.IDLE or not isinstance(
-                exc, RecipientsRefusedError | UnsupportedError
-            ):
-                await self._reset_after_refusal(connection, exc)
             return []
         except BaseException:
             self._drop()
@@ -376,22 +367,3 @@ class Lane:
         if not transaction.outcome.done():
             transaction.outcome.set_result(delivery)
         return []
-
-    async def _reset_after_refusal(
-        self, connection: SMTPConnection, error: Exception
-    ) -> None:
-        """Keep the session after a well-formed refusal; drop it after anything else."""
-        is_refusal = isinstance(error, RecipientsRefusedError | UnsupportedError) or (
-            isinstance(error, aiosmtplib.SMTPResponseException)
-            and 400 <= error.code < 600
-            and error.code != CODE_CLOSING
-        )
-        if not is_refusal:
-            self._drop()
-            return
-        try:
-            await connection.smtp.rset()
-        except Exception:  # noqa: BLE001 - any failure here only means "do not reuse"
-            self._drop()
-        else:
-            connection.phase = Phase.IDLE

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from mailer.message import Envelope
 from mailer.results import Delivery, Reply
+from mailer.testing.outbox import Outbox
 from mailer.testing.records import SentMail
 from mailer.transports.base import BaseTransport
 
 
 class MemoryTransport(BaseTransport):
-    """Record each message as a SentMail in ``self.outbox`` (per instance).
+    """Record each message as a SentMail in ``self.outbox`` (an Outbox, per instance).
 
     The client has already rendered, validated and serialised the message, so
     what lands here is exactly what a server would have received.
     """
 
     def __init__(self) -> None:
-        self.outbox: list[SentMail] = []
+        self.outbox = Outbox()
 
     async def deliver(self, envelope: Envelope, content: bytes, /) -> Delivery:
         """Store the message and report every recipient as accepted."""

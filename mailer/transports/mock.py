@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from mailer.message import Envelope
 from mailer.results import Delivery, Reply
+from mailer.testing.outbox import Outbox
 from mailer.testing.records import SentMail
 from mailer.transports.base import BaseTransport
 
@@ -18,12 +19,12 @@ class MockTransport(BaseTransport):
 
     The handler returns a Delivery (or ``None`` for "all accepted, 250 OK"), or
     raises a DeliveryError to simulate a failure. It may be sync or async.
-    Every message handed over is also kept in ``self.outbox``.
+    Every message handed over is also kept in ``self.outbox`` (an Outbox).
     """
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
-        self.outbox: list[SentMail] = []
+        self.outbox = Outbox()
 
     async def deliver(self, envelope: Envelope, content: bytes, /) -> Delivery:
         """Record the message and return what the handler decides."""

@@ -97,17 +97,21 @@ def envelope_commands(envelope: Envelope, options: list[str], encoding: str) -> 
 
 @dataclass(frozen=True, slots=True)
 class EnvelopeReplies:
-    """The replies to one pipelined ``MAIL``, ``RCPT``... and ``DATA`` group."""
+    """The replies to one pipelined ``MAIL``, ``RCPT``... and ``DATA`` group.
+
+    Reading stops at a 421 (the server is closing and will answer nothing
+    more): the replies after it are missing, ``data`` is then None.
+    """
 
     mail: SMTPResponse
     rcpts: tuple[SMTPResponse, ...]
-    data: SMTPResponse
+    data: SMTPResponse | None
 
     @property
     def closing(self) -> SMTPResponse | None:
         """Return a 421 among the replies: the server is ending the session."""
         for reply in (self.mail, *self.rcpts, self.data):
-            if reply.code == CODE_CLOSING:
+            if reply is not None and reply.code == CODE_CLOSING:
                 return reply
         return None
 
@@ -260,8 +264,13 @@ class PipelinedSession:
         return await self._reader.read()
 
     async def read_envelope_replies(self, recipients: int) -> EnvelopeReplies:
-        """Read the replies to MAIL, ``recipients`` RCPTs and DATA."""
+        """Read the replies to MAIL, ``recipients`` RCPTs and DATA (up to a 421)."""
         mail = await self.read_reply()
-        rcpts = [await self.read_reply() for _ in range(recipients)]
-        data = await self.read_reply()
-        return EnvelopeReplies(mail, tuple(rcpts), data)
+        rcpts: list[SMTPResponse] = []
+        if mail.code == CODE_CLOSING:
+            return EnvelopeReplies(mail, (), None)
+        for _ in range(recipients):
+            rcpts.append(await self.read_reply())
+            if rcpts[-1].code == CODE_CLOSING:
+                return EnvelopeReplies(mail, tuple(rcpts), None)
+        return EnvelopeReplies(mail, tuple(rcpts), await self.read_reply())

@@ -7,14 +7,15 @@ import json
 import os
 import re
 import signal
-import ssl
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mailer import Message, MessageClient
-from mailer.inbox import start_inbox
 from mailer.settings import MailerSettings
+from mailer.testing import Mail, SMTPTestServer, TLSBundle
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MAILER = [sys.executable, "-m", "mailer"]
@@ -43,38 +44,37 @@ def test_demo_needs_no_configuration(tmp_path: Path) -> None:
     assert b"Subject: " in saved[0].read_bytes()
 
 
+@pytest.mark.smtp_server(
+    tls="starttls", require_starttls=True, auth={"shop": "pa55-w0rd"}
+)
 async def test_send_from_a_dotenv_with_starttls_and_auth(
-    tmp_path: Path, server_tls: ssl.SSLContext, ca_file: Path
+    tmp_path: Path, smtp_server: SMTPTestServer, smtp_tls: TLSBundle
 ) -> None:
     """A user's .env for a STARTTLS + AUTH server: `mailer send` delivers every row."""
-    async with await start_inbox(
-        tls="starttls",
-        ssl_context=server_tls,
-        require_starttls=True,
-        auth={"shop": "pa55-w0rd"},
-    ) as server:
-        (tmp_path / ".env").write_text(
-            f"MAILER_SMTP_HOST={server.host}\nMAILER_SMTP_PORT={server.port}\nMAILER_SMTP_TLS=starttls\n"
-            f"MAILER_SMTP_CA_FILE={ca_file}\nMAILER_SMTP_USERNAME=shop\nMAILER_SMTP_PASSWORD=pa55-w0rd\n"
-            f"MAILER_FROM=Example Shop <shop@example.test>\nMAILER_TEMPLATES_DIR={EXAMPLES / 'templates'}\n",
-            encoding="utf-8",
-        )
-        process = await asyncio.create_subprocess_exec(
-            *MAILER,
-            "send",
-            "--template",
-            "welcome",
-            "--recipients",
-            str(EXAMPLES / "recipients.csv"),
-            "--report",
-            "report.jsonl",
-            cwd=tmp_path,
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-        received = list(server.messages)
+    (tmp_path / ".env").write_text(
+        f"MAILER_SMTP_HOST={smtp_server.host}\nMAILER_SMTP_PORT={smtp_server.port}\nMAILER_SMTP_TLS=starttls\n"
+        f"MAILER_SMTP_CA_FILE={smtp_tls.ca_path}\nMAILER_SMTP_USERNAME=shop\nMAILER_SMTP_PASSWORD=pa55-w0rd\n"
+        f"MAILER_FROM=Example Shop <shop@example.test>\nMAILER_TEMPLATES_DIR={EXAMPLES / 'templates'}\n",
+        encoding="utf-8",
+    )
+    process = await asyncio.create_subprocess_exec(
+        *MAILER,
+        "send",
+        "--template",
+        "welcome",
+        "--recipients",
+        str(EXAMPLES / "recipients.csv"),
+        "--report",
+        "report.jsonl",
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    received = smtp_server.outbox.assert_sent(
+        Mail(tls="starttls", auth_username="shop"), count=4
+    )
     assert process.returncode == 0, stderr.decode()
     assert "4 sent, 0 failed, 0 invalid (4 total)" in stdout.decode()
     assert "pa55-w0rd" not in stdout.decode() + stderr.decode()
@@ -89,42 +89,38 @@ async def test_send_from_a_dotenv_with_starttls_and_auth(
         for line in (tmp_path / "report.jsonl").read_text(encoding="utf-8").splitlines()
     ]
     assert [line["status"] for line in report] == ["sent"] * 4
-    assert {line["message_id"] for line in report} == {
-        m.message["Message-ID"] for m in received
-    }
+    assert {line["message_id"] for line in report} == {m.message_id for m in received}
     assert all(line["reply"]["code"] == 250 for line in report)
 
 
+@pytest.mark.smtp_server(tls="starttls", auth={"shop": "right"})
 async def test_send_reports_a_refused_login_in_one_line(
-    tmp_path: Path, server_tls: ssl.SSLContext, ca_file: Path
+    tmp_path: Path, smtp_server: SMTPTestServer, smtp_tls: TLSBundle
 ) -> None:
     """A wrong password: exit 1, the 535 reply shown, the password never printed."""
-    async with await start_inbox(
-        tls="starttls", ssl_context=server_tls, auth={"shop": "right"}
-    ) as server:
-        env = clean_env() | {
-            "MAILER_SMTP_HOST": server.host,
-            "MAILER_SMTP_PORT": str(server.port),
-            "MAILER_SMTP_TLS": "starttls",
-            "MAILER_SMTP_CA_FILE": str(ca_file),
-            "MAILER_SMTP_USERNAME": "shop",
-            "MAILER_SMTP_PASSWORD": "Wr0ng-Secret",
-            "MAILER_FROM": "shop@example.test",
-            "MAILER_TEMPLATES_DIR": str(EXAMPLES / "templates"),
-        }
-        process = await asyncio.create_subprocess_exec(
-            *MAILER,
-            "send",
-            "-t",
-            "welcome",
-            "-r",
-            str(EXAMPLES / "recipients.csv"),
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    env = clean_env() | {
+        "MAILER_SMTP_HOST": smtp_server.host,
+        "MAILER_SMTP_PORT": str(smtp_server.port),
+        "MAILER_SMTP_TLS": "starttls",
+        "MAILER_SMTP_CA_FILE": str(smtp_tls.ca_path),
+        "MAILER_SMTP_USERNAME": "shop",
+        "MAILER_SMTP_PASSWORD": "Wr0ng-Secret",
+        "MAILER_FROM": "shop@example.test",
+        "MAILER_TEMPLATES_DIR": str(EXAMPLES / "templates"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        *MAILER,
+        "send",
+        "-t",
+        "welcome",
+        "-r",
+        str(EXAMPLES / "recipients.csv"),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 1
     assert "0 sent, 4 failed" in stdout.decode()
     assert (
@@ -133,6 +129,7 @@ async def test_send_reports_a_refused_login_in_one_line(
     )
     assert "Wr0ng-Secret" not in stdout.decode() + stderr.decode()
     assert "Traceback" not in stderr.decode()
+    smtp_server.outbox.assert_nothing_sent()
 
 
 async def test_inbox_command_saves_and_lists_each_message(tmp_path: Path) -> None:

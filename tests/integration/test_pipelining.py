@@ -116,11 +116,10 @@ async def test_each_recipient_gets_its_own_reply_back(
     }
 
 
-async def test_every_recipient_refused_fails_and_the_session_carries_on(
+async def test_every_recipient_refused_fails_that_message_and_its_connection(
     scripted: Any,
 ) -> None:
-    """All RCPT refused: that message fails, RSET follows, the next one is sent."""
-
+    """All RCPT refused: that message fails (RSET ends it) and its connection with it."""
     scripted.answer = lambda line: (
         "550 5.1.1 no such user" if line == "RCPT TO:<gone@example.test>" else None
     )
@@ -130,8 +129,8 @@ async def test_every_recipient_refused_fails_and_the_session_carries_on(
     assert [r.status for r in results] == ["failed", "sent", "sent"]
     assert results[0].refused["gone@example.test"].code == 550
     assert results[0].transient is False
-    assert scripted.sessions == 1
-    assert any("RSET" in read for read in scripted.reads)
+    assert ["RSET"] in scripted.reads
+    assert scripted.sessions == 2  # the session that saw the failure was not reused
     assert len(scripted.messages) == 2
 
 
@@ -156,7 +155,12 @@ async def test_a_refused_sender_is_reported_with_its_reply(
 async def test_a_refusal_after_the_content_fails_only_that_message(
     scripted: Any,
 ) -> None:
-    """451 to one message's content: it fails as transient; the chain goes on."""
+    """451 to message 2's content: it fails (transient); the rest are delivered.
+
+    Message 3's envelope rode with message 2's content, so message 3 is finished
+    on that connection; then the connection is closed, and message 4 goes out
+    on a new one.
+    """
     answered: list[int] = []
 
     def refuse_second(line: str) -> str | None:
@@ -173,7 +177,9 @@ async def test_a_refusal_after_the_content_fails_only_that_message(
     assert results[1].transient is True
     assert results[1].reply is not None
     assert results[1].reply.code == 451
-    assert scripted.sessions == 1
+    assert scripted.sessions == 2
+    first_session = scripted.reads[: scripted.reads.index(["EHLO"], 1)]
+    assert sum(read.count("<content>") for read in first_session) == 3
 
 
 async def test_a_data_refusal_before_the_content_is_a_data_error(

@@ -13,8 +13,26 @@ from mailer import (
     SendResult,
     generate_message_client,
     render,
+    render_string,
     send_messages,
     stream_messages,
+)
+from mailer.testing import (
+    END_OF_DATA,
+    Addr,
+    AnyOf,
+    Contains,
+    FaultRule,
+    Mail,
+    Not,
+    Outbox,
+    Regex,
+    SentMail,
+    SMTPTestServer,
+    ThreadedSMTPTestServer,
+    capture_mail,
+    isolated_settings,
+    patch_send,
 )
 from mailer.transports import MemoryTransport, Transport
 
@@ -54,3 +72,48 @@ async def stream_rows() -> int:
         if isinstance(outcome, InvalidRow) or not outcome.is_sent:
             failed += line > 0
     return failed
+
+
+# -- mailer.testing: the toolkit's types, as users write them ------------------
+
+
+async def use_the_test_server() -> list[SentMail]:
+    async with SMTPTestServer(tls="starttls", auth={"svc": "pw"}) as server:
+        rule: FaultRule = server.faults.reply("MAIL", 451, "4.7.1 Later", times=1)
+        server.faults.reply(END_OF_DATA, 552, recipient=None)
+        server.faults.delay("RCPT", 0.5, recipient="a@example.test")
+        server.faults.disconnect(after="DATA")
+        server.faults.chaos(seed=1, rate=0.1)
+        settings: MailerSettings = server.settings(concurrency=1)
+        async with MessageClient(settings) as client:
+            await client.send(Message(to="a@example.test", subject="s", body="b"))
+        assert rule.fired == 1
+        return await server.outbox.wait_for(Mail(subject=Contains("s")), timeout=1)
+
+
+def use_matchers_and_outboxes(outbox: Outbox) -> SentMail:
+    outbox.assert_sent(to=Addr("a@example.test"), subject=Regex("^Re"), count=1)
+    outbox.assert_not_sent(Mail(bcc=AnyOf("x@example.test", Not("y@example.test"))))
+    outbox.assert_sent_count(1)
+    with outbox.capture() as captured:
+        pass
+    assert captured == []
+    return outbox.one(lambda mail: mail.subject == "s")
+
+
+async def use_the_fakes() -> Outbox:
+    with capture_mail() as outbox, patch_send(outbox) as send:
+        send.assert_not_awaited()
+        settings = isolated_settings(from_="a@example.test")
+        async with generate_message_client(settings) as client:
+            await client.send(Message(to="b@example.test", subject="s", body="b"))
+    return outbox
+
+
+def use_the_threaded_server() -> int:
+    with ThreadedSMTPTestServer() as server:
+        return len(server.outbox.wait_for_blocking(count=0, timeout=0.1))
+
+
+def render_untrusted(source: str) -> Message:
+    return render_string("Hi", source, trusted=False, to="a@example.test")

@@ -1,20 +1,21 @@
-"""The mailer command line, in-process: exit codes, reports, one-line errors."""
+"""The mailer command line, in-process: exit codes, reports, one-line errors.
+
+The CLI sends through generate_message_client(), so the toolkit's mail_outbox
+and mock_send fixtures stand in for the SMTP server here.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from unittest.mock import patch
+from unittest.mock import AsyncMock
 
 import pytest
 from typer.testing import CliRunner
 
-from mailer import MessageClient, RecipientsRefusedError, Reply
+from mailer import Message, RecipientsRefusedError, Reply
 from mailer.cli import app
-from mailer.settings import MailerSettings
-from mailer.testing import SentMail
-from mailer.transports import MemoryTransport, MockTransport
+from mailer.testing import Addr, Outbox
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RECIPIENTS = str(EXAMPLES / "recipients.csv")
@@ -28,20 +29,8 @@ def _configured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAILER_TEMPLATES_DIR", str(EXAMPLES / "templates"))
 
 
-@pytest.fixture
-def outbox() -> Iterator[MemoryTransport]:
-    """Route the CLI's client to an in-memory transport."""
-    transport = MemoryTransport()
-
-    def client(settings: MailerSettings) -> MessageClient:
-        return MessageClient(settings, transport=transport)
-
-    with patch("mailer.sending.generate_message_client", side_effect=client):
-        yield transport
-
-
 def test_send_delivers_every_row_and_writes_the_report(
-    outbox: MemoryTransport, tmp_path: Path
+    mail_outbox: Outbox, tmp_path: Path
 ) -> None:
     """`mailer send` exits 0, prints a summary and writes one report line per message."""
     report = tmp_path / "report.jsonl"
@@ -59,7 +48,7 @@ def test_send_delivers_every_row_and_writes_the_report(
     )
     assert result.exit_code == 0, result.output
     assert "4 sent, 0 failed, 0 invalid (4 total)" in result.stdout
-    assert len(outbox.outbox) == 4
+    mail_outbox.assert_sent_count(4)
     lines = [
         json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()
     ]
@@ -75,27 +64,29 @@ def test_send_delivers_every_row_and_writes_the_report(
     assert lines[0]["message_id"].endswith("@example.test>")
 
 
-def test_a_failed_message_makes_exit_code_1(tmp_path: Path) -> None:
+def test_a_failed_message_makes_exit_code_1(
+    mock_send: AsyncMock, mail_outbox: Outbox, tmp_path: Path
+) -> None:
     """One refused message: exit 1, the failure on stderr and in the report."""
     refusal = Reply(550, "5.1.1 no such user")
 
-    def refuse_bob(mail: SentMail) -> None:
-        if mail.to == ("bob@example.test",):
+    def refuse_bob(message: Message) -> None:
+        if Addr("bob@example.test") == message.to:
             raise RecipientsRefusedError(
                 "refused bob@example.test: 550 5.1.1 no such user",
                 refused={"bob@example.test": refusal},
                 reply=refusal,
             )
 
-    def client(settings: MailerSettings) -> MessageClient:
-        return MessageClient(settings, transport=MockTransport(refuse_bob))
-
+    mock_send.side_effect = refuse_bob
     report = tmp_path / "r.jsonl"
-    with patch("mailer.sending.generate_message_client", side_effect=client):
-        result = runner.invoke(
-            app, ["send", "-t", "welcome", "-r", RECIPIENTS, "--report", str(report)]
-        )
+    result = runner.invoke(
+        app, ["send", "-t", "welcome", "-r", RECIPIENTS, "--report", str(report)]
+    )
     assert result.exit_code == 1
+    assert mock_send.await_count == 4
+    mail_outbox.assert_sent_count(3)
+    mail_outbox.assert_not_sent(to="bob@example.test")
     assert "3 sent, 1 failed" in result.stdout
     assert "failed bob@example.test: refused bob@example.test: 550" in result.stderr
     bob = [
@@ -106,7 +97,7 @@ def test_a_failed_message_makes_exit_code_1(tmp_path: Path) -> None:
 
 
 def test_bad_rows_exit_2_listing_every_line_and_sending_nothing(
-    outbox: MemoryTransport, tmp_path: Path
+    mail_outbox: Outbox, tmp_path: Path
 ) -> None:
     """Invalid rows: exit 2, each bad line on stderr, nothing sent."""
     recipients = tmp_path / "r.csv"
@@ -120,11 +111,11 @@ def test_bad_rows_exit_2_listing_every_line_and_sending_nothing(
     assert "line 5: to: one address per entry" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: 2 invalid rows")
     assert "Traceback" not in result.output
-    assert outbox.outbox == []
+    mail_outbox.assert_nothing_sent()
 
 
 def test_skip_invalid_sends_the_rest_and_exits_1(
-    outbox: MemoryTransport, tmp_path: Path
+    mail_outbox: Outbox, tmp_path: Path
 ) -> None:
     """--skip-invalid: valid rows are sent; the bad one is reported; exit 1."""
     recipients = tmp_path / "r.jsonl"
@@ -148,7 +139,7 @@ def test_skip_invalid_sends_the_rest_and_exits_1(
     )
     assert result.exit_code == 1
     assert "1 sent, 0 failed, 1 invalid (2 total)" in result.stdout
-    assert len(outbox.outbox) == 1
+    mail_outbox.assert_sent_count(1)
     lines = [
         json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()
     ]
@@ -159,7 +150,7 @@ def test_skip_invalid_sends_the_rest_and_exits_1(
     }
 
 
-def test_dry_run_checks_everything_and_sends_nothing(outbox: MemoryTransport) -> None:
+def test_dry_run_checks_everything_and_sends_nothing(mail_outbox: Outbox) -> None:
     """--dry-run renders and validates every row, then stops."""
     result = runner.invoke(
         app, ["send", "-t", "welcome", "-r", RECIPIENTS, "--dry-run"]
@@ -169,7 +160,7 @@ def test_dry_run_checks_everything_and_sends_nothing(outbox: MemoryTransport) ->
         "dry run: 4 message(s) would be sent, 0 invalid row(s); nothing was sent"
         in result.stdout
     )
-    assert outbox.outbox == []
+    mail_outbox.assert_nothing_sent()
 
 
 @pytest.mark.parametrize(
@@ -196,7 +187,7 @@ def test_dry_run_checks_everything_and_sends_nothing(outbox: MemoryTransport) ->
 )
 def test_usage_and_config_errors_are_one_line_with_exit_2(
     monkeypatch: pytest.MonkeyPatch,
-    outbox: MemoryTransport,
+    mail_outbox: Outbox,
     env: dict[str, str],
     args: list[str],
     expected: str,
@@ -216,7 +207,7 @@ def test_usage_and_config_errors_are_one_line_with_exit_2(
     assert result.stderr.strip().startswith(expected)
     assert len(result.stderr.strip().splitlines()) == 1
     assert "hunter2" not in result.output
-    assert outbox.outbox == []
+    mail_outbox.assert_nothing_sent()
 
 
 def test_preview_shows_the_rendered_message() -> None:

@@ -77,7 +77,11 @@ def test_implicit_tls_defaults_to_port_465() -> None:
         ("MAILER_TIMEOUT=-1", "MAILER_TIMEOUT", "greater than 0"),
         ("MAILER_TIMEOUT=nan", "MAILER_TIMEOUT", "finite number"),
         ("MAILER_CONCURRENCY=0", "MAILER_CONCURRENCY", "greater than or equal to 1"),
-        ("MAILER_SMTP_TLS=ssl", "MAILER_SMTP_TLS", "'none', 'starttls' or 'tls'"),
+        (
+            "MAILER_SMTP_TLS=ssl",
+            "MAILER_SMTP_TLS",
+            "'none', 'opportunistic', 'starttls' or 'tls'",
+        ),
         ("MAILER_FROM=not an address", "MAILER_FROM", "invalid address"),
         (
             "MAILER_SMTP_HOST=smtp.example.test:587",
