@@ -329,6 +329,11 @@ def main() -> None:
     args = parser.parse_args()
     k = args.connections
     extra: dict[str, Any] = {}
+    if args.client.startswith("mailer"):
+        # Like smtplib, aiosmtplib and jinja2 for the others (imported at the
+        # top), mailer's modules load before the clock starts.
+        import mailer.sending
+        import mailer.transports  # noqa: F401
 
     # mailer reads the CSV itself, row by row; the others get the rows in a list.
     if args.client == "mailer":
