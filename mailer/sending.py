@@ -190,22 +190,28 @@ async def _outcomes(
         lines[next(indexes)] = row.line
         return message
 
-    async def messages() -> AsyncIterator[Message]:
+    async def from_async(rows: AsyncIterable[RecipientRow]) -> AsyncIterator[Message]:
         position = 0
-        if isinstance(recipients, AsyncIterable):
-            async for raw in recipients:
-                position += 1
-                message = render_or_record(_row(raw, position))
-                if message is not None:
-                    yield message
-        else:
-            for row in _rows(recipients):
-                message = render_or_record(row)
-                if message is not None:
-                    yield message
+        async for raw in rows:
+            position += 1
+            message = render_or_record(_row(raw, position))
+            if message is not None:
+                yield message
 
+    def from_sync(rows: Iterable[RecipientRow]) -> Iterator[Message]:
+        # A plain generator: the engine pulls it inline, no task per message.
+        for row in _rows(rows):
+            message = render_or_record(row)
+            if message is not None:
+                yield message
+
+    messages: Iterator[Message] | AsyncIterator[Message] = (
+        from_async(recipients)
+        if isinstance(recipients, AsyncIterable)
+        else from_sync(recipients)
+    )
     async with generate_message_client(settings) as client:
-        async for index, result in client.stream(messages()):
+        async for index, result in client.stream(messages):
             while found:
                 bad = found.popleft()
                 yield _Outcome(-1, bad.line, bad)
