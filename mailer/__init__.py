@@ -31,7 +31,7 @@ from mailer.exceptions import (
 from mailer.message import Envelope, Message
 from mailer.recipients import Recipient, RecipientFile
 from mailer.results import BatchReport, Delivery, Reply, SendResult, SendStatus
-from mailer.sending import send_messages
+from mailer.sending import send_messages, stream_messages
 from mailer.settings import MailerSettings
 from mailer.template_strings import render_string
 from mailer.templates import render
@@ -81,4 +81,5 @@ __all__ = [
     "render",
     "render_string",
     "send_messages",
+    "stream_messages",
 ]

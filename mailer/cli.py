@@ -13,18 +13,18 @@ import tempfile
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from mailer.addresses import Address
-from mailer.exceptions import InvalidRecipientsError, MailerError
+from mailer.exceptions import InvalidRecipientsError, InvalidRow, MailerError
 from mailer.inbox import start_inbox
 from mailer.recipients import Recipient, RecipientFile
 from mailer.results import BatchReport, SendResult
-from mailer.sending import check_rows, render_row, send_messages
+from mailer.sending import check_rows, render_row, send_messages, stream_messages
 from mailer.settings import MailerSettings
 from mailer.testing.records import SentMail
 
@@ -150,46 +150,71 @@ async def _send(
         disable=not err.is_terminal,
     )
     task = progress.add_task("sending", total=None)
-
-    def advance(result: SendResult) -> None:
-        progress.advance(task)
-
-    with progress:
-        batch = await send_messages(
-            template,
-            source,
-            settings=settings,
-            skip_invalid=skip_invalid,
-            on_result=advance,
+    report = _ReportWriter(report_path)
+    batch = BatchReport()
+    failures: list[SendResult] = []
+    with progress, report:
+        outcomes = stream_messages(
+            template, source, settings=settings, skip_invalid=skip_invalid
         )
+        async for line, outcome in outcomes:
+            if isinstance(outcome, InvalidRow):
+                batch.invalid += 1
+                batch.invalid_rows.append(outcome)
+                continue
+            # Written as it arrives (in completion order, with its line) and
+            # then dropped: memory stays flat whatever the batch size.
+            batch.add(outcome, keep=False)
+            report.write({"line": line, **outcome.to_report()})
+            if not outcome.is_sent and len(failures) < SHOWN_FAILURES:
+                failures.append(outcome)
+            progress.advance(task)
+        for row in batch.invalid_rows:
+            report.write({"line": row.line, "status": "invalid", "error": row.error})
     elapsed = time.perf_counter() - started
-    _print_outcome(batch, elapsed)
+    _print_outcome(batch, failures, elapsed)
     if report_path is not None:
-        _write_report(batch, report_path)
         print(f"report written to {report_path}")
     return EXIT_OK if batch.ok else EXIT_FAILED
 
 
-def _print_outcome(batch: BatchReport, elapsed: float) -> None:
+class _ReportWriter:
+    """A JSON Lines report, opened at the first line (no file if none is asked)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._handle: TextIO | None = None
+
+    def write(self, line: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        if self._handle is None:
+            # Line-buffered: each result is on disk as soon as it is known.
+            self._handle = self.path.open("w", encoding="utf-8", buffering=1)
+        self._handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+    def __enter__(self) -> _ReportWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        elif self.path is not None and exc_info[0] is None:
+            self.path.write_text("", encoding="utf-8")  # an empty batch
+
+
+def _print_outcome(
+    batch: BatchReport, failures: list[SendResult], elapsed: float
+) -> None:
     for row in batch.invalid_rows:
         err.print(f"skipped line {row.line}: {row.error}", markup=False)
-    failures = [result for result in batch.results if not result.is_sent]
-    for result in failures[:SHOWN_FAILURES]:
+    for result in failures:
         err.print(f"failed {', '.join(result.to)}: {result.error}", markup=False)
-    if len(failures) > SHOWN_FAILURES:
+    if batch.failed > len(failures):
         err.print(
-            f"... and {len(failures) - SHOWN_FAILURES} more failures (see --report)"
+            f"... and {batch.failed - len(failures)} more failures (see --report)"
         )
     print(f"{batch.summary()} in {elapsed:.2f}s")
-
-
-def _write_report(batch: BatchReport, path: Path) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for result in batch.results:
-            handle.write(json.dumps(result.to_report(), ensure_ascii=False) + "\n")
-        for row in batch.invalid_rows:
-            line = {"line": row.line, "status": "invalid", "error": row.error}
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
 @app.command()

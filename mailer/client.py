@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
+from mailer.batch import stream_batch
 from mailer.builder import format_date, new_message_id
 from mailer.exceptions import ConfigError, DeliveryError, MailerError
 from mailer.lifecycle import AsyncCloseable
@@ -18,6 +18,10 @@ from mailer.transports.base import Transport
 from mailer.transports.smtp import SMTPTransport
 
 logger = logging.getLogger("mailer")
+
+# Messages a batch keeps in progress per connection: one being sent, one whose
+# envelope is chained behind it (PIPELINING), and one built and ready.
+BATCH_DEPTH = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,54 +120,71 @@ class MessageClient(AsyncCloseable):
 
     async def send_many(
         self,
-        messages: Iterable[Message],
+        messages: Iterable[Message] | AsyncIterable[Message],
         /,
         *,
         on_result: Callable[[SendResult], None] | None = None,
     ) -> list[SendResult]:
-        """Send messages concurrently, at most ``MAILER_CONCURRENCY`` at a time.
+        """Send messages concurrently over the client's connections.
 
         A failure is recorded in that message's result; it never cancels or
-        hides the others. Messages are pulled from ``messages`` as workers free
-        up, so a generator is consumed lazily.
+        hides the others. Messages are pulled from ``messages`` only as room
+        frees up (see ``stream``), so a generator is consumed lazily; the list
+        returned holds every result, so for huge batches prefer ``stream``.
 
         Args:
-            messages: The messages to send.
+            messages: The messages to send (any iterable or async iterable).
             on_result: Called with each result as soon as it is known.
 
         Returns:
             One result per message, in input order.
+
+        Raises:
+            Exception: What ``messages`` raised while being read, once the sends
+                already started have ended.
         """
-        source = enumerate(messages)
-        results: dict[int, SendResult] = {}
-        source_errors: list[BaseException] = []
+        results: list[SendResult | None] = []
+        async for index, result in self.stream(messages):
+            if index >= len(results):
+                results.extend([None] * (index + 1 - len(results)))
+            results[index] = result
+            if on_result is not None:
+                on_result(result)
+        return [result for result in results if result is not None]
 
-        def next_item() -> tuple[int, Message] | None:
-            if source_errors:
-                return None
-            try:
-                return next(source)
-            except StopIteration:
-                return None
-            # Re-raised once the sends in flight have ended.
-            except Exception as exc:  # noqa: BLE001
-                source_errors.append(exc)
-                return None
+    async def stream(
+        self, messages: Iterable[Message] | AsyncIterable[Message], /
+    ) -> AsyncIterator[tuple[int, SendResult]]:
+        """Send messages concurrently and yield each result as it completes.
 
-        async def worker() -> None:
-            while (item := next_item()) is not None:
-                index, message = item
-                result = await self._send_recorded(message)
-                results[index] = result
-                if on_result is not None:
-                    on_result(result)
+        At most ``BATCH_DEPTH * MAILER_CONCURRENCY`` messages are in progress at
+        once (the transport uses at most ``MAILER_CONCURRENCY`` connections), so
+        memory stays flat however many messages there are::
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(self.settings.concurrency):
-                group.create_task(worker())
-        if source_errors:
-            raise source_errors[0]
-        return [results[index] for index in range(len(results))]
+            async for index, result in client.stream(messages):
+                print(index, result.status)
+
+        Args:
+            messages: The messages to send (any iterable or async iterable),
+                pulled lazily.
+
+        Yields:
+            ``(index, result)``: the message's position in ``messages`` (from 0)
+            and its result, in completion order. A failure is a failed result,
+            never an exception.
+
+        Raises:
+            Exception: What ``messages`` raised while being read, once the sends
+                already started have ended.
+        """
+        width = self.settings.concurrency * BATCH_DEPTH
+        async for done in stream_batch(messages, self._attempt, max_running=width):
+            yield done.index, done.result
+
+    async def _attempt(self, message: Message, attempt: int) -> SendResult:
+        # The seam for reply-aware retries (see mailer.batch): returning
+        # RetryLater(delay) here parks the message without holding a slot.
+        return await self._send_recorded(message)
 
     async def _send_recorded(self, message: Message) -> SendResult:
         try:
