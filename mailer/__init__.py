@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from mailer.addresses import Address
+from mailer.batch_control import SendRequest
 from mailer.client import MessageClient, generate_message_client
 from mailer.exceptions import (
     AuthenticationError,
@@ -41,8 +42,7 @@ from mailer.results import (
     SendStatus,
 )
 from mailer.retry import RetryPolicy
-from mailer.scheduler import SendRequest
-from mailer.sending import send_messages
+from mailer.sending import send_messages, stream_messages
 from mailer.settings import MailerSettings
 from mailer.template_strings import render_string
 from mailer.templates import render
@@ -97,4 +97,5 @@ __all__ = [
     "render",
     "render_string",
     "send_messages",
+    "stream_messages",
 ]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import email.utils
+import time
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from mailer import mime
+from mailer.addresses import Address
 from mailer.mime import CRLF
 
 if TYPE_CHECKING:
-    from mailer.addresses import Address
     from mailer.message import Message
 
 
@@ -27,7 +29,21 @@ def new_message_id(sender: Address) -> str:
 
 def format_date(when: datetime | None = None) -> str:
     """Return an RFC 5322 date for ``when`` (default: now, in UTC)."""
-    return email.utils.format_datetime(when or datetime.now(UTC))
+    if when is None:
+        return _date_of_second(int(time.time()))
+    return email.utils.format_datetime(when)
+
+
+@lru_cache(maxsize=2)
+def _date_of_second(second: int) -> str:
+    # A batch sends hundreds of messages a second, all with the same Date.
+    return email.utils.format_datetime(datetime.fromtimestamp(second, UTC))
+
+
+@lru_cache(maxsize=256)
+def _shared_address_field(name: str, addresses: tuple[Address, ...]) -> str:
+    # From and Reply-To repeat on every message of a batch: fold them once.
+    return mime.fold(name, mime.address_tokens(addresses))
 
 
 def build_message(
@@ -48,12 +64,12 @@ def build_message(
     Returns:
         The message content to send after DATA, ending with CRLF.
     """
-    fields: list[str] = [mime.fold("From", mime.address_tokens((sender,)))]
+    fields: list[str] = [_shared_address_field("From", (sender,))]
     fields.append(mime.fold("To", mime.address_tokens(message.to)))
     if message.cc:
         fields.append(mime.fold("Cc", mime.address_tokens(message.cc)))
     if message.reply_to:
-        fields.append(mime.fold("Reply-To", mime.address_tokens(message.reply_to)))
+        fields.append(_shared_address_field("Reply-To", message.reply_to))
     fields.append(
         mime.fold("Subject", mime.unstructured_tokens(message.subject, name="Subject"))
     )
@@ -68,8 +84,8 @@ def build_message(
         fields.append(f'Content-Type: text/plain; charset="utf-8"{CRLF}')
         fields.append(f"Content-Transfer-Encoding: {cte}{CRLF}")
         head = "".join(fields).encode("utf-8")
-        # Content ends with CRLF; an empty body ends at the blank line itself.
-        return head + b"\r\n" + (body + b"\r\n" if body else b"")
+        # The body ends with CRLF; an empty body ends at the blank line itself.
+        return head + b"\r\n" + body
 
     text_cte, text = mime.encode_text_body(message.body, final_newline_is_free=True)
     html_cte, html = mime.encode_text_body(message.html, final_newline_is_free=True)

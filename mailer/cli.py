@@ -14,18 +14,18 @@ import tempfile
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from mailer.addresses import Address
-from mailer.exceptions import InvalidRecipientsError, MailerError
+from mailer.exceptions import InvalidRecipientsError, InvalidRow, MailerError
 from mailer.inbox import start_inbox
 from mailer.recipients import Recipient, RecipientFile
-from mailer.results import BatchReport, SendResult, SendStatus
-from mailer.sending import check_rows, render_row, send_messages
+from mailer.results import BatchReport, ResumeCounts, SendResult, SendStatus
+from mailer.sending import check_rows, render_row, send_messages, stream_messages
 from mailer.settings import MailerSettings
 from mailer.shutdown import Shutdown
 from mailer.status import journal_status
@@ -166,9 +166,6 @@ async def _send(
     )
     task = progress.add_task("sending", total=None)
 
-    def advance(result: SendResult) -> None:
-        progress.advance(task)
-
     def first_signal(name: str) -> None:
         err.print(
             f"{name}: stopping; no new message starts, those in flight get up to "
@@ -185,21 +182,43 @@ async def _send(
             )
         )
 
+    def resumed(counts: ResumeCounts) -> None:
+        print(counts.describe())  # before sending: what the journal held
+
     shutdown = Shutdown(on_first=first_signal, on_second=second_signal)
-    with progress, shutdown.installed():
-        batch = await send_messages(
+    report = _ReportWriter(report_path)
+    batch = BatchReport()
+    failures: list[SendResult] = []
+    first_pending: SendResult | None = None
+    with progress, report, shutdown.installed():
+        outcomes = stream_messages(
             template,
             source,
             settings=settings,
             skip_invalid=skip_invalid,
-            on_result=advance,
             journal=journal,
             stop=shutdown.stop,
+            on_resume=resumed,
         )
+        async for line, outcome in outcomes:
+            if isinstance(outcome, InvalidRow):
+                batch.invalid += 1
+                batch.invalid_rows.append(outcome)
+                continue
+            # Written as it arrives (in completion order, with its line) and
+            # then dropped: memory stays flat whatever the batch size.
+            batch.add(outcome, keep=False)
+            report.write({"line": line, **outcome.to_report()})
+            if outcome.status is SendStatus.FAILED and len(failures) < SHOWN_FAILURES:
+                failures.append(outcome)
+            if outcome.status is SendStatus.PENDING and first_pending is None:
+                first_pending = outcome
+            progress.advance(task)
+        for row in batch.invalid_rows:
+            report.write({"line": row.line, "status": "invalid", "error": row.error})
     elapsed = time.perf_counter() - started
-    _print_outcome(batch, elapsed)
+    _print_outcome(batch, failures, first_pending, elapsed)
     if report_path is not None:
-        _write_report(batch, report_path)
         print(f"report written to {report_path}")
     if shutdown.exit_code is not None:
         if journal is not None:
@@ -208,22 +227,48 @@ async def _send(
     return EXIT_OK if batch.ok else EXIT_FAILED
 
 
-def _print_outcome(batch: BatchReport, elapsed: float) -> None:
-    if batch.resumed is not None:
-        print(batch.resumed.describe())
+class _ReportWriter:
+    """A JSON Lines report, opened at the first line (no file if none is asked)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._handle: TextIO | None = None
+
+    def write(self, line: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        if self._handle is None:
+            # Line-buffered: each result is on disk as soon as it is known.
+            self._handle = self.path.open("w", encoding="utf-8", buffering=1)
+        self._handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+    def __enter__(self) -> _ReportWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        elif self.path is not None and exc_info[0] is None:
+            self.path.write_text("", encoding="utf-8")  # an empty batch
+
+
+def _print_outcome(
+    batch: BatchReport,
+    failures: list[SendResult],
+    first_pending: SendResult | None,
+    elapsed: float,
+) -> None:
     for row in batch.invalid_rows:
         err.print(f"skipped line {row.line}: {row.error}", markup=False)
-    failures = [r for r in batch.results if r.status is SendStatus.FAILED]
-    for result in failures[:SHOWN_FAILURES]:
+    for result in failures:
         err.print(f"failed {', '.join(result.to)}: {result.error}", markup=False)
-    if len(failures) > SHOWN_FAILURES:
+    if batch.failed > len(failures):
         err.print(
-            f"... and {len(failures) - SHOWN_FAILURES} more failures (see --report)"
+            f"... and {batch.failed - len(failures)} more failures (see --report)"
         )
-    pending = [r for r in batch.results if r.status is SendStatus.PENDING]
-    if pending:
+    if first_pending is not None:
         # One line: they share the reason the batch stopped.
-        err.print(f"{len(pending)} pending: {pending[0].error}", markup=False)
+        err.print(f"{batch.pending} pending: {first_pending.error}", markup=False)
     print(f"{batch.summary()} in {elapsed:.2f}s")
     if batch.ambiguous:
         print(
@@ -231,15 +276,6 @@ def _print_outcome(batch: BatchReport, elapsed: float) -> None:
             "content was sent and before the server's reply, so it may have "
             "been delivered twice (every copy has the same Message-ID)"
         )
-
-
-def _write_report(batch: BatchReport, path: Path) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for result in batch.results:
-            handle.write(json.dumps(result.to_report(), ensure_ascii=False) + "\n")
-        for row in batch.invalid_rows:
-            line = {"line": row.line, "status": "invalid", "error": row.error}
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
 @app.command()

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass
+from functools import partial
 
 from mailer.attempts import AttemptObserver, MessageAttempts
+from mailer.batch import stream_batch
+from mailer.batch_control import BatchControl, SendRequest, current_batch
 from mailer.builder import format_date, new_message_id
 from mailer.exceptions import ConfigError, DeliveryError, MailerError
 from mailer.lifecycle import AsyncCloseable
@@ -15,12 +26,17 @@ from mailer.limits import check_message_limits
 from mailer.message import Envelope, Message
 from mailer.results import SendResult, SendStatus
 from mailer.retry import RetryPolicy, Verdict, classify_reply
-from mailer.scheduler import BatchControl, SendRequest, current_batch, run_batch
 from mailer.settings import MailerSettings
 from mailer.transports.base import Transport
 from mailer.transports.factory import transport_from_settings
 
 logger = logging.getLogger("mailer")
+
+# Transactions a batch hands to the transport per connection: one being sent,
+# one whose envelope is chained behind it (PIPELINING), and one ready.
+BATCH_DEPTH = 3
+
+Sendable = Message | SendRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +77,6 @@ class MessageClient(AsyncCloseable):
             else transport_from_settings(self.settings)
         )
         self.retry_policy = RetryPolicy.from_settings(self.settings)
-        # Bounds the SMTP transactions in flight (not the messages waiting for
-        # a retry, which hold no slot): MAILER_CONCURRENCY.
-        self._slots = asyncio.Semaphore(self.settings.concurrency)
 
     async def aclose(self) -> None:
         """Close the transport's connections."""
@@ -155,10 +168,12 @@ class MessageClient(AsyncCloseable):
             if batch is not None and not await batch.admit(attempts):
                 return attempts.pending_result(batch.reason)
             try:
-                async with self._slots:
+                # In a batch, a transaction slot is held only while the attempt
+                # runs: a message waiting for its retry holds none.
+                async with batch.slots if batch else contextlib.nullcontext():
                     if batch is not None and batch.halted.is_set():
                         return attempts.pending_result(batch.reason)
-                    retry_in = await self._attempt(attempts, observer)
+                    retry_in = await self._attempt(attempts, observer, batch)
             finally:
                 if batch is not None:
                     batch.attempt_done(attempts)
@@ -178,10 +193,12 @@ class MessageClient(AsyncCloseable):
         raise error
 
     async def _attempt(
-        self, attempts: MessageAttempts, observer: AttemptObserver | None
+        self,
+        attempts: MessageAttempts,
+        observer: AttemptObserver | None,
+        batch: BatchControl | None,
     ) -> float | None:
         """Run one transaction; return the wait before the next one, or None."""
-        batch = current_batch()
         if observer is not None:
             await _notify(observer.attempt_starting(attempts), batch)
         attempts.begin()
@@ -216,41 +233,102 @@ class MessageClient(AsyncCloseable):
 
     async def send_many(
         self,
-        messages: Iterable[Message | SendRequest],
+        messages: Iterable[Sendable] | AsyncIterable[Sendable],
         /,
         *,
         on_result: Callable[[SendResult], None] | None = None,
         stop: asyncio.Event | None = None,
+        in_flight: int | None = None,
     ) -> list[SendResult]:
-        """Send messages concurrently: ``MAILER_CONCURRENCY`` transactions at a time.
+        """Send messages concurrently over the client's connections.
 
         A failure is recorded in that message's result; it never cancels or
-        hides the others. A message waiting for its retry holds no connection,
-        so it does not hold up the others. Messages are pulled from
-        ``messages`` as room frees up, so a generator is consumed lazily.
-
-        The batch stops taking messages when ``stop`` is set, or when an
-        attempt shows that every message would fail (a refused login, a TLS
-        failure): the messages it did not finish end ``pending``. After
-        ``stop``, attempts in flight get ``MAILER_SHUTDOWN_GRACE`` seconds.
+        hides the others. Messages are pulled from ``messages`` only as room
+        frees up (see ``stream``), so a generator is consumed lazily; the list
+        returned holds every result, so for huge batches prefer ``stream``.
 
         Args:
             messages: The messages to send, or SendRequests (a message with a
-                Message-ID to reuse, recipients to keep to, an observer).
+                Message-ID to reuse, recipients to keep to, an observer), from
+                any iterable or async iterable.
             on_result: Called with each result as soon as it is known.
             stop: Set it to stop the batch (on a signal, for instance).
+            in_flight: Transactions handed to the transport at once (see
+                ``stream``).
 
         Returns:
             One result per message, in input order.
+
+        Raises:
+            Exception: What ``messages`` raised while being read, once the sends
+                already started have ended.
         """
-        return await run_batch(
-            self._send_recorded,
-            messages,
-            concurrency=self.settings.concurrency,
+        results: list[SendResult | None] = []
+        stream = self.stream(messages, stop=stop, in_flight=in_flight)
+        async for index, result in stream:
+            if index >= len(results):
+                results.extend([None] * (index + 1 - len(results)))
+            results[index] = result
+            if on_result is not None:
+                on_result(result)
+        return [result for result in results if result is not None]
+
+    async def stream(
+        self,
+        messages: Iterable[Sendable] | AsyncIterable[Sendable],
+        /,
+        *,
+        stop: asyncio.Event | None = None,
+        in_flight: int | None = None,
+    ) -> AsyncIterator[tuple[int, SendResult]]:
+        """Send messages concurrently and yield each result as it completes.
+
+        At most ``in_flight`` transactions are handed to the transport at once
+        (which uses at most ``MAILER_CONCURRENCY`` connections). A message
+        waiting for its retry holds none, so it does not hold up the others;
+        up to ``WAITING_ROOM`` (100) such messages wait side by side, beyond
+        which reading ``messages`` pauses. Memory stays flat however many
+        messages there are::
+
+            async for index, result in client.stream(messages):
+                print(index, result.status)
+
+        The batch stops taking messages when ``stop`` is set, or when an
+        attempt shows that every message would fail (a refused login, a TLS
+        failure): the messages it did not finish, and every one after them,
+        end ``pending``. After ``stop``, attempts in flight get
+        ``MAILER_SHUTDOWN_GRACE`` seconds, then they are cut off. Until the
+        first attempt has succeeded, attempts run one at a time, so a refused
+        login is tried once, not once per connection.
+
+        Args:
+            messages: The messages (or SendRequests) to send, from any iterable
+                or async iterable, pulled lazily.
+            stop: Set it to stop the batch (on a signal, for instance).
+            in_flight: Transactions handed to the transport at once; default
+                ``3 x MAILER_CONCURRENCY``, so that each connection has its next
+                message ready (PIPELINING chains it into the same round trip).
+                The journal uses ``MAILER_CONCURRENCY``, so that a crash leaves
+                no more than that many messages in doubt.
+
+        Yields:
+            ``(index, result)``: the message's position in ``messages`` (from 0)
+            and its result, in completion order. A failure is a failed result,
+            never an exception.
+
+        Raises:
+            Exception: What ``messages`` raised while being read, once the sends
+                already started have ended.
+        """
+        batch = BatchControl(
+            in_flight=in_flight or BATCH_DEPTH * self.settings.concurrency,
             grace=self.settings.shutdown_grace,
-            on_result=on_result,
-            stop=stop,
         )
+        attempt = partial(batch.run, self._send_recorded)
+        async with batch.watching(stop):
+            done_items = stream_batch(messages, attempt, max_running=batch.max_running)
+            async for done in done_items:
+                yield done.index, done.result
 
     async def _send_recorded(self, request: SendRequest) -> SendResult:
         try:

@@ -230,8 +230,9 @@ def encode_text_body(text: str, *, final_newline_is_free: bool) -> tuple[str, by
             body without a final newline needs an encoding that can say so.
 
     Returns:
-        The Content-Transfer-Encoding and the encoded body (CRLF line ends,
-        without the final CRLF a multipart boundary adds).
+        The Content-Transfer-Encoding and the encoded body with CRLF line ends.
+        In a multipart the boundary's own CRLF follows it; a single part is the
+        whole content, ending with CRLF unless it is empty.
     """
     normal = _normalise_newlines(text)
     lines = normal.split("\n")
@@ -242,24 +243,24 @@ def encode_text_body(text: str, *, final_newline_is_free: bool) -> tuple[str, by
         and max(map(len, lines)) <= HARD_LINE_LIMIT
         and not _CONTROL_IN_BODY.search(normal)
     ):
-        body = CRLF.join(lines)
-        if not final_newline_is_free and body.endswith(CRLF):
-            body = body[: -len(CRLF)]
-        return "7bit", body.encode("ascii")
+        # A single part ends with its own final newline here ("" stays "").
+        return "7bit", CRLF.join(lines).encode("ascii")
     raw = normal.encode("utf-8")
-    non_ascii = sum(byte >= 0x80 for byte in raw)
+    non_ascii = len(raw) - len(raw.translate(None, _NON_ASCII_BYTES))
     if non_ascii * 4 > len(raw):
-        encoded = base64.encodebytes(raw).replace(b"\n", b"\r\n").rstrip(b"\r\n")
-        return "base64", encoded
+        encoded = base64.encodebytes(raw).replace(b"\n", b"\r\n")
+        return "base64", encoded if not final_newline_is_free else encoded[:-2]
     encoded = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
     encoded = encoded.replace(b"\n", b"\r\n")
-    if not final_newline_is_free:
-        # The wire adds a CRLF after the content; a trailing soft break makes the
-        # decoded body end exactly where the text does.
-        encoded = encoded[:-2] if encoded.endswith(b"\r\n") else encoded + b"="
+    if not final_newline_is_free and not encoded.endswith(b"\r\n"):
+        # Content ends with CRLF on the wire; a soft line break before it makes
+        # the decoded body end exactly where the text does.
+        encoded += b"=\r\n"
     return "quoted-printable", encoded
 
 
+# Deleting these from a body leaves its ASCII bytes: the difference counts the rest.
+_NON_ASCII_BYTES = bytes(range(0x80, 0x100))
 # NUL and other C0 controls (bar TAB) do not belong in 7bit text (RFC 5322 2.3).
 _CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 

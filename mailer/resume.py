@@ -19,25 +19,28 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailer.attempts import MessageAttempts
+from mailer.batch_control import SendRequest
 from mailer.exceptions import InvalidRow, MailerError
 from mailer.journal import BatchIdentity, Journal, JournalEntry, JournalState
+from mailer.message import Message
 from mailer.recipients import Recipient
 from mailer.results import (
-    BatchReport,
     RecipientStatus,
     ResumeCounts,
     SendResult,
     SendStatus,
 )
-from mailer.scheduler import SendRequest
 from mailer.settings import MailerSettings
 
-RowRenderer = Callable[[Recipient], Any]
+if TYPE_CHECKING:
+    from mailer.client import MessageClient
 
 
 def count_states(counts: Mapping[tuple[JournalState, bool], int]) -> ResumeCounts:
@@ -157,21 +160,41 @@ def result_from_entry(entry: JournalEntry) -> SendResult:
     )
 
 
-async def send_with_journal(
+def reported_result(entry: JournalEntry, result: SendResult) -> SendResult:
+    """Return the report line of a message this run handled: its journal entry.
+
+    The entry has the whole story (earlier runs' attempts and recipients). A
+    message this run did not finish keeps the run's reason and ambiguity
+    (cut off during an attempt at shutdown, it may have been delivered).
+    """
+    reported = result_from_entry(entry)
+    if reported.status is not SendStatus.PENDING:
+        return reported
+    return replace(
+        reported,
+        error=result.error or reported.error,
+        ambiguous=reported.ambiguous or result.ambiguous,
+    )
+
+
+async def stream_with_journal(
     journal_path: Path | str,
     *,
     template_name: str,
     source_label: str,
     rows: Callable[[], Iterator[tuple[int, Recipient | InvalidRow]]],
-    render: Callable[[Recipient], Any],
-    client_factory: Callable[[MailerSettings], Any],
+    render: Callable[[Recipient], Message],
+    client_factory: Callable[[MailerSettings], MessageClient],
     settings: MailerSettings,
-    report: BatchReport,
-    on_result: Callable[[SendResult], None] | None = None,
-    keep_results: bool = True,
     stop: asyncio.Event | None = None,
-) -> BatchReport:
+    on_resume: Callable[[ResumeCounts], None] | None = None,
+) -> AsyncIterator[tuple[int, int, SendResult]]:
     """Send the batch, recording every attempt; resume if the journal exists.
+
+    Every message of the batch is yielded once: first those a previous run
+    finished (sent, or refused for good) as the journal has them, then the
+    others as this run ends them (``pending`` if it stopped before their
+    turn).
 
     Args:
         journal_path: The SQLite journal file.
@@ -181,10 +204,12 @@ async def send_with_journal(
         render: Renders one row into a Message.
         client_factory: ``generate_message_client``, as looked up by the caller.
         settings: The settings.
-        report: The report to fill (already holding the invalid rows).
-        on_result: Called with each result of this run as it completes.
-        keep_results: Keep every result in the report.
         stop: Set it to stop the batch.
+        on_resume: Called, when the journal exists, with what it held.
+
+    Yields:
+        ``(position, line, result)``: the row's position in the batch, its
+        line in the recipients file, and the message's result.
 
     Raises:
         JournalError: The journal belongs to another batch, is locked, or
@@ -203,41 +228,57 @@ async def send_with_journal(
                 for position, row in rows()
                 if isinstance(row, Recipient)
             )
-        if resumed:
-            report.resumed = count_states(await journal.counts())
+        else:
+            if on_resume is not None:
+                on_resume(count_states(await journal.counts()))
             await journal.mark_in_doubt(
                 "in flight when the previous run ended: it may have been delivered"
             )
+            # What earlier runs finished comes first, read in chunks.
+            for entry in journal.iter_entries():
+                if entry.is_done:
+                    yield entry.position, entry.line, result_from_entry(entry)
+        settled: deque[JournalEntry] = deque()  # nobody left to send to: reported
+        sending: dict[int, JournalEntry] = {}  # request index -> entry, in flight
+        requests = _requests(journal, rows(), render, settings, settled, sending)
         async with client_factory(settings) as client:
-            await client.send_many(
-                _requests(journal, rows(), render, settings),
-                on_result=on_result,
-                stop=stop,
-            )
-        for entry in journal.iter_entries():
-            report.add(result_from_entry(entry), keep=keep_results)
+            # MAILER_CONCURRENCY transactions at most, so that a crash leaves
+            # no more than that many messages 'sending' (in doubt).
+            results = client.stream(requests, stop=stop, in_flight=settings.concurrency)
+            async for index, result in results:
+                while settled:
+                    entry = settled.popleft()
+                    yield entry.position, entry.line, result_from_entry(entry)
+                entry = sending.pop(index)
+                yield entry.position, entry.line, reported_result(entry, result)
+        for entry in settled:
+            yield entry.position, entry.line, result_from_entry(entry)
     finally:
         await journal.aclose()
-    return report
 
 
 def _requests(
     journal: Journal,
     rows: Iterator[tuple[int, Recipient | InvalidRow]],
-    render: Callable[[Recipient], Any],
+    render: Callable[[Recipient], Message],
     settings: MailerSettings,
+    settled: deque[JournalEntry],
+    sending: dict[int, JournalEntry],
 ) -> Iterator[SendRequest]:
     # Rows and journal entries both come in position order: walk them together
     # (the journal has no entry for an invalid row).
     entries = journal.iter_entries()
     entry = next(entries, None)
+    index = 0
     for position, row in rows:
         while entry is not None and entry.position < position:
             entry = next(entries, None)
         if entry is None or entry.position != position:
             continue
-        if entry.is_done or not isinstance(row, Recipient):
-            continue
+        if entry.is_done:
+            continue  # reported before the sending started
+        if not isinstance(row, Recipient):
+            continue  # (journal entries are made for recipients only)
         try:
             message = render(row)
         except MailerError:
@@ -251,7 +292,10 @@ def _requests(
                     r for r in envelope.rcpt_tos if r not in entry.settled
                 )
                 if not recipients:
+                    settled.append(entry)
                     continue  # nobody left to send to
+        sending[index] = entry
+        index += 1
         yield SendRequest(
             message,
             message_id=entry.message_id,

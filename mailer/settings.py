@@ -102,6 +102,25 @@ class MailerSettings(BaseSettings):
     concurrency: int = Field(5, ge=1, le=100, description="Connections in parallel.")
     templates_dir: Path = Field(Path("templates"), description="Template sets folder.")
 
+    # Connection pool: how long one SMTP connection is reused before a new one.
+    pool_max_messages: int = Field(
+        100, ge=1, le=100_000, description="Messages per connection, then QUIT."
+    )
+    pool_max_age: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Seconds a connection is used for new messages, then QUIT.",
+    )
+    pool_max_idle: float = Field(
+        10.0,
+        gt=0,
+        le=3_600,
+        allow_inf_nan=False,
+        description="Seconds a connection may sit unused before it is closed.",
+    )
+
     # Security: TLS policy and limits (see mailer/transports/tls.py, mailer/limits.py).
     smtp_insecure_plaintext: bool = Field(
         False, description="Allow MAILER_SMTP_TLS=none to a host that is not loopback."

@@ -141,10 +141,10 @@ def _compile(
 def _render(
     template: jinja2.Template, set_name: str, context: Mapping[str, Any]
 ) -> str:
-    filename = Path(template.filename or "?").name
     try:
         return template.render(context)
     except jinja2.UndefinedError as exc:
+        filename = _short_name(template)
         text = str(exc.message or exc)
         match = _UNDEFINED_NAME.search(text) or _UNDEFINED_ATTRIBUTE.search(text)
         variable = match.group(1) if match else text
@@ -154,15 +154,22 @@ def _render(
             variable=variable,
         ) from None
     except jinja2.TemplateNotFound as exc:
+        filename = _short_name(template)
         raise TemplateNotFoundError(
             f"template {set_name!r}: {filename} includes missing template {exc.name!r}",
             template=f"{set_name}/{filename}",
         ) from None
     except jinja2.TemplateError as exc:
+        filename = _short_name(template)
         raise TemplateError(
             f"template {set_name!r}: {filename}: {exc}",
             template=f"{set_name}/{filename}",
         ) from None
+
+
+def _short_name(template: jinja2.Template) -> str:
+    # Only on failure: a Path costs more than rendering a small template.
+    return Path(template.filename or "?").name
 
 
 def render(
@@ -207,7 +214,35 @@ def render(
     """
     if templates_dir is None:
         templates_dir = (settings or MailerSettings()).templates_dir
-    templates = load_template_set(template_name, templates_dir)
+    return render_set(
+        load_template_set(template_name, templates_dir),
+        to=to,
+        context=context,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        sender=sender,
+        headers=headers,
+    )
+
+
+def render_set(
+    templates: TemplateSet,
+    *,
+    to: AddressInput,
+    context: Mapping[str, Any] | None = None,
+    cc: AddressInput | None = None,
+    bcc: AddressInput | None = None,
+    reply_to: AddressInput | None = None,
+    sender: str | Address | None = None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+) -> Message:
+    """Render an already loaded template set (a batch loads it once).
+
+    Takes the same arguments as ``render`` after the set itself, and raises
+    the same errors.
+    """
+    template_name = templates.name
     values = dict(context or {})
     subject = _render(templates.subject, template_name, values)
     if subject.endswith("\n"):

@@ -51,6 +51,16 @@ class SMTPConnection:
         self.last_used = 0.0
 
     @property
+    def smtp(self) -> aiosmtplib.SMTP:
+        """Return the aiosmtplib client (the pipelined path writes through it)."""
+        return self._smtp
+
+    @property
+    def supports_pipelining(self) -> bool:
+        """Return whether the server offered PIPELINING (RFC 2920) in EHLO."""
+        return self._smtp.supports_extension("pipelining")
+
+    @property
     def is_usable(self) -> bool:
         """Return whether the session is still open and between transactions."""
         return self._smtp.is_connected and self.phase is Phase.IDLE
@@ -92,23 +102,7 @@ class SMTPConnection:
             aiosmtplib.SMTPException: Any other failure (mapped by the caller).
         """
         smtp = self._smtp
-        envelope.check_sendable()
-        check_server_size(smtp, content, server=self.server)
-        options: list[str] = []
-        encoding = "ascii"
-        if envelope.smtputf8:
-            if not smtp.supports_extension("smtputf8"):
-                raise UnsupportedError(
-                    f"{self.server} does not support SMTPUTF8, which a non-ASCII "
-                    "address needs"
-                )
-            options.append("SMTPUTF8")
-            encoding = "utf-8"
-        if smtp.supports_extension("size"):
-            options.append(f"SIZE={len(content)}")
-        if not content.isascii() and smtp.supports_extension("8bitmime"):
-            options.append("BODY=8BITMIME")
-
+        options, encoding = self.mail_options(envelope, content)
         self.phase = Phase.ENVELOPE
         await smtp.mail(envelope.mail_from, options=options, encoding=encoding)
         accepted: list[str] = []
@@ -144,6 +138,39 @@ class SMTPConnection:
         self.messages_sent += 1
         self.last_used = time.monotonic()
         return Delivery(tuple(accepted), refused, Reply(reply.code, reply.message))
+
+    def mail_options(self, envelope: Envelope, content: bytes) -> tuple[list[str], str]:
+        """Check that the message may go out, then return MAIL FROM's parameters.
+
+        Both the one-command-at-a-time and the pipelined paths call this before
+        anything is written.
+
+        Returns:
+            The MAIL FROM parameters and the encoding of the envelope addresses.
+
+        Raises:
+            HeaderInjectionError: An address could break the command line.
+            UnsupportedError: The message needs SMTPUTF8 and the server lacks
+                it, or it is larger than the server's SIZE.
+        """
+        smtp = self._smtp
+        envelope.check_sendable()
+        check_server_size(smtp, content, server=self.server)
+        options: list[str] = []
+        encoding = "ascii"
+        if envelope.smtputf8:
+            if not smtp.supports_extension("smtputf8"):
+                raise UnsupportedError(
+                    f"{self.server} does not support SMTPUTF8, which a non-ASCII "
+                    "address needs"
+                )
+            options.append("SMTPUTF8")
+            encoding = "utf-8"
+        if smtp.supports_extension("size"):
+            options.append(f"SIZE={len(content)}")
+        if not content.isascii() and smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        return options, encoding
 
     async def quit(self) -> None:
         """End the session politely (QUIT); close it if the server does not answer."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from mailer.exceptions import DeliveryError
 from mailer.message import Envelope
 from mailer.results import Delivery
@@ -11,24 +9,28 @@ from mailer.settings import MailerSettings
 from mailer.transports.base import BaseTransport
 from mailer.transports.connection import Phase, SMTPConnection
 from mailer.transports.errors import map_smtp_errors
-from mailer.transports.pool import ConnectionPool
+from mailer.transports.pool import ConnectionPool, Transaction, limits_from_settings
 
 
 class SMTPTransport(BaseTransport):
     """The real transport: up to ``MAILER_CONCURRENCY`` connections, each reused.
 
-    Each call is one attempt: it does not retry. A failed transaction closes its
-    connection (it may be out of step with the server); retrying, on a fresh
-    one, is the client's job (``mailer.retry``), so that every attempt is
-    counted and spaced by the backoff. A connection the server dropped while it
-    sat idle in the pool is noticed before it is lent out and replaced.
+    Messages are queued to the pool's lanes; a server offering PIPELINING gets
+    the envelope commands of a message in one write, chained behind the content
+    of the message before it. Each call is one attempt: it does not retry. A
+    failed transaction closes its connection (it may be out of step with the
+    server); retrying, on a fresh one, is the client's job (``mailer.retry``),
+    so that every attempt is counted and spaced by the backoff.
     """
 
     def __init__(self, settings: MailerSettings) -> None:
         self.settings = settings
         self.server = f"{settings.smtp_host}:{settings.port}"
-        self._pool = ConnectionPool(
-            lambda: SMTPConnection(settings), size=settings.concurrency
+        self.pool = ConnectionPool(
+            lambda: SMTPConnection(settings),
+            limits_from_settings(settings),
+            timeout=settings.timeout,
+            message_timeout=settings.message_timeout,
         )
 
     async def deliver(self, envelope: Envelope, content: bytes, /) -> Delivery:
@@ -37,21 +39,19 @@ class SMTPTransport(BaseTransport):
         Raises:
             DeliveryError: A subclass saying what failed; partial refusals are
                 returned in ``Delivery.refused`` instead. ``ambiguous`` is set
-                when the failure came after DATA began and without a reply:
-                the server may have accepted the message.
+                when the failure came once the content may have been written
+                (``Phase.DATA``) and without a reply: the server may have
+                accepted the message.
         """
-        used: SMTPConnection | None = None
+        transaction = Transaction(envelope, content)
         try:
             with map_smtp_errors(self.server):
-                async with self._pool.connection() as connection:
-                    used = connection
-                    async with asyncio.timeout(self.settings.message_timeout):
-                        return await connection.send(envelope, content)
+                return await self.pool.send(transaction)
         except DeliveryError as exc:
-            if used is not None and used.phase is Phase.DATA and exc.reply is None:
+            if transaction.phase is Phase.DATA and exc.reply is None:
                 exc.ambiguous = True
             raise
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
-        await self._pool.aclose()
+        await self.pool.aclose()

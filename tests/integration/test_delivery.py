@@ -149,9 +149,12 @@ async def test_a_server_that_never_greets_costs_the_greeting_timeout() -> None:
     assert 0.55 < elapsed < 2.0
 
 
-async def test_a_command_that_is_never_answered_costs_the_command_timeout() -> None:
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_command_that_is_never_answered_costs_the_command_timeout(
+    pipelining: bool,
+) -> None:
     """MAIL never answered: MAILER_TIMEOUT, then the connection is dropped."""
-    async with SMTPTestServer() as server:
+    async with SMTPTestServer(pipelining=pipelining) as server:
         server.faults.delay("MAIL", 30, times=1)
         started = time.monotonic()
         async with MessageClient(
@@ -164,9 +167,12 @@ async def test_a_command_that_is_never_answered_costs_the_command_timeout() -> N
     assert server.sessions_opened == 2
 
 
-async def test_a_final_reply_that_never_comes_costs_the_message_timeout() -> None:
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_final_reply_that_never_comes_costs_the_message_timeout(
+    pipelining: bool,
+) -> None:
     """No reply after the dot: MAILER_MESSAGE_TIMEOUT, and the message is ambiguous."""
-    async with SMTPTestServer() as server:
+    async with SMTPTestServer(pipelining=pipelining) as server:
         server.faults.delay(END_OF_DATA, 30)
         started = time.monotonic()
         async with MessageClient(
@@ -177,6 +183,38 @@ async def test_a_final_reply_that_never_comes_costs_the_message_timeout() -> Non
         elapsed = time.monotonic() - started
     assert 0.35 < elapsed < 2.0
     assert caught.value.ambiguous is True
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_transaction_is_bounded_as_a_whole_by_the_message_timeout(
+    pipelining: bool,
+) -> None:
+    """Each reply in time (0.2 s < 0.3 s), together too slow: cut at 0.5 s."""
+    async with SMTPTestServer(pipelining=pipelining) as server:
+        for command in ("MAIL", "RCPT", "DATA"):
+            server.faults.delay(command, 0.2)
+        settings = server.settings(timeout=0.3, message_timeout=0.5, max_attempts=1)
+        started = time.monotonic()
+        async with MessageClient(settings) as client:
+            with pytest.raises(DeliveryTimeoutError):
+                await client.send(message())
+        elapsed = time.monotonic() - started
+    assert 0.45 < elapsed < 1.5  # (each reply alone would have been in time)
+    assert len(server.outbox) == 0
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_slow_final_reply_gets_the_message_timeout_not_the_command_one(
+    pipelining: bool,
+) -> None:
+    """0.6 s to answer the dot, MAILER_TIMEOUT 0.2 s: still one attempt, delivered."""
+    async with SMTPTestServer(pipelining=pipelining) as server:
+        server.faults.delay(END_OF_DATA, 0.6)
+        settings = server.settings(timeout=0.2, message_timeout=5, max_attempts=1)
+        async with MessageClient(settings) as client:
+            result = await client.send(message())
+    assert (result.is_sent, result.attempts, result.ambiguous) == (True, 1, False)
+    assert len(server.outbox) == 1
 
 
 async def test_a_refused_login_stops_the_batch_after_one_login() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from mailer import (
     BatchReport,
+    InvalidRow,
     MailerSettings,
     Message,
     MessageClient,
@@ -18,6 +20,7 @@ from mailer import (
     render,
     render_string,
     send_messages,
+    stream_messages,
 )
 from mailer.testing import (
     END_OF_DATA,
@@ -76,6 +79,21 @@ async def send_batch() -> BatchReport:
 
 def render_one() -> Message:
     return render("welcome", to="a@example.test", context={"name": "A"})
+
+
+async def stream_batch(
+    messages: AsyncIterator[Message],
+) -> list[tuple[int, SendResult]]:
+    async with MessageClient(MailerSettings(_env_file=None)) as client:
+        return [pair async for pair in client.stream(messages)]
+
+
+async def stream_rows() -> int:
+    failed = 0
+    async for line, outcome in stream_messages("welcome", [{"email": "a@x.test"}]):
+        if isinstance(outcome, InvalidRow) or not outcome.is_sent:
+            failed += line > 0
+    return failed
 
 
 # -- mailer.testing: the toolkit's types, as users write them ------------------

@@ -21,9 +21,9 @@ from mailer import (
     SendStatus,
 )
 from mailer.attempts import MessageAttempts
+from mailer.batch_control import SendRequest
 from mailer.results import RecipientStatus
 from mailer.retry import RetryPolicy
-from mailer.scheduler import SendRequest
 from mailer.settings import MailerSettings
 from mailer.testing import SentMail
 from mailer.transports import MockTransport

@@ -1,0 +1,246 @@
+"""SMTP sinks for the benchmarks, each run in its own process on 127.0.0.1.
+
+Kinds:
+  aiosmtpd  aiosmtpd's SMTP server with a handler that only counts; it offers
+            PIPELINING (aiosmtpd reads commands as a stream, so it copes).
+  fast      a minimal sink: every command in a read is answered at once.
+  link      models a network round trip: each reply leaves DELAY seconds after
+            its command arrived, and commands sent together are read together
+            (so pipelined commands share one round trip, as over a real link).
+  serial    a slow server: commands are handled one at a time, and the replies
+            to MAIL, RCPT and the end of the content each take DELAY seconds
+            (DATA's 354 is immediate): pipelining cannot help here.
+
+Each sink counts the messages it accepted in a shared counter, so the
+benchmark can tell delivered, failed and lost messages apart. Sockets listen
+with asyncio's default backlog (100), as aiosmtpd's own Controller does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.synchronize
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any
+
+HOST = "127.0.0.1"
+EHLO_LINES = ["sink", "PIPELINING", "8BITMIME", "SIZE 33554432", "SMTPUTF8"]
+EHLO_REPLY = (
+    "\r\n".join(
+        f"250{'-' if i < len(EHLO_LINES) - 1 else ' '}{line}"
+        for i, line in enumerate(EHLO_LINES)
+    )
+    + "\r\n"
+).encode()
+
+
+class _Counter:
+    def __init__(self, shared: Synchronized[int]) -> None:
+        self.shared = shared
+
+    def add(self) -> None:
+        with self.shared.get_lock():
+            self.shared.value += 1
+
+
+def _reply_for(line: bytes, has_recipient: bool) -> bytes:
+    verb = line[:4].upper()
+    if verb in (b"EHLO", b"HELO"):
+        return EHLO_REPLY if verb == b"EHLO" else b"250 sink\r\n"
+    if verb == b"DATA":
+        return b"354 go ahead\r\n" if has_recipient else b"554 no recipients\r\n"
+    if verb == b"QUIT":
+        return b"221 bye\r\n"
+    return b"250 2.0.0 ok\r\n"
+
+
+async def _grouped_session(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    counter: _Counter,
+    delay: float,
+) -> None:
+    """Answer every command of a read together, ``delay`` s after it arrived."""
+    loop = asyncio.get_running_loop()
+    writer.write(b"220 sink ready\r\n")
+    buffer = b""
+    in_content = has_recipient = False
+    try:
+        while chunk := await reader.read(262144):
+            arrived = loop.time()
+            buffer += chunk
+            out: list[bytes] = []
+            closing = False
+            while True:
+                if in_content:
+                    if buffer.startswith(b".\r\n"):
+                        end = 0
+                    else:
+                        end = buffer.find(b"\r\n.\r\n")
+                        if end < 0:
+                            break
+                        end += 2
+                    buffer = buffer[end + 3 :]
+                    in_content = has_recipient = False
+                    counter.add()
+                    out.append(b"250 2.0.0 queued\r\n")
+                    continue
+                line, sep, rest = buffer.partition(b"\r\n")
+                if not sep:
+                    break
+                buffer = rest
+                reply = _reply_for(line, has_recipient)
+                verb = line[:4].upper()
+                if verb in (b"MAIL", b"RSET"):
+                    has_recipient = False
+                elif verb == b"RCPT":
+                    has_recipient = True
+                elif verb == b"DATA":
+                    in_content = has_recipient
+                out.append(reply)
+                if verb == b"QUIT":
+                    closing = True
+                    break
+            if out:
+                data = b"".join(out)
+                if delay:
+                    loop.call_at(arrived + delay, _write, writer, data, closing)
+                else:
+                    _write(writer, data, closing)
+            if closing:
+                if delay:
+                    await asyncio.sleep(delay * 1.5)
+                return
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+def _write(writer: asyncio.StreamWriter, data: bytes, closing: bool) -> None:
+    if not writer.is_closing():
+        writer.write(data)
+        if closing:
+            writer.close()
+
+
+async def _serial_session(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    counter: _Counter,
+    delay: float,
+) -> None:
+    """Handle one command at a time; MAIL, RCPT and end-of-data take ``delay``."""
+    writer.write(b"220 sink ready\r\n")
+    has_recipient = False
+    try:
+        while line := await reader.readline():
+            line = line.rstrip(b"\r\n")
+            verb = line[:4].upper()
+            reply = _reply_for(line, has_recipient)
+            if verb in (b"MAIL", b"RCPT"):
+                has_recipient = verb == b"RCPT"
+                await asyncio.sleep(delay)
+            writer.write(reply)
+            if verb == b"DATA" and has_recipient:
+                while (content_line := await reader.readline()) != b".\r\n":
+                    if not content_line:
+                        return
+                has_recipient = False
+                counter.add()
+                await asyncio.sleep(delay)
+                writer.write(b"250 2.0.0 queued\r\n")
+            if verb == b"QUIT":
+                await writer.drain()
+                return
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def _aiosmtpd_server(counter: _Counter) -> asyncio.Server:
+    from aiosmtpd.smtp import SMTP
+
+    class CountingHandler:
+        async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
+            self,
+            server: Any,
+            session: Any,
+            envelope: Any,
+            hostname: str,
+            responses: list[str],
+        ) -> list[str]:
+            session.host_name = hostname
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+        async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
+            self, server: Any, session: Any, envelope: Any
+        ) -> str:
+            counter.add()
+            return "250 2.0.0 queued"
+
+    handler = CountingHandler()
+    loop = asyncio.get_running_loop()
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    return await loop.create_server(
+        lambda: SMTP(handler, hostname="localhost", enable_SMTPUTF8=True, loop=loop),
+        host=HOST,
+        port=0,
+    )
+
+
+async def _serve(
+    kind: str, delay: float, counter: _Counter, ports: multiprocessing.Queue[int]
+) -> None:
+    if kind == "aiosmtpd":
+        server = await _aiosmtpd_server(counter)
+    else:
+        session = _serial_session if kind == "serial" else _grouped_session
+        pause = 0.0 if kind == "fast" else delay
+
+        async def on_client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await session(r, w, counter, pause)
+
+        server = await asyncio.start_server(on_client, HOST, 0)
+    ports.put(server.sockets[0].getsockname()[1])
+    async with server:
+        await server.serve_forever()
+
+
+def serve(
+    kind: str,
+    delay: float,
+    shared: Synchronized[int],
+    ports: multiprocessing.Queue[int],
+) -> None:
+    """Run a sink until the process is terminated (the target of a Process)."""
+    asyncio.run(_serve(kind, delay, _Counter(shared), ports))
+
+
+class Sink:
+    """A sink running in a child process: ``port`` and the ``delivered`` count."""
+
+    def __init__(self, kind: str, delay: float = 0.02) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.kind = kind
+        self.delay = delay
+        self._count: Synchronized[int] = context.Value("q", 0)  # type: ignore[assignment]
+        ports: multiprocessing.Queue[int] = context.Queue()
+        self._process = context.Process(
+            target=serve, args=(kind, delay, self._count, ports), daemon=True
+        )
+        self._process.start()
+        self.port: int = ports.get(timeout=30)
+
+    @property
+    def delivered(self) -> int:
+        """Return how many messages the sink has accepted so far."""
+        return int(self._count.value)
+
+    def stop(self) -> None:
+        """Terminate the sink process."""
+        self._process.terminate()
+        self._process.join(5)
