@@ -272,7 +272,7 @@ async def run_mailer_worker(port: int, csv_path: Path, k: int | None) -> int:
 
         async with SMTPTransport(settings) as transport:
 
-            async def deliver(item: tuple[str, tuple[str, ...], bytes], _: int) -> bool:
+            async def deliver(item: tuple[str, tuple[str, ...], bytes]) -> bool:
                 try:
                     await transport.deliver(Envelope(item[0], item[1]), item[2])
                 except Exception:  # noqa: BLE001 - counted as an error

@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from mailer.addresses import Address
+from mailer.batch_control import SendRequest
 from mailer.client import MessageClient, generate_message_client
 from mailer.exceptions import (
     AuthenticationError,
@@ -15,10 +16,12 @@ from mailer.exceptions import (
     InvalidAddressError,
     InvalidRecipientsError,
     InvalidRow,
+    JournalError,
     MailerError,
     MessageError,
     RecipientsRefusedError,
     RejectedError,
+    RelaysUnavailableError,
     SenderRefusedError,
     TemplateError,
     TemplateNotFoundError,
@@ -30,7 +33,15 @@ from mailer.exceptions import (
 )
 from mailer.message import Envelope, Message
 from mailer.recipients import Recipient, RecipientFile
-from mailer.results import BatchReport, Delivery, Reply, SendResult, SendStatus
+from mailer.results import (
+    BatchReport,
+    Delivery,
+    RecipientStatus,
+    Reply,
+    SendResult,
+    SendStatus,
+)
+from mailer.retry import RetryPolicy
 from mailer.sending import send_messages, stream_messages
 from mailer.settings import MailerSettings
 from mailer.template_strings import render_string
@@ -56,6 +67,7 @@ __all__ = [
     "InvalidAddressError",
     "InvalidRecipientsError",
     "InvalidRow",
+    "JournalError",
     "MailerError",
     "MailerSettings",
     "Message",
@@ -63,9 +75,13 @@ __all__ = [
     "MessageError",
     "Recipient",
     "RecipientFile",
+    "RecipientStatus",
     "RecipientsRefusedError",
     "RejectedError",
+    "RelaysUnavailableError",
     "Reply",
+    "RetryPolicy",
+    "SendRequest",
     "SendResult",
     "SendStatus",
     "SenderRefusedError",

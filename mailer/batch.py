@@ -6,20 +6,11 @@ yields each result as soon as it is final. It never makes one task per item up
 front, so memory stays flat whatever the batch size; results come out in
 completion order, each with its input position (``Completed.index``).
 
-``MessageClient.send_many`` and ``stream`` use it with ``attempt = send`` and
-K = a small multiple of ``MAILER_CONCURRENCY`` (the transport bounds the
-connections; the extra attempts keep each connection's next message ready).
-
-The seam for retries
---------------------
-An attempt may return ``RetryLater(delay)`` instead of a final result. The item
-is then *parked*: it holds no running slot, and so no connection, while it
-waits. When its delay is over it is attempted again (its attempt number grows)
-before any new item is pulled. Parked items count toward ``max_pending``, the
-bound on items pulled from the source but not yet final, so a wave of retries
-slows the intake instead of growing memory. A reply-aware retry policy plugs in
-by wrapping the attempt: look at the failure, return ``RetryLater`` or the final
-result. Nothing else in the engine needs to change.
+``MessageClient.stream`` and ``send_many`` use it with ``attempt`` = a send
+under the batch's control (``mailer.batch_control``), which retries inside the
+attempt: a message waiting for its retry keeps its place among the K but holds
+no connection, so K leaves room for such waits beyond the transactions in
+flight.
 
 Errors: an exception raised by the item source stops the intake; the attempts
 already running finish (their results are yielded), then it is raised. An
@@ -30,7 +21,6 @@ and it propagates.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 from collections import deque
 from collections.abc import (
@@ -41,20 +31,13 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-Attempt = Callable[[T, int], Coroutine[Any, Any, "R | RetryLater"]]
-
-
-@dataclass(frozen=True, slots=True)
-class RetryLater:
-    """Returned by an attempt: try this item again after ``delay`` seconds."""
-
-    delay: float
+Attempt = Callable[[T], Coroutine[Any, Any, R]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,21 +47,6 @@ class Completed(Generic[T, R]):
     index: int
     item: T
     result: R
-    attempts: int = 1
-
-
-@dataclass(slots=True)
-class _Job(Generic[T]):
-    index: int
-    item: T
-    attempts: int = 0
-
-
-@dataclass(order=True, slots=True)
-class _Parked(Generic[T]):
-    due: float
-    sequence: int
-    job: _Job[T] = field(compare=False)
 
 
 class _Source(Generic[T]):
@@ -135,17 +103,14 @@ async def stream_batch(
     attempt: Attempt[T, R],
     *,
     max_running: int,
-    max_pending: int | None = None,
 ) -> AsyncIterator[Completed[T, R]]:
     """Attempt every item, at most ``max_running`` at once; yield results as final.
 
     Args:
-        items: The work, pulled lazily (a list, a generator, an async generator).
-        attempt: ``attempt(item, attempt_number)`` returns the result, or
-            ``RetryLater`` to be called again later (see the module docstring).
+        items: The work, pulled lazily (a list, a generator, an async generator):
+            an item is pulled only when fewer than ``max_running`` run.
+        attempt: ``attempt(item)`` returns the item's final result.
         max_running: Attempts in progress at once.
-        max_pending: Items pulled but not final (running, parked or due);
-            default ``2 * max_running``.
 
     Yields:
         One Completed per item, in completion order.
@@ -156,17 +121,12 @@ async def stream_batch(
     """
     if max_running < 1:
         raise ValueError("max_running must be at least 1")
-    pending_limit = max(max_pending or 2 * max_running, max_running)
     loop = asyncio.get_running_loop()
     source = _Source(items)
-    running: dict[asyncio.Task[R | RetryLater], _Job[T]] = {}
-    finished: deque[asyncio.Task[R | RetryLater]] = deque()
-    due: deque[_Job[T]] = deque()
-    parked: list[_Parked[T]] = []
-    sequence = itertools.count()
+    running: dict[asyncio.Task[R], tuple[int, T]] = {}
+    finished: deque[asyncio.Task[R]] = deque()
     positions = itertools.count()
     fetch: asyncio.Task[T] | None = None
-    pending = 0
     wake = asyncio.Event()
 
     def on_done(task: asyncio.Task[Any]) -> None:
@@ -176,23 +136,14 @@ async def stream_batch(
     def on_fetched(task: asyncio.Task[Any]) -> None:
         wake.set()
 
-    def start(job: _Job[T]) -> None:
-        job.attempts += 1
-        task = loop.create_task(attempt(job.item, job.attempts))
-        running[task] = job
+    def start(item: T) -> None:
+        task = loop.create_task(attempt(item))
+        running[task] = (next(positions), item)
         task.add_done_callback(on_done)
 
     try:
         while True:
-            now = loop.time()
-            while parked and parked[0].due <= now:
-                due.append(heapq.heappop(parked).job)
-            while len(running) < max_running:
-                if due:
-                    start(due.popleft())
-                    continue
-                if pending >= pending_limit or source.is_exhausted or fetch:
-                    break
+            while len(running) < max_running and not (source.is_exhausted or fetch):
                 if source.is_async:
                     fetch = source.fetch()
                     fetch.add_done_callback(on_fetched)
@@ -200,32 +151,21 @@ async def stream_batch(
                 pulled = source.next_sync()
                 if pulled is None:
                     break
-                pending += 1
-                start(_Job(next(positions), pulled[0]))
-            if source.is_exhausted and not (running or parked or due or fetch):
+                start(pulled[0])
+            if source.is_exhausted and not (running or fetch):
                 break
             if not finished and not (fetch and fetch.done()):
                 wake.clear()
-                timer = loop.call_at(parked[0].due, wake.set) if parked else None
                 await wake.wait()
-                if timer is not None:
-                    timer.cancel()
             if fetch is not None and fetch.done():
                 fetched = source.settle_fetch(fetch)
                 fetch = None
                 if fetched is not None:
-                    pending += 1
-                    start(_Job(next(positions), fetched[0]))
+                    start(fetched[0])
             while finished:
                 task = finished.popleft()
-                job = running.pop(task)
-                outcome = task.result()
-                if isinstance(outcome, RetryLater):
-                    when = loop.time() + outcome.delay
-                    heapq.heappush(parked, _Parked(when, next(sequence), job))
-                    continue
-                pending -= 1
-                yield Completed(job.index, job.item, outcome, job.attempts)
+                index, item = running.pop(task)
+                yield Completed(index, item, task.result())
     finally:
         leftovers: list[asyncio.Task[Any]] = [*running, *([fetch] if fetch else [])]
         for leftover in leftovers:

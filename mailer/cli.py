@@ -1,7 +1,8 @@
-"""Run the ``mailer`` command line: send, preview, demo, inbox.
+"""Run the ``mailer`` command line: send, status, preview, demo, inbox.
 
 Exit codes: 0 every message was sent; 1 some were not; 2 usage or configuration
-errors (one line on stderr, no traceback); 130 interrupted.
+errors (one line on stderr, no traceback); 130 interrupted (SIGINT), 143
+stopped (SIGTERM).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from mailer.addresses import Address
 from mailer.exceptions import InvalidRecipientsError, InvalidRow, MailerError
 from mailer.inbox import start_inbox
 from mailer.recipients import Recipient, RecipientFile
-from mailer.results import BatchReport, SendResult
+from mailer.results import BatchReport, ResumeCounts, SendResult, SendStatus
 from mailer.sending import check_rows, render_row, send_messages, stream_messages
 from mailer.settings import MailerSettings
+from mailer.shutdown import Shutdown
+from mailer.status import journal_status
 from mailer.testing.records import SentMail
 
 app = typer.Typer(
@@ -91,6 +94,14 @@ TemplatesDirOption = Annotated[
     Path | None,
     typer.Option("--templates-dir", help="Overrides MAILER_TEMPLATES_DIR."),
 ]
+JournalOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--journal",
+        help="Record each message's state in this SQLite file; run the same "
+        "command again to resume (what was sent is not sent again).",
+    ),
+]
 
 
 @app.command()
@@ -108,13 +119,16 @@ def send(
         typer.Option("--skip-invalid", help="Send the valid rows, report the others."),
     ] = False,
     templates_dir: TemplatesDirOption = None,
+    journal: JournalOption = None,
 ) -> None:
     """Send TEMPLATE to every recipient in the file, concurrently."""
     settings = _settings(templates_dir)
     source = _recipients(recipients)
     if dry_run:
         raise typer.Exit(_run(_dry_run(template, source, settings, skip_invalid)))
-    raise typer.Exit(_run(_send(template, source, settings, skip_invalid, report)))
+    raise typer.Exit(
+        _run(_send(template, source, settings, skip_invalid, report, journal))
+    )
 
 
 async def _dry_run(
@@ -138,6 +152,7 @@ async def _send(
     settings: MailerSettings,
     skip_invalid: bool,
     report_path: Path | None,
+    journal: Path | None = None,
 ) -> int:
     started = time.perf_counter()
     progress = Progress(
@@ -150,12 +165,40 @@ async def _send(
         disable=not err.is_terminal,
     )
     task = progress.add_task("sending", total=None)
+
+    def first_signal(name: str) -> None:
+        err.print(
+            f"{name}: stopping; no new message starts, those in flight get up to "
+            f"{settings.shutdown_grace:g}s (press Ctrl-C again to quit at once)"
+        )
+
+    def second_signal(name: str) -> None:
+        err.print(
+            f"{name} again: quitting now"
+            + (
+                f"; the journal {journal} is consistent: run the same command to resume"
+                if journal is not None
+                else ""
+            )
+        )
+
+    def resumed(counts: ResumeCounts) -> None:
+        print(counts.describe())  # before sending: what the journal held
+
+    shutdown = Shutdown(on_first=first_signal, on_second=second_signal)
     report = _ReportWriter(report_path)
     batch = BatchReport()
     failures: list[SendResult] = []
-    with progress, report:
+    first_pending: SendResult | None = None
+    with progress, report, shutdown.installed():
         outcomes = stream_messages(
-            template, source, settings=settings, skip_invalid=skip_invalid
+            template,
+            source,
+            settings=settings,
+            skip_invalid=skip_invalid,
+            journal=journal,
+            stop=shutdown.stop,
+            on_resume=resumed,
         )
         async for line, outcome in outcomes:
             if isinstance(outcome, InvalidRow):
@@ -166,15 +209,21 @@ async def _send(
             # then dropped: memory stays flat whatever the batch size.
             batch.add(outcome, keep=False)
             report.write({"line": line, **outcome.to_report()})
-            if not outcome.is_sent and len(failures) < SHOWN_FAILURES:
+            if outcome.status is SendStatus.FAILED and len(failures) < SHOWN_FAILURES:
                 failures.append(outcome)
+            if outcome.status is SendStatus.PENDING and first_pending is None:
+                first_pending = outcome
             progress.advance(task)
         for row in batch.invalid_rows:
             report.write({"line": row.line, "status": "invalid", "error": row.error})
     elapsed = time.perf_counter() - started
-    _print_outcome(batch, failures, elapsed)
+    _print_outcome(batch, failures, first_pending, elapsed)
     if report_path is not None:
         print(f"report written to {report_path}")
+    if shutdown.exit_code is not None:
+        if journal is not None:
+            print(f"stopped: run the same command to resume from {journal}")
+        return shutdown.exit_code
     return EXIT_OK if batch.ok else EXIT_FAILED
 
 
@@ -204,7 +253,10 @@ class _ReportWriter:
 
 
 def _print_outcome(
-    batch: BatchReport, failures: list[SendResult], elapsed: float
+    batch: BatchReport,
+    failures: list[SendResult],
+    first_pending: SendResult | None,
+    elapsed: float,
 ) -> None:
     for row in batch.invalid_rows:
         err.print(f"skipped line {row.line}: {row.error}", markup=False)
@@ -214,7 +266,32 @@ def _print_outcome(
         err.print(
             f"... and {batch.failed - len(failures)} more failures (see --report)"
         )
+    if first_pending is not None:
+        # One line: they share the reason the batch stopped.
+        err.print(f"{batch.pending} pending: {first_pending.error}", markup=False)
     print(f"{batch.summary()} in {elapsed:.2f}s")
+    if batch.ambiguous:
+        print(
+            f"{batch.ambiguous} ambiguous: an attempt ended after the message "
+            "content was sent and before the server's reply, so it may have "
+            "been delivered twice (every copy has the same Message-ID)"
+        )
+
+
+@app.command()
+def status(
+    journal: Annotated[
+        Path, typer.Option("--journal", help="The journal of a `mailer send` run.")
+    ],
+) -> None:
+    """Print a journal's counts by state and list its failed messages."""
+    try:
+        state = journal_status(journal)
+    except MailerError as exc:
+        raise _fail(str(exc)) from None
+    for line in state.lines():
+        print(line)
+    raise typer.Exit(EXIT_OK if state.is_complete else EXIT_FAILED)
 
 
 @app.command()

@@ -13,8 +13,11 @@ The tree::
     │   ├── UndefinedVariableError                    .variable
     │   └── UnsafeTemplateError                       (sandbox rule or size limit)
     ├── InvalidRecipientsError(MailerError)           .rows
-    └── DeliveryError(MailerError)                    .reply, .transient, .message_id
+    ├── JournalError(MailerError)                     .path
+    └── DeliveryError(MailerError)                    .reply, .transient, .message_id,
+        │                                             .ambiguous, .attempts
         ├── ConnectError(DeliveryError, ConnectionError)
+        │   └── RelaysUnavailableError                .errors
         ├── DeliveryTimeoutError(DeliveryError, TimeoutError)
         ├── TLSError
         ├── AuthenticationError
@@ -145,6 +148,18 @@ class InvalidRecipientsError(MailerError):
         self.rows = tuple(rows)
 
 
+class JournalError(MailerError):
+    """A delivery journal cannot be used: unreadable, locked, or for another batch.
+
+    Attributes:
+        path: The journal file.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class DeliveryError(MailerError):
     """Sending failed.
 
@@ -153,6 +168,10 @@ class DeliveryError(MailerError):
         transient: Whether trying again later may succeed (4xx replies, lost
             connections, timeouts).
         message_id: The Message-ID of the message that failed, once assigned.
+        ambiguous: The failure came after the content was (or may have been)
+            sent and before the server's reply: the message may have been
+            delivered (RFC 1047).
+        attempts: How many transactions were tried before giving up.
     """
 
     def __init__(
@@ -162,15 +181,39 @@ class DeliveryError(MailerError):
         reply: Reply | None = None,
         transient: bool = False,
         message_id: str | None = None,
+        ambiguous: bool = False,
     ) -> None:
         super().__init__(message)
         self.reply = reply
         self.transient = transient
         self.message_id = message_id
+        self.ambiguous = ambiguous
+        self.attempts = 1
 
 
 class ConnectError(DeliveryError, ConnectionError):
     """The server could not be reached, or dropped the connection."""
+
+
+class RelaysUnavailableError(ConnectError):
+    """Every relay of a failover or round-robin list failed, each transiently.
+
+    Attributes:
+        errors: Each relay's error, keyed by ``host:port``, in the order tried.
+    """
+
+    def __init__(
+        self, errors: Mapping[str, DeliveryError], *, message_id: str | None = None
+    ) -> None:
+        details = "; ".join(str(error) for error in errors.values())
+        last = list(errors.values())[-1] if errors else None
+        super().__init__(
+            f"every relay failed ({len(errors)}): {details}",
+            reply=last.reply if last is not None else None,
+            transient=True,
+            message_id=message_id,
+        )
+        self.errors = dict(errors)
 
 
 class DeliveryTimeoutError(DeliveryError, TimeoutError):

@@ -6,6 +6,7 @@ the name this module looks up.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import deque
 from collections.abc import (
@@ -17,6 +18,7 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mailer.addresses import Address
@@ -28,8 +30,9 @@ from mailer.exceptions import (
     MailerError,
 )
 from mailer.message import Message
-from mailer.recipients import Recipient, recipient_from_mapping
-from mailer.results import BatchReport, SendResult
+from mailer.recipients import Recipient, RecipientFile, recipient_from_mapping
+from mailer.results import BatchReport, ResumeCounts, SendResult
+from mailer.resume import stream_with_journal
 from mailer.settings import MailerSettings
 from mailer.templates import TemplateSet, load_template_set, render_set
 
@@ -134,6 +137,12 @@ async def _collect(source: RecipientSource) -> list[RecipientRow]:
     return list(source)
 
 
+def _source_label(recipients: Iterable[RecipientRow]) -> str:
+    if isinstance(recipients, RecipientFile):
+        return str(recipients.path)
+    return f"{type(recipients).__name__} of rows"
+
+
 async def _outcomes(
     template_name: str,
     recipients: RecipientSource,
@@ -142,6 +151,9 @@ async def _outcomes(
     sender: str | None,
     settings: MailerSettings,
     skip_invalid: bool,
+    journal: Path | str | None = None,
+    stop: asyncio.Event | None = None,
+    on_resume: Callable[[ResumeCounts], None] | None = None,
 ) -> AsyncIterator[_Outcome]:
     templates = load_template_set(template_name, settings.templates_dir)
     if sender is None and settings.default_sender is None:
@@ -150,11 +162,12 @@ async def _outcomes(
             key="MAILER_FROM",
         )
     # A batch that may be refused as a whole is checked before anything is
-    # sent, which reads the rows twice. A one-shot source is then collected
-    # first; with skip_invalid there is nothing to refuse, so it streams once.
-    check_first = not (skip_invalid and _is_one_shot(recipients))
-    if check_first and _is_one_shot(recipients):
+    # sent, which reads the rows twice, and a journal reads them again. A
+    # one-shot source is then collected first; with skip_invalid and no
+    # journal, there is nothing to refuse, so it streams once.
+    if _is_one_shot(recipients) and (journal is not None or not skip_invalid):
         recipients = await _collect(recipients)
+    check_first = not _is_one_shot(recipients)
     if check_first:
         assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
         _, errors = check_rows(
@@ -164,6 +177,35 @@ async def _outcomes(
             raise InvalidRecipientsError(errors)
         for position, error in enumerate(errors):
             yield _Outcome(-1 - position, error.line, error)
+
+    if journal is not None:
+        assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
+        rows = recipients
+
+        def render_one(row: Recipient) -> Message:
+            return render_row(
+                template_name,
+                row,
+                settings=settings,
+                context=context,
+                sender=sender,
+                templates=templates,
+            )
+
+        journaled = stream_with_journal(
+            journal,
+            template_name=template_name,
+            source_label=_source_label(rows),
+            rows=lambda: enumerate(_rows(rows), start=1),
+            render=render_one,
+            client_factory=generate_message_client,
+            settings=settings,
+            stop=stop,
+            on_resume=on_resume,
+        )
+        async for position, line, result in journaled:
+            yield _Outcome(position, line, result)
+        return
 
     lines: dict[int, int] = {}  # message index -> row line, while in flight
     indexes = itertools.count()
@@ -211,7 +253,7 @@ async def _outcomes(
         else from_sync(recipients)
     )
     async with generate_message_client(settings) as client:
-        async for index, result in client.stream(messages):
+        async for index, result in client.stream(messages, stop=stop):
             while found:
                 bad = found.popleft()
                 yield _Outcome(-1, bad.line, bad)
@@ -228,6 +270,9 @@ async def stream_messages(
     sender: str | None = None,
     settings: MailerSettings | None = None,
     skip_invalid: bool = False,
+    journal: Path | str | None = None,
+    stop: asyncio.Event | None = None,
+    on_resume: Callable[[ResumeCounts], None] | None = None,
 ) -> AsyncIterator[tuple[int, SendResult | InvalidRow]]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
@@ -235,8 +280,9 @@ async def stream_messages(
     only as connections free up, and nothing is kept once yielded. A batch
     that may be refused as a whole (``skip_invalid`` off) is checked first,
     which reads the rows twice; a one-shot source (an iterator or an async
-    iterable) is then collected into a list. With ``skip_invalid`` every source
-    is read once, and bad rows are yielded as they are met.
+    iterable) is then collected into a list. With ``skip_invalid`` (and no
+    ``journal``) every source is read once, and bad rows are yielded as they
+    are met.
 
     Args:
         template_name: The template set to render.
@@ -247,6 +293,14 @@ async def stream_messages(
         settings: Default ``MailerSettings()``.
         skip_invalid: Send the valid rows and yield the bad ones, instead of
             refusing the whole batch.
+        journal: Record every message's state in this SQLite file. If it
+            exists, resume the batch it holds: what was sent is not sent again
+            (see ``mailer.resume``); what an earlier run finished is yielded
+            first. It must be the journal of this template and these rows.
+        stop: Set it to stop the batch: no new message starts, attempts in
+            flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
+            ``pending`` (and stay pending in the journal).
+        on_resume: Called, when ``journal`` exists, with what it held.
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
@@ -256,6 +310,7 @@ async def stream_messages(
     Raises:
         InvalidRecipientsError: Some rows are bad and ``skip_invalid`` is off;
             nothing was sent.
+        JournalError: ``journal`` belongs to another batch or is in use.
         ConfigError: No sender is known.
         TemplateError: The template set is missing or does not parse.
     """
@@ -266,6 +321,9 @@ async def stream_messages(
         sender=sender,
         settings=settings if settings is not None else MailerSettings(),
         skip_invalid=skip_invalid,
+        journal=journal,
+        stop=stop,
+        on_resume=on_resume,
     ):
         yield outcome.line, outcome.result
 
@@ -280,6 +338,8 @@ async def send_messages(
     skip_invalid: bool = False,
     on_result: Callable[[SendResult], None] | None = None,
     keep_results: bool = True,
+    journal: Path | str | None = None,
+    stop: asyncio.Event | None = None,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
@@ -287,7 +347,8 @@ async def send_messages(
     memory; only then is anything sent. Rows are read again for sending, so a
     re-iterable source (a list, a RecipientFile) keeps memory flat; a one-shot
     iterator or async iterable is first collected into a list, unless
-    ``skip_invalid`` is on (then rows are read once, see ``stream_messages``).
+    ``skip_invalid`` is on and there is no ``journal`` (then rows are read
+    once, see ``stream_messages``).
 
     Args:
         template_name: The template set to render.
@@ -301,19 +362,32 @@ async def send_messages(
         on_result: Called with each result as it completes (for progress).
         keep_results: Keep every result in the report (turn off for huge batches
             whose results go to ``on_result``).
+        journal: Record every message's state in this SQLite file. If it
+            exists, resume the batch it holds: what was sent is not sent again
+            (see ``mailer.resume``). It must be the journal of this template
+            and these recipients.
+        stop: Set it to stop the batch: no new message starts, attempts in
+            flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
+            ``pending`` (and stay pending in the journal).
 
     Returns:
-        The report: counts, per-message results (in input order) and skipped
-        rows.
+        The report: counts, per-message results (in input order, every
+        message of a journal's batch included) and skipped rows; ``resumed``
+        says what a resumed journal held.
 
     Raises:
         InvalidRecipientsError: Some rows are bad and ``skip_invalid`` is off;
             nothing was sent.
+        JournalError: ``journal`` belongs to another batch or is in use.
         ConfigError: No sender is known.
         TemplateError: The template set is missing or does not parse.
     """
     report = BatchReport()
     kept: list[tuple[int, SendResult]] = []
+
+    def resumed(counts: ResumeCounts) -> None:
+        report.resumed = counts
+
     async for outcome in _outcomes(
         template_name,
         recipients,
@@ -321,6 +395,9 @@ async def send_messages(
         sender=sender,
         settings=settings if settings is not None else MailerSettings(),
         skip_invalid=skip_invalid,
+        journal=journal,
+        stop=stop,
+        on_resume=resumed,
     ):
         if isinstance(outcome.result, InvalidRow):
             report.invalid += 1

@@ -26,6 +26,17 @@ DEFAULT_PORTS: dict[str, int] = {
     "none": 25,
 }
 
+# The separate keys that MAILER_DSN replaces: setting both is ambiguous.
+_DSN_FIELDS = (
+    "smtp_host",
+    "smtp_port",
+    "smtp_tls",
+    "smtp_username",
+    "smtp_password",
+    "smtp_ca_file",
+    "smtp_local_hostname",
+)
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _HOSTNAME = re.compile(
@@ -130,6 +141,36 @@ class MailerSettings(BaseSettings):
         26_214_400, ge=1024, description="Largest message, in bytes, once encoded."
     )
 
+    # Delivery: retries, timeouts, relays and shutdown (issue 4; see mailer/retry.py).
+    max_attempts: int = Field(
+        5, ge=1, le=100, description="Attempts per message, the first included."
+    )
+    retry_backoff: float = Field(
+        1.0, gt=0, le=3600, allow_inf_nan=False, description="First retry delay (s)."
+    )
+    retry_max_backoff: float = Field(
+        60.0, gt=0, le=86400, allow_inf_nan=False, description="Longest retry delay."
+    )
+    send_deadline: float = Field(
+        300.0, gt=0, le=604800, allow_inf_nan=False, description="Per message, all in."
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0, le=3600, allow_inf_nan=False, description="TCP connect (s)."
+    )
+    greeting_timeout: float = Field(
+        30.0, gt=0, le=3600, allow_inf_nan=False, description="Server greeting (s)."
+    )
+    message_timeout: float = Field(
+        300.0, gt=0, le=3600, allow_inf_nan=False, description="One transaction (s)."
+    )
+    dsn: SecretStr | None = Field(None, description="smtp://user:pass@host:port?...")
+    relay_cooldown: float = Field(
+        60.0, ge=0, le=86400, allow_inf_nan=False, description="Skip a failing relay."
+    )
+    shutdown_grace: float = Field(
+        10.0, ge=0, le=3600, allow_inf_nan=False, description="In-flight on Ctrl-C."
+    )
+
     def __init__(self, **values: Any) -> None:
         """Load and validate the settings.
 
@@ -193,8 +234,30 @@ class MailerSettings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
+    @field_validator("dsn", mode="after")
+    @classmethod
+    def _dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from mailer.dsn import parse_dsn  # here: dsn imports settings
+
+            parse_dsn(value.get_secret_value())  # DSNError is a ValueError
+        return value
+
     @_model_validator(mode="after")
     def _consistent(self) -> MailerSettings:
+        if self.retry_max_backoff < self.retry_backoff:
+            raise ValueError(
+                f"{ENV_PREFIX}RETRY_MAX_BACKOFF: must not be less than "
+                f"{ENV_PREFIX}RETRY_BACKOFF"
+            )
+        if self.dsn is not None:
+            both = sorted(self.model_fields_set & set(_DSN_FIELDS))
+            if both:
+                raise ValueError(
+                    f"{ENV_PREFIX}DSN: set either it or {env_names()[both[0]]}, "
+                    "not both"
+                )
+            self._check_dsn_plaintext()
         if (self.smtp_username is None) != (self.smtp_password is None):
             missing = "PASSWORD" if self.smtp_password is None else "USERNAME"
             raise ValueError(
@@ -253,6 +316,46 @@ class MailerSettings(BaseSettings):
     def port(self) -> int:
         """Return the port: the one set, or the usual one for the TLS mode."""
         return self.smtp_port or DEFAULT_PORTS[self.tls_mode]
+
+    def _check_dsn_plaintext(self) -> None:
+        """Apply the plain-text rule of MAILER_SMTP_TLS to each relay of the DSN."""
+        from mailer.dsn import parse_dsn  # here: dsn imports settings
+
+        assert self.dsn is not None  # noqa: S101 - checked by the caller
+        relays = parse_dsn(self.dsn.get_secret_value()).relays
+        for number, relay in enumerate(relays, 1):
+            if (
+                relay.tls == "none"
+                and not is_loopback(relay.host)
+                and not self.smtp_insecure_plaintext
+            ):
+                raise ValueError(
+                    f"{ENV_PREFIX}DSN: relay {number}: tls=none would send mail in "
+                    f"clear to {relay.host}; use starttls or smtps://, or set "
+                    f"{ENV_PREFIX}SMTP_INSECURE_PLAINTEXT=true if you really mean it"
+                )
+
+    @property
+    def relays(self) -> tuple[MailerSettings, ...]:
+        """Return one settings object per SMTP relay (just this one without a DSN)."""
+        if self.dsn is None:
+            return (self,)
+        from mailer.dsn import parse_dsn  # here: dsn imports settings
+
+        relay_list = parse_dsn(self.dsn.get_secret_value())
+        return tuple(
+            self.model_copy(update={**relay.overrides(), "dsn": None})
+            for relay in relay_list.relays
+        )
+
+    @property
+    def relay_mode(self) -> str:
+        """Return how relays are chosen: single, failover or roundrobin."""
+        if self.dsn is None:
+            return "single"
+        from mailer.dsn import parse_dsn  # here: dsn imports settings
+
+        return parse_dsn(self.dsn.get_secret_value()).mode
 
     @property
     def default_sender(self) -> Address | None:

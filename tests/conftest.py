@@ -42,6 +42,9 @@ def make_settings() -> Callable[..., MailerSettings]:
             "_env_file": None,
             "from_": "Example Shop <shop@example.test>",
             "templates_dir": EXAMPLES / "templates",
+            # Retries stay on, as in production, but wait milliseconds.
+            "retry_backoff": 0.001,
+            "retry_max_backoff": 0.005,
         }
         values.update(overrides)
         return MailerSettings(**values)

@@ -35,6 +35,7 @@ from mailer.testing.rules import (
     HangUp,
     HangUpInData,
     HideExtensions,
+    KeepThenHangUp,
     RateLimitRule,
     SendGarbage,
     SendReply,
@@ -216,13 +217,16 @@ class FaultPlan:
         times: int | None = None,
         skip: int = 0,
         after_bytes: int = 1,
+        keep: bool = False,
     ) -> FaultRule:
         """Drop the connection without replying.
 
         ``disconnect(after="RCPT")`` reads the RCPT command and hangs up;
         ``disconnect(after=END_OF_DATA)`` receives the whole message and hangs
         up instead of answering it (the client cannot know whether it was
-        delivered); ``disconnect(during="DATA")`` answers DATA with 354, reads
+        delivered); with ``keep=True`` the message is delivered first (it
+        reaches the outbox), so a client that resends makes a duplicate;
+        ``disconnect(during="DATA")`` answers DATA with 354, reads
         ``after_bytes`` of the message and hangs up in the middle of it.
 
         Args:
@@ -232,16 +236,21 @@ class FaultPlan:
             skip: Let this many matching commands through first (``after``
                 names the command here).
             after_bytes: With ``during="DATA"``: bytes to read before hanging up.
+            keep: With ``after=END_OF_DATA``: deliver the message, then hang up.
         """
         if (after is None) == (during is None):
             raise ValueError("disconnect: give exactly one of after= or during=")
+        if keep and (after is None or _point(after) != END_OF_DATA):
+            raise ValueError("keep: only with after=END_OF_DATA")
         if after is not None:
             point = _point(after)
             return self._add(
                 FaultRule(
-                    f"disconnect at {point}" + _count_words(times, skip),
+                    f"disconnect at {point}"
+                    + (" keeping the message" if keep else "")
+                    + _count_words(times, skip),
                     point,
-                    HangUp(),
+                    KeepThenHangUp() if keep else HangUp(),
                     times=_times(times),
                     after=_after(skip, name="skip"),
                 )
@@ -349,8 +358,9 @@ class FaultPlan:
             (421, "4.3.2 Service shutting down (chaos)"),
         ),
         times: int | None = None,
+        disconnects: bool = False,
     ) -> FaultRule:
-        """Inject random transient replies, reproducibly.
+        """Inject random transient replies (and hang-ups), reproducibly.
 
         Each time a client reaches one of ``commands``, the rule draws from a
         generator seeded with ``seed``: the same seed and the same dialogue give
@@ -363,6 +373,9 @@ class FaultPlan:
             commands: Where faults may strike.
             replies: ``(code, text)`` pairs to pick from.
             times: Fire at most this many times (default: no limit).
+            disconnects: Also hang up at random: at once at MAIL or RCPT, in
+                the middle of the message at DATA, and after the final dot
+                either losing the message or delivering it first.
         """
         points = frozenset(_point(command) for command in commands)
         if not 0 <= rate <= 1:
@@ -375,12 +388,14 @@ class FaultPlan:
             raise ValueError("replies: give (code, text) pairs with 4xx/5xx codes")
         return self._add(
             ChaosRule(
-                f"chaos seed={seed} rate={rate} at {', '.join(sorted(points))}",
+                f"chaos seed={seed} rate={rate} at {', '.join(sorted(points))}"
+                + (" with hang-ups" if disconnects else ""),
                 commands=points,
                 rate=rate,
                 replies=choices,
                 seed=seed,
                 times=_times(times),
+                disconnects=disconnects,
             )
         )
 

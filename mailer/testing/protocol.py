@@ -27,6 +27,7 @@ from mailer.testing.rules import (
     Decision,
     HangUp,
     HangUpInData,
+    KeepThenHangUp,
     SendGarbage,
     SendReply,
     StaySilent,
@@ -276,6 +277,10 @@ class RecordingHandler(InboxHandler):
         if isinstance(action, SendGarbage):
             await server.apply(Decision(decision.delay))
             return action.line
+        if isinstance(action, KeepThenHangUp):
+            await server.apply(Decision(decision.delay))
+            self._accept(server, envelope, content, [])
+            await server.hang_up()  # never returns: the 250 is never sent
         await server.apply(decision)  # delays, and hang-ups that never return
         number = next(self._numbers)
         reply = [f"250 2.0.0 Ok: queued as {number}"]

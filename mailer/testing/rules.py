@@ -71,6 +71,15 @@ class HangUpInData:
 
 
 @dataclass(frozen=True, slots=True)
+class KeepThenHangUp:
+    """Keep the message (it is delivered), then drop the connection unanswered.
+
+    The one case no SMTP client can settle (RFC 1047): the message arrived,
+    the client never heard so, and a resend makes a duplicate.
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class StaySilent:
     """Keep the connection open and never say anything (a greeting that never comes)."""
 
@@ -117,6 +126,7 @@ Action = (
     SendReply
     | HangUp
     | HangUpInData
+    | KeepThenHangUp
     | StaySilent
     | SendGarbage
     | AcceptAndDrop
@@ -286,15 +296,19 @@ class ChaosRule(FaultRule):
         replies: tuple[SendReply, ...],
         seed: int,
         times: int | None,
+        disconnects: bool = False,
     ) -> None:
         super().__init__(description, "*", replies[0], times=times)
         self.commands = commands
         self.rate = rate
         self.replies = replies
+        self.disconnects = disconnects
+        self._command = ""
         self._random = random.Random(seed)  # noqa: S311 - test faults, not secrets
 
     def targets(self, command: str, argument: str | None) -> bool:
         """Return whether ``command`` is one chaos may hit."""
+        self._command = command  # next_action follows at once, under the lock
         return command in self.commands
 
     def wants_to_fire(self) -> bool:
@@ -302,5 +316,19 @@ class ChaosRule(FaultRule):
         return self._random.random() < self.rate
 
     def next_action(self) -> Action:
-        """Pick one of the replies."""
-        return self._random.choice(self.replies)
+        """Pick one of the replies, or (with ``disconnects``) a hang-up.
+
+        A hang-up fits where it strikes: in the middle of the message at DATA;
+        after the final dot, either losing the message or keeping it (then the
+        client cannot know it was delivered); elsewhere, at once.
+        """
+        hang_ups: tuple[Action, ...] = ()
+        if self.disconnects:
+            if self._command == "DATA":
+                hang_ups = (HangUpInData(1),)
+            elif self._command == END_OF_DATA:
+                hang_ups = (HangUp(), KeepThenHangUp())
+            else:
+                hang_ups = (HangUp(),)
+        choices: tuple[Action, ...] = (*self.replies, *hang_ups)
+        return self._random.choice(choices)

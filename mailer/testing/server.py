@@ -32,6 +32,8 @@ ServerTLS = Literal["starttls", "tls"] | None
 DEFAULT_SENDER = "sender@example.test"
 # Short enough that a test waiting on a broken server fails in seconds.
 DEFAULT_CLIENT_TIMEOUT = 10.0
+# Retries stay on, as in production, but a test should not sleep for seconds.
+TEST_RETRY_BACKOFF = 0.01
 
 
 class SMTPTestServer:
@@ -214,9 +216,12 @@ class SMTPTestServer:
         """Return settings that send to this server, trusting its test CA.
 
         Host, port, TLS mode, CA file and (with ``auth``) the first user's
-        credentials are filled in, with ``from_="sender@example.test"`` and a
-        10-second timeout. Nothing comes from the environment or a ``.env``
-        file. Keywords override any of these.
+        credentials are filled in, with ``from_="sender@example.test"``,
+        10-second timeouts (connect, greeting, each command, each message) and
+        retries that wait milliseconds, not seconds (still up to
+        ``MAILER_MAX_ATTEMPTS``; pass ``max_attempts=1`` to see each failure
+        as it happens). Nothing comes from the environment or a ``.env`` file.
+        Keywords override any of these.
 
         Raises:
             ConfigError: An unknown or invalid setting.
@@ -227,6 +232,11 @@ class SMTPTestServer:
             "smtp_tls": self.tls or "none",
             "from_": DEFAULT_SENDER,
             "timeout": DEFAULT_CLIENT_TIMEOUT,
+            "connect_timeout": DEFAULT_CLIENT_TIMEOUT,
+            "greeting_timeout": DEFAULT_CLIENT_TIMEOUT,
+            "message_timeout": DEFAULT_CLIENT_TIMEOUT,
+            "retry_backoff": TEST_RETRY_BACKOFF,
+            "retry_max_backoff": TEST_RETRY_BACKOFF * 10,
         }
         if self._tls_bundle is not None:
             values["smtp_ca_file"] = self._tls_bundle.ca_path

@@ -13,6 +13,7 @@ from mailer.message import Envelope
 from mailer.results import Delivery, Reply
 from mailer.settings import MailerSettings
 from mailer.transports.login import log_in
+from mailer.transports.sockets import open_socket
 from mailer.transports.tls import TLSPolicy
 
 
@@ -65,9 +66,22 @@ class SMTPConnection:
         return self._smtp.is_connected and self.phase is Phase.IDLE
 
     async def open(self) -> None:
-        """Connect, secure the session as the TLS policy says, greet, and log in."""
-        await TLSPolicy.from_settings(self._settings).connect(
-            self._smtp, server=self.server
+        """Connect, secure the session as the TLS policy says, greet, and log in.
+
+        The TCP connect and the greeting have their own timeouts
+        (``MAILER_CONNECT_TIMEOUT``, ``MAILER_GREETING_TIMEOUT``); each command
+        after them has ``MAILER_TIMEOUT``.
+        """
+        settings = self._settings
+        sock = await open_socket(
+            settings.smtp_host, settings.port, limit=settings.connect_timeout
+        )
+        # aiosmtplib owns the socket from here, and closes it if connect fails.
+        await TLSPolicy.from_settings(settings).connect(
+            self._smtp,
+            server=self.server,
+            sock=sock,
+            greeting_timeout=settings.greeting_timeout,
         )
         if self._smtp.is_ehlo_or_helo_needed:
             # After STARTTLS the extensions must be asked for again (RFC 3207 4.2);
@@ -97,6 +111,10 @@ class SMTPConnection:
             try:
                 await smtp.rcpt(recipient, encoding=encoding)
             except aiosmtplib.SMTPRecipientRefused as exc:
+                if exc.code == 421 or not smtp.is_connected:
+                    # 421 ends the session (aiosmtplib has closed it): the whole
+                    # transaction failed, not this recipient. Never go on to DATA.
+                    raise
                 refused[recipient] = Reply(exc.code, exc.message)
             else:
                 accepted.append(recipient)
@@ -112,7 +130,10 @@ class SMTPConnection:
                 transient=transient,
             )
         self.phase = Phase.DATA
-        reply = await smtp.data(content)
+        # The final reply may take long (content scanning), and a timeout there
+        # is the one that can deliver twice (RFC 5321 4.5.3.2.6): give DATA the
+        # whole-message budget, not the per-command timeout.
+        reply = await smtp.data(content, timeout=self._settings.message_timeout)
         self.phase = Phase.IDLE
         self.messages_sent += 1
         self.last_used = time.monotonic()

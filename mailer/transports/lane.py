@@ -18,13 +18,21 @@ costs one reconnect per failed message.)
 
 Each Transaction records its Phase: ``DATA`` once its content has been written,
 so that a failure from then on is known to be one the server may have delivered.
+A lane never retries: a transaction cut short, even one whose envelope only
+rode along behind a failed message, fails with its error, and the client's
+retry policy decides (every attempt counted, spaced by the backoff).
+
+Timeouts: each reply has ``timeout`` (``MAILER_TIMEOUT``); a transaction as a
+whole, from its MAIL FROM to the reply after its content, has
+``message_timeout`` (``MAILER_MESSAGE_TIMEOUT``), which alone bounds the wait
+for that final reply (the one a server may spend scanning the content).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
-from collections import deque
 from collections.abc import Callable
 
 import aiosmtplib
@@ -57,6 +65,7 @@ class Lane:
         new_connection: Makes an unopened SMTPConnection.
         limits: Reuse limits.
         timeout: Seconds to wait for each reply.
+        message_timeout: Seconds for a whole transaction, final reply included.
     """
 
     def __init__(
@@ -65,11 +74,13 @@ class Lane:
         new_connection: Callable[[], SMTPConnection],
         limits: PoolLimits,
         timeout: float,
+        message_timeout: float,
     ) -> None:
         self._queue = queue
         self._new_connection = new_connection
         self._limits = limits
         self._timeout = timeout
+        self._message_timeout = message_timeout
         self._connection: SMTPConnection | None = None
         self._started = 0  # transactions begun on the current connection
         self.connections_opened = 0
@@ -85,33 +96,25 @@ class Lane:
                         break
                     await self._retire()  # idle too long: the server may drop it
                     continue
-                await self._send_from(transaction)
+                await self._send(transaction)
         except BaseException:
             self._drop()
             raise
         await self._retire()
 
-    async def _send_from(self, first: Transaction) -> None:
-        todo = deque([first])
+    async def _send(self, transaction: Transaction) -> None:
+        if transaction.is_abandoned:
+            return
         try:
-            while todo:
-                transaction = todo[0]
-                if not transaction.is_abandoned:
-                    try:
-                        connection = await self._ready_connection()
-                    except Exception as exc:  # noqa: BLE001 - handed to the sender
-                        transaction.fail(exc)
-                    else:
-                        run = (
-                            self._run_pipelined
-                            if connection.supports_pipelining
-                            else self._run_sequential
-                        )
-                        todo.extend(await run(connection, transaction))
-                todo.popleft()
+            connection = await self._ready_connection()
+            if connection.supports_pipelining:
+                await self._run_pipelined(connection, transaction)
+            else:
+                await self._run_sequential(connection, transaction)
+        except Exception as exc:  # noqa: BLE001 - handed to the sender
+            transaction.fail(exc)
         except BaseException:
-            for transaction in todo:
-                transaction.outcome.cancel()
+            transaction.outcome.cancel()
             raise
 
     def _has_room(self, connection: SMTPConnection) -> bool:
@@ -154,7 +157,9 @@ class Lane:
 
     def _begin(self, transaction: Transaction) -> None:
         transaction.phase = Phase.ENVELOPE
-        transaction.reused_connection = self._started > 0
+        transaction.deadline = asyncio.get_running_loop().time() + (
+            self._message_timeout
+        )
         self._started += 1
 
     def _next_group(
@@ -182,28 +187,23 @@ class Lane:
 
     async def _run_pipelined(
         self, connection: SMTPConnection, first: Transaction
-    ) -> list[Transaction]:
-        """Send ``first`` and then, chained, whatever the queue holds.
-
-        Returns:
-            Transactions to try again on a fresh connection: their envelope
-            was cut short by a broken connection, so nothing was delivered.
-        """
+    ) -> None:
+        """Send ``first`` and then, chained, whatever the queue holds."""
         try:
             options, encoding = connection.mail_options(first.envelope, first.content)
             group = envelope_commands(first.envelope, options, encoding)
         except (UnsupportedError, ValueError) as exc:
             self._drop()  # any failure ends the connection, even before a command
             first.fail(exc)
-            return []
+            return
         try:
             session = PipelinedSession(connection.smtp, self._timeout)
         except aiosmtplib.SMTPServerDisconnected as exc:
             self._drop()
             first.fail(exc)
-            return []
+            return
         with session:
-            return await self._chain(connection, session, first, group)
+            await self._chain(connection, session, first, group)
 
     async def _chain(
         self,
@@ -211,24 +211,21 @@ class Lane:
         session: PipelinedSession,
         first: Transaction,
         group: bytes,
-    ) -> list[Transaction]:
+    ) -> None:
         self._begin(first)
         current: Transaction | None = first  # envelope replies due
         in_data: Transaction | None = None  # content written, final reply due
-        reading: Transaction | None = None  # whose reply a failure interrupted
         clean = True  # no transaction failed: the connection may be reused
         try:
             session.write(group)
             while True:
                 if in_data is not None:
-                    reading = in_data
                     clean &= await self._read_final(session, in_data)
                     in_data = None
                 if current is None:
                     break
-                reading = current
                 replies = await session.read_envelope_replies(
-                    len(current.envelope.rcpt_tos)
+                    len(current.envelope.rcpt_tos), current.deadline
                 )
                 failure = self._envelope_failure(connection, current, replies)
                 if failure is not None or current.is_abandoned:
@@ -240,7 +237,7 @@ class Lane:
                         # As one command at a time (and aiosmtplib) do: end the
                         # open transaction before leaving.
                         session.write(b"RSET\r\n")
-                        await session.read_reply()
+                        await session.read_reply(current.deadline)
                     if failure is not None:
                         current.fail(failure)
                     current, clean = None, False
@@ -255,15 +252,15 @@ class Lane:
                 clean &= checked
                 session.write(wire_content(in_data.content) + commands)
         except Exception as exc:  # noqa: BLE001 - every failure goes to its sender
+            # Both the message whose reply was due and the one whose envelope
+            # rode behind it end here: each is an attempt, for the client to
+            # retry (only the first may have been delivered: Phase.DATA).
             self._drop()
             if in_data is not None:
                 in_data.fail(exc)
             if current is not None:
-                if self._may_retry(current, exc, own_reply=reading is current):
-                    current.retried = True
-                    return [current]
                 current.fail(exc if in_data is None else copy.copy(exc))
-            return []
+            return
         except BaseException:
             self._drop()
             for transaction in (in_data, current):
@@ -272,13 +269,17 @@ class Lane:
             raise
         if not clean:
             self._drop()
-        return []
 
     async def _read_final(
         self, session: PipelinedSession, transaction: Transaction
     ) -> bool:
-        """Read the reply to a message's content; return whether it was accepted."""
-        final = await session.read_reply()
+        """Read the reply to a message's content; return whether it was accepted.
+
+        Only the transaction's deadline bounds this wait (not ``timeout``): a
+        server may take long to scan the content, and giving up here is what
+        can make a message be delivered twice.
+        """
+        final = await session.read_final_reply(transaction.deadline)
         if final.code == CODE_OK:
             if self._connection is not None:
                 self._connection.messages_sent += 1
@@ -288,25 +289,6 @@ class Lane:
         if final.code == CODE_CLOSING:
             raise aiosmtplib.SMTPServerDisconnected(final.message)
         return False
-
-    @staticmethod
-    def _may_retry(
-        transaction: Transaction, error: BaseException, *, own_reply: bool
-    ) -> bool:
-        """Return whether a transaction cut short by a broken session may move.
-
-        Its content was never written, so nothing was delivered. It moves to a
-        fresh connection once: when the break came while an earlier message's
-        replies were being read, or when a reused connection turned out to have
-        been dropped by the server (the stale-connection case).
-        """
-        if transaction.retried or transaction.phase is not Phase.ENVELOPE:
-            return False
-        if not own_reply:
-            return True
-        return transaction.reused_connection and isinstance(
-            error, aiosmtplib.SMTPServerDisconnected
-        )
 
     @staticmethod
     def _envelope_failure(
@@ -346,24 +328,23 @@ class Lane:
 
     async def _run_sequential(
         self, connection: SMTPConnection, transaction: Transaction
-    ) -> list[Transaction]:
+    ) -> None:
         """Send one transaction a command at a time (the server lacks PIPELINING)."""
         self._begin(transaction)
         try:
-            delivery = await connection.send(transaction.envelope, transaction.content)
+            async with asyncio.timeout_at(transaction.deadline):
+                delivery = await connection.send(
+                    transaction.envelope, transaction.content
+                )
         except Exception as exc:  # noqa: BLE001 - every failure goes to its sender
             if connection.phase is not Phase.IDLE:
                 transaction.phase = connection.phase
             self._drop()
-            if self._may_retry(transaction, exc, own_reply=True):
-                transaction.retried = True
-                return [transaction]
             transaction.fail(exc)
-            return []
+            return
         except BaseException:
             self._drop()
             transaction.outcome.cancel()
             raise
         if not transaction.outcome.done():
             transaction.outcome.set_result(delivery)
-        return []

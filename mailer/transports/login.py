@@ -15,6 +15,8 @@ from mailer.settings import MailerSettings, is_loopback
 from mailer.transports.tls import is_encrypted
 
 REDACTED = "[redacted]"
+# AUTH replies that refuse the mechanism, not the credentials.
+MECHANISM_REFUSED = frozenset({504, 534})
 
 
 def secret_forms(username: str, password: str) -> list[str]:
@@ -70,7 +72,7 @@ async def log_in(
         )
     secret = password.get_secret_value()
     try:
-        await smtp.login(username, secret)
+        await _log_in_once(smtp, username, secret)
     except aiosmtplib.SMTPResponseException as exc:
         forms = secret_forms(username, secret)
         cleaned = redact(exc.message, forms)
@@ -78,3 +80,23 @@ async def log_in(
             exc.message = cleaned
             exc.args = (exc.code, cleaned)
         raise
+
+
+async def _log_in_once(smtp: aiosmtplib.SMTP, username: str, password: str) -> None:
+    """Log in with the first mechanism offered; another only if that one is refused.
+
+    aiosmtplib's ``login`` tries every mechanism after any failure, so a wrong
+    password is sent twice (PLAIN, then LOGIN) and counts twice towards an
+    account lockout. Here the next mechanism is tried only when the server
+    refuses the mechanism itself (504 not implemented, 534 too weak).
+    """
+    methods = smtp.supported_auth_methods
+    for index, name in enumerate(methods):
+        try:
+            await getattr(smtp, f"auth_{name.replace('-', '')}")(username, password)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            if exc.code not in MECHANISM_REFUSED or index == len(methods) - 1:
+                raise
+        else:
+            return
+    raise aiosmtplib.SMTPException("No suitable authentication method found.")

@@ -123,9 +123,8 @@ class ReplyReader(asyncio.Protocol):
     protocol the transport had, so aiosmtplib closes its side as usual.
     """
 
-    def __init__(self, inner: asyncio.Protocol, timeout: float) -> None:
+    def __init__(self, inner: asyncio.Protocol) -> None:
         self._inner = inner
-        self._timeout = timeout
         self._buffer = bytearray()
         self._replies: deque[SMTPResponse] = deque()
         self._failure: Exception | None = None
@@ -194,22 +193,21 @@ class ReplyReader(asyncio.Protocol):
         """Pass write flow control on to aiosmtplib's protocol."""
         self._inner.resume_writing()
 
-    async def read(self) -> SMTPResponse:
-        """Return the next reply, waiting up to the timeout for it.
+    async def read(self, until: float) -> SMTPResponse:
+        """Return the next reply, waiting for it until ``until`` (loop time).
 
         Raises:
             SMTPServerDisconnected: The server closed the connection.
-            SMTPReadTimeoutError: No reply within the timeout.
+            SMTPReadTimeoutError: No reply in time.
             SMTPResponseException: The reply is malformed (code -1).
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
         while not self._replies:
             if self._failure is not None:
                 raise self._failure
             self._arrived = loop.create_future()
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(until):
                     await self._arrived
             except TimeoutError:
                 raise aiosmtplib.SMTPReadTimeoutError(
@@ -228,7 +226,7 @@ class PipelinedSession:
 
     Args:
         smtp: A connected aiosmtplib client whose server offered PIPELINING.
-        timeout: Seconds to wait for each reply.
+        timeout: Seconds to wait for each reply (``MAILER_TIMEOUT``).
     """
 
     def __init__(self, smtp: aiosmtplib.SMTP, timeout: float) -> None:
@@ -238,7 +236,8 @@ class PipelinedSession:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         self._transport: asyncio.Transport = transport
         self._inner: asyncio.Protocol = protocol
-        self._reader = ReplyReader(protocol, timeout)
+        self._timeout = timeout
+        self._reader = ReplyReader(protocol)
 
     def __enter__(self) -> PipelinedSession:
         self._transport.set_protocol(self._reader)
@@ -259,18 +258,30 @@ class PipelinedSession:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         self._transport.write(data)
 
-    async def read_reply(self) -> SMTPResponse:
-        """Return the next reply, in the order the commands were written."""
-        return await self._reader.read()
+    async def read_reply(self, deadline: float) -> SMTPResponse:
+        """Return the next reply, in the order the commands were written.
 
-    async def read_envelope_replies(self, recipients: int) -> EnvelopeReplies:
+        Args:
+            deadline: The transaction's deadline (loop time); the wait also
+                stops after ``timeout``, whichever comes first.
+        """
+        until = asyncio.get_running_loop().time() + self._timeout
+        return await self._reader.read(min(until, deadline))
+
+    async def read_final_reply(self, deadline: float) -> SMTPResponse:
+        """Return the reply to a message's content, waiting until ``deadline``."""
+        return await self._reader.read(deadline)
+
+    async def read_envelope_replies(
+        self, recipients: int, deadline: float
+    ) -> EnvelopeReplies:
         """Read the replies to MAIL, ``recipients`` RCPTs and DATA (up to a 421)."""
-        mail = await self.read_reply()
+        mail = await self.read_reply(deadline)
         rcpts: list[SMTPResponse] = []
         if mail.code == CODE_CLOSING:
             return EnvelopeReplies(mail, (), None)
         for _ in range(recipients):
-            rcpts.append(await self.read_reply())
+            rcpts.append(await self.read_reply(deadline))
             if rcpts[-1].code == CODE_CLOSING:
                 return EnvelopeReplies(mail, tuple(rcpts), None)
-        return EnvelopeReplies(mail, tuple(rcpts), await self.read_reply())
+        return EnvelopeReplies(mail, tuple(rcpts), await self.read_reply(deadline))

@@ -42,6 +42,8 @@ class ConnectionPool:
         new_connection: Makes an unopened SMTPConnection.
         limits: Size and reuse limits.
         timeout: Seconds to wait for each server reply.
+        message_timeout: Seconds for a whole transaction, from MAIL FROM to
+            the reply after the content.
     """
 
     def __init__(
@@ -50,10 +52,12 @@ class ConnectionPool:
         limits: PoolLimits,
         *,
         timeout: float,
+        message_timeout: float,
     ) -> None:
         self._new_connection = new_connection
         self.limits = limits
         self._timeout = timeout
+        self._message_timeout = message_timeout
         self._queue = TransactionQueue()
         self._lanes: dict[asyncio.Task[None], Lane] = {}
 
@@ -82,7 +86,13 @@ class ConnectionPool:
         return await transaction.outcome
 
     def _start_lane(self) -> None:
-        lane = Lane(self._queue, self._new_connection, self.limits, self._timeout)
+        lane = Lane(
+            self._queue,
+            self._new_connection,
+            self.limits,
+            self._timeout,
+            self._message_timeout,
+        )
         task = asyncio.get_running_loop().create_task(lane.run())
         self._lanes[task] = lane
         task.add_done_callback(self._lane_ended)

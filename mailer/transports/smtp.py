@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from mailer.exceptions import DeliveryError
 from mailer.message import Envelope
 from mailer.results import Delivery
 from mailer.settings import MailerSettings
 from mailer.transports.base import BaseTransport
-from mailer.transports.connection import SMTPConnection
+from mailer.transports.connection import Phase, SMTPConnection
 from mailer.transports.errors import map_smtp_errors
 from mailer.transports.pool import ConnectionPool, Transaction, limits_from_settings
 
@@ -16,8 +17,10 @@ class SMTPTransport(BaseTransport):
 
     Messages are queued to the pool's lanes; a server offering PIPELINING gets
     the envelope commands of a message in one write, chained behind the content
-    of the message before it. A message whose envelope was cut short by a
-    dropped connection (nothing delivered) is tried once more on a new one.
+    of the message before it. Each call is one attempt: it does not retry. A
+    failed transaction closes its connection (it may be out of step with the
+    server); retrying, on a fresh one, is the client's job (``mailer.retry``),
+    so that every attempt is counted and spaced by the backoff.
     """
 
     def __init__(self, settings: MailerSettings) -> None:
@@ -27,20 +30,27 @@ class SMTPTransport(BaseTransport):
             lambda: SMTPConnection(settings),
             limits_from_settings(settings),
             timeout=settings.timeout,
+            message_timeout=settings.message_timeout,
         )
 
     async def deliver(self, envelope: Envelope, content: bytes, /) -> Delivery:
-        """Send one message on a pooled connection.
+        """Send one message on a pooled connection, within ``MAILER_MESSAGE_TIMEOUT``.
 
         Raises:
             DeliveryError: A subclass saying what failed; partial refusals are
-                returned in ``Delivery.refused`` instead. Whether the failure
-                came after the content was written (so the server may have
-                accepted it) is the transaction's ``phase`` (``Phase.DATA``).
+                returned in ``Delivery.refused`` instead. ``ambiguous`` is set
+                when the failure came once the content may have been written
+                (``Phase.DATA``) and without a reply: the server may have
+                accepted the message.
         """
         transaction = Transaction(envelope, content)
-        with map_smtp_errors(self.server):
-            return await self.pool.send(transaction)
+        try:
+            with map_smtp_errors(self.server):
+                return await self.pool.send(transaction)
+        except DeliveryError as exc:
+            if transaction.phase is Phase.DATA and exc.reply is None:
+                exc.ambiguous = True
+            raise
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,21 +163,40 @@ class TLSPolicy:
             _contexts[key] = context
         return context
 
-    async def connect(self, smtp: aiosmtplib.SMTP, *, server: str) -> None:
+    async def connect(
+        self,
+        smtp: aiosmtplib.SMTP,
+        *,
+        server: str,
+        sock: socket.socket | None = None,
+        greeting_timeout: float | None = None,
+    ) -> None:
         """Connect ``smtp`` and secure the session; no other command is sent.
 
         Args:
             smtp: A client built with ``use_tls`` for ``tls``, ``start_tls``
                 True for ``starttls`` and False otherwise.
             server: ``host:port``, for the messages.
+            sock: An already connected socket to use (aiosmtplib then owns
+                it); by default aiosmtplib connects itself.
+            greeting_timeout: Seconds for the implicit-TLS handshake and the
+                greeting; by default the client's command timeout.
 
         Raises:
             TLSError: The certificate does not match the pin, or the handshake
                 was cut off (other TLS failures are mapped by the caller).
         """
         context = await self.client_context()
+        timeout = smtp.timeout if greeting_timeout is None else greeting_timeout
         try:
-            await smtp.connect(tls_context=context)
+            if sock is None:
+                await smtp.connect(tls_context=context, timeout=timeout)
+            else:
+                # aiosmtplib wants no port with a socket; the host name stays,
+                # for the certificate check.
+                await smtp.connect(
+                    tls_context=context, sock=sock, port=None, timeout=timeout
+                )
             if self.mode == "opportunistic":
                 await self._upgrade_if_offered(smtp, context, server=server)
         except aiosmtplib.SMTPServerDisconnected as exc:

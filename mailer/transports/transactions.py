@@ -40,7 +40,8 @@ class Transaction:
         outcome: Resolves to the Delivery, or to the error that stopped it.
         phase: ``ENVELOPE`` once MAIL FROM was sent; ``DATA`` once the content
             was written (a failure from then on may have been delivered).
-        retried: Whether it was already moved to a fresh connection once.
+        deadline: When the transaction must have ended (event loop time), set
+            as its MAIL FROM is written (``MAILER_MESSAGE_TIMEOUT`` later).
     """
 
     envelope: Envelope
@@ -49,8 +50,7 @@ class Transaction:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     phase: Phase = Phase.IDLE
-    retried: bool = False
-    reused_connection: bool = False
+    deadline: float = float("inf")
     accepted: tuple[str, ...] = ()
     refused: dict[str, Reply] = field(default_factory=dict)
 

@@ -77,6 +77,9 @@ def settings_for() -> Callable[..., MailerSettings]:
             "from_": "Example Shop <shop@example.test>",
             "templates_dir": EXAMPLES / "templates",
             "timeout": 5,
+            # Retries stay on, as in production, but wait milliseconds.
+            "retry_backoff": 0.001,
+            "retry_max_backoff": 0.005,
         }
         values.update(overrides)
         return MailerSettings(**values)

@@ -122,7 +122,9 @@ async def test_send_reports_a_refused_login_in_one_line(
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 1
-    assert "0 sent, 4 failed" in stdout.decode()
+    # A refused login stops the batch: one login tried, the rest left pending.
+    assert "0 sent, 1 failed, 3 pending" in stdout.decode()
+    assert "3 pending: not sent: stopped after: " in stderr.decode()
     assert (
         "refused the login: 535 5.7.8 Authentication credentials invalid"
         in stderr.decode()

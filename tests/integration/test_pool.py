@@ -32,6 +32,9 @@ def settings_on(port: int, **overrides: object) -> MailerSettings:
         "smtp_tls": "none",
         "from_": "shop@example.test",
         "timeout": 2,
+        # Retries stay on, as in production, but wait milliseconds.
+        "retry_backoff": 0.001,
+        "retry_max_backoff": 0.005,
     }
     values.update(overrides)
     return MailerSettings(**values)  # type: ignore[arg-type]
@@ -124,7 +127,9 @@ async def test_a_connection_that_timed_out_is_never_reused(
         return None
 
     async with scripted_server(answer=stall_first) as server:
-        settings = settings_on(server.port, concurrency=1, timeout=0.3)
+        settings = settings_on(
+            server.port, concurrency=1, message_timeout=0.3, max_attempts=1
+        )
         async with MessageClient(settings) as client:
             with pytest.raises(DeliveryTimeoutError):
                 await client.send(mail(1))
@@ -133,14 +138,15 @@ async def test_a_connection_that_timed_out_is_never_reused(
         assert server.sessions == 2
 
 
-async def test_a_drop_after_the_content_fails_that_message_and_moves_the_next(
+async def test_a_drop_after_the_content_is_ambiguous_and_both_cut_messages_retry(
     scripted_server: ScriptedServerFactory,
 ) -> None:
     """The server drops the line at the end of message 2's content.
 
-    Message 2 may have been delivered: it fails, transient, and is not resent.
-    Message 3's envelope rode in the same write; it never got an answer, so it
-    moves to a new connection and is delivered once.
+    Message 2 may have been delivered: that attempt is ambiguous, and the retry
+    resends it with the same Message-ID. Message 3's envelope rode in the same
+    write; it never got an answer, so that was an attempt too (not ambiguous),
+    and its retry delivers it once.
     """
     ended: list[str] = []
 
@@ -154,13 +160,14 @@ async def test_a_drop_after_the_content_fails_that_message_and_moves_the_next(
         settings = settings_on(server.port, concurrency=1)
         async with MessageClient(settings) as client:
             results = await client.send_many(mail(n) for n in range(1, 5))
-        assert [r.status for r in results] == ["sent", "failed", "sent", "sent"]
-        assert results[1].transient is True
-        assert results[1].error is not None
-        assert "closed the connection" in results[1].error
+        assert [r.status for r in results] == ["sent", "sent", "sent", "sent"]
+        assert [r.attempts for r in results] == [1, 2, 2, 1]
+        assert [r.ambiguous for r in results] == [False, True, False, False]
         assert server.sessions == 2
         subjects = [m.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.messages]
-        assert subjects == [b"n1", b"n2", b"n3", b"n4"]  # each content once
+        assert sorted(subjects) == [b"n1", b"n2", b"n2", b"n3", b"n4"]
+        copies = [m for m in server.messages if b"Subject: n2\r\n" in m]
+        assert copies[0] == copies[1]  # the same bytes: the same Message-ID
 
 
 async def test_a_421_ends_the_session_and_the_next_message_reconnects(
@@ -174,7 +181,8 @@ async def test_a_421_ends_the_session_and_the_next_message_reconnects(
             else None
         )
     ) as server:
-        async with MessageClient(settings_on(server.port, concurrency=1)) as client:
+        settings = settings_on(server.port, concurrency=1, max_attempts=1)
+        async with MessageClient(settings) as client:
             with pytest.raises(RejectedError) as caught:
                 await client.send(mail(1))
             result = await client.send(mail(2))
@@ -267,10 +275,10 @@ async def test_a_pipelined_connection_dropped_while_idle_is_replaced(
         assert len(server.messages) == 2
 
 
-async def test_a_reused_connection_found_dead_at_the_envelope_is_tried_once_more(
+async def test_a_reused_connection_found_dead_at_the_envelope_is_retried(
     scripted_server: ScriptedServerFactory,
 ) -> None:
-    """Closed on the second MAIL FROM: nothing was delivered, so it moves once."""
+    """Closed on the second MAIL FROM: a counted attempt, retried on a new session."""
     mails: list[str] = []
 
     def close_on_second_mail(line: str) -> str | None:
@@ -284,20 +292,22 @@ async def test_a_reused_connection_found_dead_at_the_envelope_is_tried_once_more
             first = await client.send(mail(1))
             second = await client.send(mail(2))
         assert first.is_sent
-        assert second.is_sent
+        assert (second.is_sent, second.attempts, second.ambiguous) == (True, 2, False)
         assert server.sessions == 2
         assert len(server.messages) == 2
 
 
-async def test_a_fresh_connection_closed_at_the_envelope_is_not_retried(
+async def test_a_connection_closed_at_every_envelope_is_retried_only_max_attempts(
     scripted_server: ScriptedServerFactory,
 ) -> None:
-    """On a brand-new session the same drop is reported, not retried in a loop."""
+    """Dropped at each MAIL FROM: one session per attempt, then reported, no loop."""
     async with scripted_server(
         answer=lambda line: "<close>" if line.startswith("MAIL") else None
     ) as server:
-        async with MessageClient(settings_on(server.port, concurrency=1)) as client:
-            with pytest.raises(ConnectError, match="closed the connection"):
+        settings = settings_on(server.port, concurrency=1, max_attempts=3)
+        async with MessageClient(settings) as client:
+            with pytest.raises(ConnectError, match="closed the connection") as caught:
                 await client.send(mail(1))
-        assert server.sessions == 1
+        assert caught.value.attempts == 3
+        assert server.sessions == 3
         assert server.messages == []

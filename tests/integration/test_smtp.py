@@ -305,7 +305,9 @@ async def test_a_server_that_never_greets_times_out(
     """A server that accepts and says nothing costs the timeout, not forever."""
     smtp_server.faults.no_greeting()
     started = time.monotonic()
-    async with MessageClient(settings_for(smtp_server, timeout=0.5)) as client:
+    async with MessageClient(
+        settings_for(smtp_server, greeting_timeout=0.5, max_attempts=1)
+    ) as client:
         with pytest.raises(DeliveryTimeoutError):
             await client.send(Message(to="a@example.test", subject="s", body="b"))
     elapsed = time.monotonic() - started

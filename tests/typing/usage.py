@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from mailer import (
     BatchReport,
@@ -10,6 +12,9 @@ from mailer import (
     MailerSettings,
     Message,
     MessageClient,
+    RecipientStatus,
+    RetryPolicy,
+    SendRequest,
     SendResult,
     generate_message_client,
     render,
@@ -49,10 +54,27 @@ async def send_one() -> SendResult:
 
 async def send_batch() -> BatchReport:
     client = generate_message_client()
+    stop = asyncio.Event()
     async with client:
-        results: list[SendResult] = await client.send_many([])
+        results: list[SendResult] = await client.send_many([], stop=stop)
+        again = SendRequest(
+            Message(to="a@example.test", subject="s", body="b"),
+            message_id="<1@example.test>",
+            recipients=("a@example.test",),
+        )
+        resent: list[SendResult] = await client.send_many([again])
+        statuses: dict[str, RecipientStatus] = dict(resent[0].recipients)
+        attempts: int = resent[0].attempts
+        ambiguous: bool = resent[0].ambiguous
+        assert statuses or attempts or ambiguous
     assert not results
-    return await send_messages("welcome", [{"email": "a@example.test", "name": "A"}])
+    client.retry_policy = RetryPolicy(max_attempts=3, backoff=0.5)
+    return await send_messages(
+        "welcome",
+        [{"email": "a@example.test", "name": "A"}],
+        journal=Path("batch.journal"),
+        stop=stop,
+    )
 
 
 def render_one() -> Message:

@@ -1,4 +1,4 @@
-"""The bounded streaming engine: lazy intake, bounded work, streaming, retries seam."""
+"""The bounded streaming engine: lazy intake, bounded work, streaming, errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from mailer.batch import Completed, RetryLater, stream_batch
+from mailer.batch import Completed, stream_batch
 
 
 async def collect(
@@ -22,7 +22,7 @@ async def collect(
     return results
 
 
-async def echo(item: int, attempt: int) -> str:
+async def echo(item: int) -> str:
     await asyncio.sleep(0)
     return f"done {item}"
 
@@ -38,7 +38,7 @@ async def test_every_item_gets_one_result_with_its_position() -> None:
 async def test_results_stream_in_completion_order() -> None:
     """A slow first item does not hold back the quick ones behind it."""
 
-    async def slow_first(item: int, attempt: int) -> str:
+    async def slow_first(item: int) -> str:
         await asyncio.sleep(0.05 if item == 0 else 0)
         return str(item)
 
@@ -51,7 +51,7 @@ async def test_no_more_than_max_running_attempts_at_once() -> None:
     """Attempts in flight never exceed max_running, and do reach it."""
     in_flight = peak = 0
 
-    async def track(item: int, attempt: int) -> str:
+    async def track(item: int) -> str:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
@@ -64,7 +64,7 @@ async def test_no_more_than_max_running_attempts_at_once() -> None:
 
 
 async def test_items_are_pulled_only_as_room_frees_up() -> None:
-    """The source is read lazily: never more than max_pending items ahead."""
+    """The source is read lazily: never more than max_running items ahead."""
     pulled = finished = 0
     ahead: list[int] = []
 
@@ -75,17 +75,17 @@ async def test_items_are_pulled_only_as_room_frees_up() -> None:
             ahead.append(pulled - finished)
             yield item
 
-    async def work(item: int, attempt: int) -> str:
+    async def work(item: int) -> str:
         nonlocal finished
         await asyncio.sleep(0)
         finished += 1
         return ""
 
-    stream = stream_batch(source(), work, max_running=5, max_pending=8)
+    stream = stream_batch(source(), work, max_running=5)
     async for _ in stream:
         pass
     assert pulled == 1000
-    assert max(ahead) <= 8
+    assert max(ahead) <= 5
 
 
 async def test_an_async_source_works_and_results_do_not_wait_for_it() -> None:
@@ -137,7 +137,7 @@ async def test_an_attempt_that_raises_cancels_the_others() -> None:
     """A bug in the attempt propagates; attempts still running are cancelled."""
     cancelled: list[int] = []
 
-    async def explode_on_two(item: int, attempt: int) -> str:
+    async def explode_on_two(item: int) -> str:
         if item == 2:
             raise RuntimeError("bug")
         try:
@@ -156,7 +156,7 @@ async def test_leaving_the_stream_early_cancels_what_runs() -> None:
     """Closing the stream after one result cancels the attempts in flight."""
     cancelled: list[int] = []
 
-    async def slow(item: int, attempt: int) -> str:
+    async def slow(item: int) -> str:
         if item == 0:
             return "quick"
         try:
@@ -171,50 +171,6 @@ async def test_leaving_the_stream_early_cancels_what_runs() -> None:
     await stream.aclose()
     assert first.result == "quick"
     assert sorted(cancelled) == [1, 2]
-
-
-async def test_a_parked_retry_holds_no_running_slot() -> None:
-    """RetryLater parks an item; others use the slot meanwhile; then it is retried."""
-    order: list[tuple[int, int]] = []
-
-    async def retry_zero_once(item: int, attempt: int) -> str | RetryLater:
-        order.append((item, attempt))
-        if item == 0 and attempt == 1:
-            return RetryLater(0.05)
-        await asyncio.sleep(0.001)
-        return f"{item} on attempt {attempt}"
-
-    results = await collect(stream_batch(range(4), retry_zero_once, max_running=1))
-    assert order[0] == (0, 1)
-    assert order[1:4] == [(1, 1), (2, 1), (3, 1)]  # ran while 0 was parked
-    assert order[4] == (0, 2)
-    zero = next(done for done in results if done.item == 0)
-    assert zero.result == "0 on attempt 2"
-    assert zero.attempts == 2
-    assert zero.index == 0
-
-
-async def test_parked_items_count_toward_max_pending() -> None:
-    """While items wait for a retry, no new item is pulled beyond max_pending."""
-    pulled: list[int] = []
-
-    def source() -> Iterator[int]:
-        for item in range(6):
-            pulled.append(item)
-            yield item
-
-    async def park_first_try(item: int, attempt: int) -> str | RetryLater:
-        if attempt == 1:
-            await asyncio.sleep(0)
-            return RetryLater(0.05)
-        return "ok"
-
-    stream = stream_batch(source(), park_first_try, max_running=2, max_pending=3)
-    first = await anext(stream)
-    assert first.attempts == 2
-    assert len(pulled) <= 4  # 3 pending, and at most one pulled after one ended
-    rest = [done async for done in stream]
-    assert len(rest) == 5
 
 
 async def test_max_running_must_be_positive() -> None:

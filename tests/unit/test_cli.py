@@ -93,7 +93,11 @@ def test_a_failed_message_makes_exit_code_1(
         json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()
     ][1]
     assert bob["status"] == "failed"
-    assert bob["reply"] == {"code": 550, "text": "5.1.1 no such user"}
+    assert bob["reply"] == {
+        "code": 550,
+        "enhanced_status": "5.1.1",
+        "text": "5.1.1 no such user",
+    }
 
 
 def test_bad_rows_exit_2_listing_every_line_and_sending_nothing(

@@ -63,12 +63,13 @@ def test_each_report_line_names_its_csv_line_in_completion_order(
     """Lines come as messages complete, and each carries its recipients-file line."""
     report = tmp_path / "report.jsonl"
 
-    async def ann_slow(mail: SentMail) -> None:
-        if mail.to == ("ann@example.test",):
+    # ann's goes alone (the first-attempt gate); the other three then together.
+    async def bob_slow(mail: SentMail) -> None:
+        if mail.to == ("bob@example.test",):
             await asyncio.sleep(0.05)
 
     def client(settings: MailerSettings) -> MessageClient:
-        return MessageClient(settings, transport=MockTransport(ann_slow))
+        return MessageClient(settings, transport=MockTransport(bob_slow))
 
     with patch("mailer.sending.generate_message_client", side_effect=client):
         result = CliRunner().invoke(
@@ -78,5 +79,5 @@ def test_each_report_line_names_its_csv_line_in_completion_order(
     lines = [
         json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()
     ]
-    assert lines[-1]["to"] == "ann@example.test"
+    assert lines[-1]["to"] == "bob@example.test"
     assert {line["to"]: line["line"] for line in lines} == CSV_LINE

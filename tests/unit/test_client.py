@@ -133,6 +133,7 @@ async def test_one_failure_neither_cancels_nor_hides_the_others(
     assert MESSAGE_ID.match(failed.message_id)
     assert failed.to_report()["reply"] == {
         "code": 550,
+        "enhanced_status": "5.1.1",
         "text": "5.1.1 <user3@example.test>: no such user",
     }
 
@@ -152,7 +153,11 @@ async def test_partial_refusal_is_data_not_an_error(settings: MailerSettings) ->
     assert result.is_sent
     assert result.refused == {"bob@example.test": Reply(550, "5.1.1 unknown")}
     assert result.to_report()["refused"] == {
-        "bob@example.test": {"code": 550, "text": "5.1.1 unknown"}
+        "bob@example.test": {
+            "code": 550,
+            "enhanced_status": "5.1.1",
+            "text": "5.1.1 unknown",
+        }
     }
 
 

@@ -237,11 +237,21 @@ async def test_a_failure_part_way_is_reported_and_the_rest_still_go(
     assert report.results[0].to_report() == {
         "to": "ann@example.test",
         "status": "failed",
-        "reply": {"code": 550, "text": "5.1.1 mailbox unavailable"},
-        "message_id": None,
-        "refused": {
-            "ann@example.test": {"code": 550, "text": "5.1.1 mailbox unavailable"}
+        "reply": {
+            "code": 550,
+            "enhanced_status": "5.1.1",
+            "text": "5.1.1 mailbox unavailable",
         },
+        "message_id": None,
+        "attempts": 1,
+        "refused": {
+            "ann@example.test": {
+                "code": 550,
+                "enhanced_status": "5.1.1",
+                "text": "5.1.1 mailbox unavailable",
+            }
+        },
+        "recipients": {"ann@example.test": "rejected"},
         "error": "refused",
     }
 

@@ -10,6 +10,7 @@ from unittest.mock import patch
 import pytest
 
 from mailer import InvalidRecipientsError, InvalidRow, Message, MessageClient
+from mailer.batch_control import WAITING_ROOM
 from mailer.client import BATCH_DEPTH
 from mailer.sending import send_messages, stream_messages
 from mailer.settings import MailerSettings
@@ -36,13 +37,14 @@ async def test_stream_yields_each_result_with_its_position_as_it_completes(
 ) -> None:
     """client.stream: (index, result) pairs, quickest first, indexes from 0."""
 
-    async def slow_first(mail: SentMail) -> None:
-        await asyncio.sleep(0.05 if mail.subject == "Message 0" else 0)
+    # Message 0 goes alone (the first-attempt gate); 1 to 3 then run together.
+    async def slow_second(mail: SentMail) -> None:
+        await asyncio.sleep(0.05 if mail.subject == "Message 1" else 0)
 
-    async with MessageClient(settings, transport=MockTransport(slow_first)) as client:
+    async with MessageClient(settings, transport=MockTransport(slow_second)) as client:
         pairs = [pair async for pair in client.stream(message(n) for n in range(4))]
     assert sorted(index for index, _ in pairs) == [0, 1, 2, 3]
-    assert pairs[-1][0] == 0
+    assert pairs[-1][0] == 1
     assert all(result.to == (f"user{index}@example.test",) for index, result in pairs)
 
 
@@ -71,7 +73,7 @@ async def test_stream_reads_messages_only_as_sends_finish(
 
     def messages() -> Iterator[Message]:
         nonlocal pulled
-        for n in range(200):
+        for n in range(500):
             pulled += 1
             lead.append(pulled - finished)
             yield message(n)
@@ -83,8 +85,9 @@ async def test_stream_reads_messages_only_as_sends_finish(
 
     async with MessageClient(settings, transport=MockTransport(slow)) as client:
         count = sum([1 async for _ in client.stream(messages())])
-    assert count == 200
-    assert max(lead) <= 2 * BATCH_DEPTH * 2
+    assert count == 500
+    # The transactions in flight, and room for messages waiting to retry.
+    assert max(lead) <= 2 * BATCH_DEPTH + WAITING_ROOM
 
 
 @pytest.fixture
@@ -137,7 +140,7 @@ async def test_skip_invalid_streams_a_one_shot_source_once(
 
     def rows() -> Iterator[dict[str, Any]]:
         nonlocal pulled
-        for n in range(1, 101):
+        for n in range(1, 301):
             pulled += 1
             yield row(n, email="broken") if n == 50 else row(n)
 
@@ -148,12 +151,15 @@ async def test_skip_invalid_streams_a_one_shot_source_once(
     report = await send_messages(
         "welcome", rows(), settings=settings, skip_invalid=True, on_result=first
     )
-    assert (report.sent, report.invalid) == (99, 1)
+    assert (report.sent, report.invalid) == (299, 1)
     [bad] = report.invalid_rows
     assert bad.line == 50
     assert bad.error.startswith("to: invalid address 'broken'")
-    assert pulled_at_first_result[0] < 100
-    assert len(report.results) == 99
+    # Read ahead by the sends in flight and the room for retries (and the bad
+    # row, which is no message), not more.
+    ahead = settings.concurrency * BATCH_DEPTH + WAITING_ROOM + 1
+    assert pulled_at_first_result[0] <= ahead
+    assert len(report.results) == 299
     assert [r.to[0] for r in report.results][:2] == [
         "user1@example.test",
         "user2@example.test",

@@ -1,0 +1,23 @@
+"""Build the transport the settings describe: one SMTP relay, or several."""
+
+from __future__ import annotations
+
+from mailer.settings import MailerSettings
+from mailer.transports.base import Transport
+from mailer.transports.failover import FailoverMode, FailoverTransport
+from mailer.transports.smtp import SMTPTransport
+
+
+def transport_from_settings(settings: MailerSettings) -> Transport:
+    """Return an SMTPTransport, or a FailoverTransport when MAILER_DSN lists relays."""
+    relays = settings.relays
+    if len(relays) == 1:
+        return SMTPTransport(relays[0])
+    mode: FailoverMode = (
+        "roundrobin" if settings.relay_mode == "roundrobin" else "failover"
+    )
+    return FailoverTransport(
+        [(f"{relay.smtp_host}:{relay.port}", SMTPTransport(relay)) for relay in relays],
+        mode=mode,
+        cooldown=settings.relay_cooldown,
+    )

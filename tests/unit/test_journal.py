@@ -1,0 +1,326 @@
+"""send_messages(journal=...): what is recorded, when, and what a resume sends again."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+
+from mailer import (
+    ConnectError,
+    MessageClient,
+    RecipientsRefusedError,
+    Reply,
+    SendStatus,
+    send_messages,
+)
+from mailer.exceptions import JournalError
+from mailer.journal import BatchIdentity, Journal
+from mailer.retry import RetryPolicy
+from mailer.settings import MailerSettings
+from mailer.status import journal_status
+from mailer.testing import SentMail
+from mailer.transports import MockTransport
+from mailer.transports.base import Transport
+
+ROWS = [
+    {"email": f"{name}@example.test", "name": name.title(), "customer_id": f"C-{n}"}
+    for n, name in enumerate(["ann", "bob", "cy", "dee"], 1)
+]
+NO_USER = Reply(550, "5.1.1 no such user")
+
+
+def state(path: Path) -> dict[str, tuple[str, str | None, int, int]]:
+    """Each message's (state, message_id, attempts, ambiguous), by address."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT email, state, message_id, attempts, ambiguous FROM messages"
+        ).fetchall()
+    return {email: (s, mid, attempts, amb) for email, s, mid, attempts, amb in rows}
+
+
+@pytest.fixture
+def transport_for() -> Iterator[Callable[[Transport], None]]:
+    """Route send_messages' client to a given transport."""
+    current: list[Transport] = []
+
+    def client(settings: MailerSettings) -> MessageClient:
+        made = MessageClient(settings, transport=current[-1])
+        made.retry_policy = RetryPolicy(
+            settings.max_attempts, 0.001, 0.001, settings.send_deadline
+        )
+        return made
+
+    with patch("mailer.sending.generate_message_client", side_effect=client):
+        yield current.append
+
+
+async def send(
+    settings: MailerSettings,
+    journal: Path,
+    rows: list[dict[str, Any]] = ROWS,
+    **options: Any,
+) -> Any:
+    return await send_messages(
+        "welcome",
+        rows,
+        settings=settings,
+        context={"plan": "pro"},
+        journal=journal,
+        **options,
+    )
+
+
+async def test_every_message_is_recorded_sent_with_its_message_id(
+    settings: MailerSettings, tmp_path: Path, transport_for: Callable[[Transport], None]
+) -> None:
+    """A fresh journal: one row per message, each sent with the Message-ID used."""
+    transport = MockTransport(lambda mail: None)
+    transport_for(transport)
+    journal = tmp_path / "batch.journal"
+    report = await send(settings, journal)
+    assert (report.sent, report.failed, report.resumed) == (4, 0, None)
+    recorded = state(journal)
+    sent_ids = {m.to[0]: m.message["Message-ID"] for m in transport.outbox}
+    assert recorded == {email: ("sent", sent_ids[email], 1, 0) for email in sent_ids}
+    with sqlite3.connect(journal) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_sending_is_committed_before_the_transaction_and_sent_after(
+    settings: MailerSettings, tmp_path: Path, transport_for: Callable[[Transport], None]
+) -> None:
+    """While the server has the message, the journal already says 'sending' with its ID."""
+    journal = tmp_path / "batch.journal"
+    seen: list[tuple[str, str | None]] = []
+    delivered: list[str] = []
+
+    def look(mail: SentMail) -> None:
+        recorded = state(journal)
+        row = recorded[mail.to[0]]
+        seen.append((row[0], row[1]))
+        assert row[1] == mail.message["Message-ID"]
+        # Each earlier message was committed 'sent' right after its own 250.
+        assert [recorded[email][0] for email in delivered] == ["sent"] * len(delivered)
+        delivered.append(mail.to[0])
+
+    transport_for(MockTransport(look))
+    await send(settings.model_copy(update={"concurrency": 1}), journal)
+    assert [s for s, _ in seen] == ["sending"] * 4
+    assert {s for s, _, _, _ in state(journal).values()} == {"sent"}
+
+
+async def test_a_second_run_sends_nothing_already_sent(
+    settings: MailerSettings, tmp_path: Path, transport_for: Callable[[Transport], None]
+) -> None:
+    """Re-running the same batch with its journal: 0 sent again, every message reported."""
+    journal = tmp_path / "batch.journal"
+    first = MockTransport(lambda mail: None)
+    transport_for(first)
+    await send(settings, journal)
+    again = MockTransport(lambda mail: None)
+    transport_for(again)
+    report = await send(settings, journal)
+    assert again.outbox == []
+    assert report.resumed is not None
+    assert report.resumed.already_sent == 4
+    assert report.resumed.to_send == 0
+    assert [r.status for r in report.results] == [SendStatus.SENT] * 4
+    assert [r.message_id for r in report.results] == [
+        m.message["Message-ID"] for m in first.outbox
+    ]
+
+
+async def test_a_resume_retries_transient_failures_not_550s(
+    make_settings: Callable[..., MailerSettings],
+    tmp_path: Path,
+    transport_for: Callable[[Transport], None],
+) -> None:
+    """bob failed on 4xx (retried by the resume, same Message-ID); cy's 550 is final."""
+    settings = make_settings(max_attempts=2)
+    journal = tmp_path / "batch.journal"
+
+    def first_run(mail: SentMail) -> None:
+        if mail.to[0] == "bob@example.test":
+            raise ConnectError(
+                "smtp.example.test:25 closed the connection", transient=True
+            )
+        if mail.to[0] == "cy@example.test":
+            raise RecipientsRefusedError(
+                "550", refused={"cy@example.test": NO_USER}, reply=NO_USER
+            )
+
+    first = MockTransport(first_run)
+    transport_for(first)
+    report = await send(settings, journal)
+    assert (report.sent, report.failed) == (2, 2)
+    bob_id = state(journal)["bob@example.test"][1]
+    assert state(journal)["bob@example.test"][0] == "failed"
+
+    second = MockTransport(lambda mail: None)
+    transport_for(second)
+    report = await send(settings, journal)
+    assert [m.to[0] for m in second.outbox] == ["bob@example.test"]
+    assert second.outbox[0].message["Message-ID"] == bob_id
+    assert report.resumed is not None
+    assert (report.resumed.already_sent, report.resumed.refused) == (2, 1)
+    assert report.resumed.failed_transient == 1
+    by_to = {r.to[0]: r for r in report.results}
+    assert by_to["bob@example.test"].status is SendStatus.SENT
+    assert by_to["bob@example.test"].attempts == 3  # 2 in the first run, 1 now
+    assert by_to["cy@example.test"].status is SendStatus.FAILED
+    assert by_to["cy@example.test"].reply == NO_USER
+
+
+async def test_a_message_caught_sending_is_resent_with_its_id_and_counted_ambiguous(
+    settings: MailerSettings, tmp_path: Path, transport_for: Callable[[Transport], None]
+) -> None:
+    """A crash during ann's attempt: resent with the same Message-ID, ambiguous."""
+    journal = tmp_path / "batch.journal"
+    transport_for(MockTransport(lambda mail: None))
+    await send(settings, journal)
+    with sqlite3.connect(journal) as db:
+        db.execute(
+            # As a crash during ann's first attempt leaves it.
+            "UPDATE messages SET state = 'sending', message_id = '<crash@example.test>',"
+            " recipients = '{}' WHERE email = 'ann@example.test'"
+        )
+    again = MockTransport(lambda mail: None)
+    transport_for(again)
+    report = await send(settings, journal)
+    [resent] = again.outbox
+    assert resent.to == ("ann@example.test",)
+    assert resent.message["Message-ID"] == "<crash@example.test>"
+    assert report.resumed is not None
+    assert report.resumed.in_doubt == 1
+    assert report.ambiguous == 1
+    ann = report.results[0]
+    assert (ann.status, ann.ambiguous) == (SendStatus.SENT, True)
+    assert ann.to_report()["ambiguous"] is True
+    assert "1 ambiguous" in report.summary()
+    assert state(journal)["ann@example.test"][3] == 1
+
+
+async def test_a_journal_of_another_template_or_file_is_refused(
+    settings: MailerSettings, tmp_path: Path, transport_for: Callable[[Transport], None]
+) -> None:
+    """Resuming with other recipients or another template: a clear error, nothing sent."""
+    journal = tmp_path / "batch.journal"
+    transport = MockTransport(lambda mail: None)
+    transport_for(transport)
+    await send(settings, journal)
+    with pytest.raises(JournalError, match="journal of another batch: its recipients"):
+        await send(settings, journal, rows=ROWS[:3])
+    edited = [dict(ROWS[0], name="Annie"), *ROWS[1:]]
+    with pytest.raises(JournalError, match="or the file changed since"):
+        await send(settings, journal, rows=edited)
+    with pytest.raises(JournalError, match="template 'welcome', not 'other'"):
+        await Journal.open(journal, BatchIdentity("other", "x", "y"))
+    assert len(transport.outbox) == 4
+
+
+async def test_a_journal_in_use_by_another_run_is_refused(
+    settings: MailerSettings, tmp_path: Path, transport_for: Callable[[Transport], None]
+) -> None:
+    """Two runs on one journal would send twice: the second is refused."""
+    journal = tmp_path / "batch.journal"
+    transport_for(MockTransport(lambda mail: None))
+    holder, _ = await Journal.open(journal, BatchIdentity("welcome", "x", "y"))
+    try:
+        with pytest.raises(JournalError, match="in use by another mailer process"):
+            await send(settings, journal)
+    finally:
+        await holder.aclose()
+
+
+async def test_a_file_that_is_not_a_journal_is_refused(
+    settings: MailerSettings, tmp_path: Path, transport_for: Callable[[Transport], None]
+) -> None:
+    """Pointing --journal at some other file: an error, the file left alone."""
+    other = tmp_path / "notes.txt"
+    other.write_text("my notes\n" * 100)
+    transport_for(MockTransport(lambda mail: None))
+    with pytest.raises(JournalError, match="not a mailer journal"):
+        await send(settings, other)
+    assert other.read_text() == "my notes\n" * 100
+
+
+async def test_a_stopped_run_leaves_pending_and_deferred_for_the_resume(
+    make_settings: Callable[..., MailerSettings],
+    tmp_path: Path,
+    transport_for: Callable[[Transport], None],
+) -> None:
+    """Stop while bob waits to retry: bob 'deferred' with a time, the rest resumable."""
+    settings = make_settings(concurrency=1, shutdown_grace=1)
+    journal = tmp_path / "batch.journal"
+    stop = asyncio.Event()
+
+    def bob_fails_then_stop(mail: SentMail) -> None:
+        if mail.to[0] == "bob@example.test":
+            stop.set()
+            raise ConnectError("lost", transient=True)
+
+    transport_for(MockTransport(bob_fails_then_stop))
+    # The test backoff is milliseconds; make bob's wait long.
+    with patch.object(RetryPolicy, "delay", return_value=30.0):
+        report = await send(settings, journal, stop=stop)
+    assert [r.status for r in report.results] == [
+        SendStatus.SENT,
+        SendStatus.PENDING,
+        SendStatus.PENDING,
+        SendStatus.PENDING,
+    ]
+    status = journal_status(journal)
+    assert {s.value: n for s, n in status.counts.items() if n} == {
+        "sent": 1,
+        "deferred": 1,
+        "pending": 2,
+    }
+    with sqlite3.connect(journal) as db:
+        [(next_at,)] = db.execute(
+            "SELECT next_attempt_at FROM messages WHERE state = 'deferred'"
+        ).fetchall()
+    assert next_at is not None
+
+    resumed = MockTransport(lambda mail: None)
+    transport_for(resumed)
+    report = await send(settings, journal)
+    assert sorted(m.to[0] for m in resumed.outbox) == [
+        "bob@example.test",
+        "cy@example.test",
+        "dee@example.test",
+    ]
+    assert report.sent == 4
+
+
+async def test_status_lists_counts_and_failures(
+    settings: MailerSettings, tmp_path: Path, transport_for: Callable[[Transport], None]
+) -> None:
+    """journal_status: counts per state, the failures with their reply."""
+
+    def refuse_cy(mail: SentMail) -> None:
+        if mail.to[0] == "cy@example.test":
+            raise RecipientsRefusedError(
+                "smtp.example.test:25 refused every recipient: 550 5.1.1 no such user",
+                refused={"cy@example.test": NO_USER},
+                reply=NO_USER,
+            )
+
+    transport_for(MockTransport(refuse_cy))
+    journal = tmp_path / "batch.journal"
+    await send(settings, journal)
+    status = journal_status(journal)
+    assert not status.is_complete
+    lines = status.lines()
+    assert lines[1] == "0 pending, 0 sending, 3 sent, 1 failed, 0 deferred"
+    assert lines[-1] == (
+        "failed line 3 cy@example.test: smtp.example.test:25 refused every "
+        "recipient: 550 5.1.1 no such user (final; 1 attempt(s))"
+    )
+    with pytest.raises(JournalError, match="no such journal file"):
+        journal_status(tmp_path / "missing.journal")
