@@ -37,13 +37,32 @@ def is_transient_reply(reply: Reply) -> bool:
     return not 500 <= reply.code < 600
 
 
+def is_too_many_recipients(reply: Reply) -> bool:
+    """Return whether a 552 refusal of RCPT means "too many recipients".
+
+    RFC 821 listed 552 for that limit; RFC 5321 (4.5.3.1.10) corrects it to 452
+    and asks clients to treat such a 552 as temporary: the recipient is fine,
+    the transaction is full. Servers that still answer so say it with the
+    enhanced status 5.5.3, or in words when they send no enhanced status. Any
+    other 552 (a full mailbox, 5.2.2) stays final.
+    """
+    if reply.code != 552:
+        return False
+    if reply.enhanced_status is not None:
+        return reply.enhanced_status == "5.5.3"
+    return "too many recipients" in reply.text.lower()
+
+
 def classify_reply(reply: Reply) -> RecipientStatus:
-    """Return the status a recipient gets from the server's refusal ``reply``."""
-    return (
-        RecipientStatus.DEFERRED
-        if is_transient_reply(reply)
-        else RecipientStatus.REJECTED
-    )
+    """Return the status a recipient gets from the server's refusal of it.
+
+    ``reply`` answered the recipient's RCPT: a 4xx defers it, and so does a
+    552 "too many recipients" (tried again in a transaction of its own); any
+    other 5xx rejects it for good.
+    """
+    if is_transient_reply(reply) or is_too_many_recipients(reply):
+        return RecipientStatus.DEFERRED
+    return RecipientStatus.REJECTED
 
 
 def classify_error(error: BaseException) -> Verdict:

@@ -10,7 +10,8 @@ import aiosmtplib
 from mailer.exceptions import RecipientsRefusedError, UnsupportedError
 from mailer.limits import check_server_size
 from mailer.message import Envelope
-from mailer.results import Delivery, Reply
+from mailer.results import Delivery, RecipientStatus, Reply
+from mailer.retry import classify_reply
 from mailer.settings import MailerSettings
 from mailer.transports.login import log_in
 from mailer.transports.sockets import open_socket
@@ -121,14 +122,7 @@ class SMTPConnection:
         if not accepted:
             await smtp.rset()
             self.phase = Phase.IDLE
-            transient = all(reply.is_transient for reply in refused.values())
-            first = next(iter(refused.values()))
-            raise RecipientsRefusedError(
-                f"{self.server} refused every recipient: {first}",
-                refused=refused,
-                reply=first,
-                transient=transient,
-            )
+            raise every_recipient_refused(self.server, refused)
         self.phase = Phase.DATA
         # The final reply may take long (content scanning), and a timeout there
         # is the one that can deliver twice (RFC 5321 4.5.3.2.6): give DATA the
@@ -184,3 +178,23 @@ class SMTPConnection:
     def close(self) -> None:
         """Drop the connection at once, without QUIT (after an error)."""
         self._smtp.close()
+
+
+def every_recipient_refused(
+    server: str, refused: dict[str, Reply]
+) -> RecipientsRefusedError:
+    """Return the error for a transaction in which the server refused everyone.
+
+    It is transient when every recipient was only deferred (a retry may
+    succeed), permanent as soon as one was rejected for good.
+    """
+    first = next(iter(refused.values()))
+    return RecipientsRefusedError(
+        f"{server} refused every recipient: {first}",
+        refused=refused,
+        reply=first,
+        transient=all(
+            classify_reply(reply) is RecipientStatus.DEFERRED
+            for reply in refused.values()
+        ),
+    )

@@ -39,7 +39,11 @@ import aiosmtplib
 
 from mailer.exceptions import RecipientsRefusedError, UnsupportedError
 from mailer.results import Reply
-from mailer.transports.connection import Phase, SMTPConnection
+from mailer.transports.connection import (
+    Phase,
+    SMTPConnection,
+    every_recipient_refused,
+)
 from mailer.transports.pipelining import (
     CODE_CLOSING,
     CODE_OK,
@@ -314,13 +318,7 @@ class Lane:
                 refused[recipient] = Reply(reply.code, reply.message)
         transaction.accepted, transaction.refused = tuple(accepted), refused
         if not accepted:
-            first = next(iter(refused.values()))
-            return RecipientsRefusedError(
-                f"{connection.server} refused every recipient: {first}",
-                refused=refused,
-                reply=first,
-                transient=all(reply.is_transient for reply in refused.values()),
-            )
+            return every_recipient_refused(connection.server, refused)
         data = replies.data
         if data is not None and data.code != CODE_START_INPUT:
             return aiosmtplib.SMTPDataError(data.code, data.message)

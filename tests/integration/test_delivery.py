@@ -51,6 +51,36 @@ async def test_a_452_for_one_of_three_recipients_resends_to_that_one_only() -> N
     assert result.recipients == dict.fromkeys(THREE, RecipientStatus.ACCEPTED)
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_552_too_many_recipients_sends_the_rest_in_a_new_transaction(
+    pipelining: bool,
+) -> None:
+    """552 5.5.3 for cy (RFC 821's code for a full transaction): cy gets it next."""
+    async with SMTPTestServer(pipelining=pipelining) as server:
+        rule = server.faults.reply(
+            "RCPT", 552, "5.5.3 Too many recipients", recipient=THREE[2], times=1
+        )
+        async with MessageClient(server.settings()) as client:
+            result = await client.send(message(to=THREE))
+    rule.assert_fired(1)
+    assert [m.envelope.rcpt_tos for m in server.outbox] == [
+        (THREE[0], THREE[1]),
+        (THREE[2],),
+    ]
+    assert (result.status, result.attempts) == (SendStatus.SENT, 2)
+    assert result.recipients == dict.fromkeys(THREE, RecipientStatus.ACCEPTED)
+
+
+async def test_a_552_for_the_only_recipient_is_retried_too() -> None:
+    """Every recipient refused, all with 552 5.5.3: transient, so a second attempt."""
+    async with SMTPTestServer() as server:
+        server.faults.reply("RCPT", 552, "5.5.3 Too many recipients", times=1)
+        async with MessageClient(server.settings()) as client:
+            result = await client.send(message())
+    assert (result.is_sent, result.attempts) == (True, 2)
+    assert len(server.outbox) == 1
+
+
 async def test_a_550_recipient_is_never_retried_and_reported_with_the_reply() -> None:
     """550 for bob, every time: one transaction, bob rejected with the server's words."""
     async with SMTPTestServer() as server:

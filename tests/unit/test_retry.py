@@ -50,12 +50,33 @@ def test_4xx_and_malformed_replies_are_transient(code: int, text: str) -> None:
         (553, "5.1.3 bad address"),
         (554, "5.7.1 relay denied"),
         (552, "4.2.2 mailbox full"),  # the basic code decides: 5xx is final
+        (552, "5.2.2 mailbox full"),
+        (552, "mailbox full"),
     ],
 )
 def test_5xx_replies_are_permanent(code: int, text: str) -> None:
     """Any 5xx rejects the recipient for good, whatever the enhanced status says."""
     assert not is_transient_reply(Reply(code, text))
     assert classify_reply(Reply(code, text)) is RecipientStatus.REJECTED
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["5.5.3 Too many recipients", "Too many recipients, try the rest later"],
+)
+def test_a_552_too_many_recipients_defers_the_recipient(text: str) -> None:
+    """RFC 5321 4.5.3.1.10: the RFC 821 code for a full transaction is temporary."""
+    assert classify_reply(Reply(552, text)) is RecipientStatus.DEFERRED
+
+
+def test_only_552_with_5_5_3_counts_as_too_many_recipients() -> None:
+    """Another code or enhanced status with the same words stays final."""
+    assert classify_reply(Reply(550, "5.5.3 Too many recipients")) is (
+        RecipientStatus.REJECTED
+    )
+    assert classify_reply(Reply(552, "5.2.2 too many recipients? no: full")) is (
+        RecipientStatus.REJECTED
+    )
 
 
 def test_an_unexpected_reply_is_transient() -> None:
