@@ -421,11 +421,17 @@ async def _serve(host: str, port: int, directory: Path) -> int:
         )
     except (OSError, ValueError) as exc:
         raise MailerError(f"cannot listen on {host}:{port}: {exc}") from None
+    # Our own handlers, not KeyboardInterrupt: SIGTERM (a service manager, a
+    # container stop) ends it as cleanly as Ctrl-C, and so does a SIGINT sent
+    # to an inbox started in the background (where SIGINT starts ignored).
+    shutdown = Shutdown()
     async with server:
-        print(
-            f"inbox listening on {server.host}:{server.port}, saving to {directory} "
-            "(Ctrl-C to stop)",
-            flush=True,
-        )
-        await asyncio.Event().wait()
-    return EXIT_OK  # pragma: no cover - only Ctrl-C ends the loop above
+        with shutdown.installed():
+            print(
+                f"inbox listening on {server.host}:{server.port}, saving to "
+                f"{directory} (Ctrl-C to stop)",
+                flush=True,
+            )
+            await shutdown.stop.wait()
+    print(f"inbox stopped; {len(server.messages)} message(s) received", flush=True)
+    return shutdown.exit_code if shutdown.exit_code is not None else EXIT_OK

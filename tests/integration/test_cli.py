@@ -134,8 +134,23 @@ async def test_send_reports_a_refused_login_in_one_line(
     smtp_server.outbox.assert_nothing_sent()
 
 
-async def test_inbox_command_saves_and_lists_each_message(tmp_path: Path) -> None:
-    """`mailer inbox` listens on loopback, prints a line per message, saves .eml, stops on Ctrl-C."""
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+    ids=["SIGINT", "SIGTERM"],
+)
+async def test_inbox_command_saves_and_lists_each_message(
+    tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    """`mailer inbox` listens on loopback, prints a line per message, saves .eml.
+
+    It stops on Ctrl-C or SIGTERM with 128 + the signal's number, even when
+    started with SIGINT ignored (a background job).
+    """
     process = await asyncio.create_subprocess_exec(
         *MAILER,
         "inbox",
@@ -147,6 +162,9 @@ async def test_inbox_command_saves_and_lists_each_message(tmp_path: Path) -> Non
         env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # As a shell starts a background job: Python then installs no
+        # KeyboardInterrupt handler, so only the inbox's own handler can stop it.
+        preexec_fn=_ignore_sigint,
     )
     try:
         assert process.stdout is not None
@@ -170,9 +188,10 @@ async def test_inbox_command_saves_and_lists_each_message(tmp_path: Path) -> Non
         [saved] = (tmp_path / "box").glob("*.eml")
         assert b"Subject: Hello inbox" in saved.read_bytes()
     finally:
-        process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.wait(), timeout=30)
-    assert process.returncode == 130
+        process.send_signal(signum)
+        stdout, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == code
+    assert "inbox stopped; 1 message(s) received" in stdout.decode()
 
 
 def test_python_dash_m_mailer_shows_help() -> None:
