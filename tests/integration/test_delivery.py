@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from mailer import (
     SendStatus,
 )
 from mailer.results import RecipientStatus
+from mailer.settings import MailerSettings
 from mailer.testing import END_OF_DATA, SMTPTestServer
 
 THREE = ["ann@example.test", "bob@example.test", "cy@example.test"]
@@ -161,6 +165,63 @@ async def test_a_hang_up_in_the_middle_of_data_counts_as_ambiguous() -> None:
     # tell this from a loss after the dot, so it says so (and resends).
     assert (result.attempts, result.ambiguous) == (2, True)
     assert len(server.outbox) == 1
+
+
+@contextlib.contextmanager
+def listener_that_never_accepts() -> Iterator[int]:
+    """Yield the port of a 127.0.0.1 listener whose accept queue is full.
+
+    Nobody accepts, so once the queue is full the kernel drops new SYNs and a
+    connect hangs, as it does to a host behind a firewall that drops packets.
+    """
+    fillers: list[socket.socket] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        try:
+            for _ in range(16):
+                filler = socket.socket()
+                filler.setblocking(False)
+                fillers.append(filler)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(("127.0.0.1", port))
+                with socket.socket() as probe:
+                    probe.settimeout(0.2)
+                    try:
+                        probe.connect(("127.0.0.1", port))
+                    except TimeoutError:
+                        break  # full: the next connect hangs
+                    fillers.append(probe.dup())
+            else:
+                raise AssertionError("the accept queue never filled up")
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_a_connect_that_hangs_costs_the_connect_timeout() -> None:
+    """No SYN-ACK: each attempt costs MAILER_CONNECT_TIMEOUT, not the greeting's."""
+    with listener_that_never_accepts() as port:
+        settings = MailerSettings(
+            _env_file=None,
+            smtp_host="127.0.0.1",
+            smtp_port=port,
+            smtp_tls="none",
+            from_="sender@example.test",
+            connect_timeout=0.3,
+            greeting_timeout=30,
+            timeout=30,
+            max_attempts=2,
+            retry_backoff=0.01,
+        )
+        started = time.monotonic()
+        async with MessageClient(settings) as client:
+            with pytest.raises(DeliveryTimeoutError, match="timed out connecting"):
+                await client.send(message())
+        elapsed = time.monotonic() - started
+    assert 0.55 < elapsed < 2.0
 
 
 async def test_a_server_that_never_greets_costs_the_greeting_timeout() -> None:
