@@ -202,8 +202,7 @@ async def _send(
         )
         async for line, outcome in outcomes:
             if isinstance(outcome, InvalidRow):
-                batch.invalid += 1
-                batch.invalid_rows.append(outcome)
+                batch.add_invalid(outcome)
                 continue
             # Written as it arrives (in completion order, with its line) and
             # then dropped: memory stays flat whatever the batch size.

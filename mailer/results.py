@@ -225,6 +225,11 @@ class BatchReport:
         if keep:
             self.results.append(result)
 
+    def add_invalid(self, row: InvalidRow) -> None:
+        """Count and keep one row that was skipped."""
+        self.invalid += 1
+        self.invalid_rows.append(row)
+
     def summary(self) -> str:
         """Return the one-line summary the CLI prints."""
         pending = f", {self.pending} pending" if self.pending else ""

@@ -400,8 +400,7 @@ async def send_messages(
         on_resume=resumed,
     ):
         if isinstance(outcome.result, InvalidRow):
-            report.invalid += 1
-            report.invalid_rows.append(outcome.result)
+            report.add_invalid(outcome.result)
             continue
         report.add(outcome.result, keep=False)
         if keep_results:

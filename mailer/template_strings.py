@@ -24,7 +24,6 @@ from jinja2.exceptions import SecurityError
 
 from mailer.addresses import Address
 from mailer.exceptions import (
-    MailerError,
     TemplateError,
     TemplateSyntaxError,
     UndefinedVariableError,
@@ -32,6 +31,7 @@ from mailer.exceptions import (
 )
 from mailer.message import AddressInput, Message
 from mailer.sandbox import DEFAULT_MAX_SIZE, BoundedSandbox, render_bounded
+from mailer.templates import message_from_rendered
 
 # Longest untrusted template source, in characters (parsing is not free).
 MAX_SOURCE_SIZE = 100_000
@@ -158,21 +158,15 @@ def render_string(
         for part, source in (("subject", subject), ("body", body), ("html", html))
         if source is not None
     }
-    rendered_subject = rendered["subject"]
-    if rendered_subject.endswith("\n"):
-        rendered_subject = rendered_subject[:-1].removesuffix("\r")
-    try:
-        return Message(
-            to=to,
-            subject=rendered_subject,
-            body=rendered["body"],
-            html=rendered.get("html"),
-            cc=cc,
-            bcc=bcc,
-            reply_to=reply_to,
-            sender=sender,
-            headers=headers,
-        )
-    except MailerError as exc:
-        exc.add_note("rendering a template string")
-        raise
+    return message_from_rendered(
+        rendered["subject"],
+        rendered["body"],
+        rendered.get("html"),
+        source="a template string",
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        sender=sender,
+        headers=headers,
+    )

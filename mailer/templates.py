@@ -245,15 +245,47 @@ def render_set(
     template_name = templates.name
     values = dict(context or {})
     subject = _render(templates.subject, template_name, values)
-    if subject.endswith("\n"):
-        subject = subject[:-1].removesuffix("\r")
     text = _render(templates.text, template_name, values)
     html = _render(templates.html, template_name, values) if templates.html else None
+    return message_from_rendered(
+        subject,
+        text,
+        html,
+        source=f"template {template_name!r}",
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        sender=sender,
+        headers=headers,
+    )
+
+
+def message_from_rendered(
+    subject: str,
+    body: str,
+    html: str | None,
+    *,
+    source: str,
+    to: AddressInput,
+    cc: AddressInput | None = None,
+    bcc: AddressInput | None = None,
+    reply_to: AddressInput | None = None,
+    sender: str | Address | None = None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+) -> Message:
+    """Build the Message from rendered parts; an error notes where they came from.
+
+    One trailing newline of the subject is dropped: editors end files with
+    one, and it is not part of the subject.
+    """
+    if subject.endswith("\n"):
+        subject = subject[:-1].removesuffix("\r")
     try:
         return Message(
             to=to,
             subject=subject,
-            body=text,
+            body=body,
             html=html,
             cc=cc,
             bcc=bcc,
@@ -262,5 +294,5 @@ def render_set(
             headers=headers,
         )
     except MailerError as exc:
-        exc.add_note(f"rendering template {template_name!r}")
+        exc.add_note(f"rendering {source}")
         raise

@@ -21,6 +21,7 @@ from mailer.message import Envelope
 from mailer.testing.faults import FaultPlan
 from mailer.testing.records import SentMail, SessionInfo, SessionTLS
 from mailer.testing.rules import (
+    COMMANDS,
     END_OF_DATA,
     GREETING,
     AcceptAndDrop,
@@ -35,20 +36,9 @@ from mailer.testing.rules import (
 
 SMTPMethod = Callable[[SMTP, str], Awaitable[None]]
 FaultableMethod = Callable[["FaultySMTP", str], Awaitable[None]]
-# The commands whose aiosmtpd handler is wrapped to consult the fault plan.
-FAULTABLE_COMMANDS = (
-    "EHLO",
-    "HELO",
-    "STARTTLS",
-    "AUTH",
-    "MAIL",
-    "RCPT",
-    "DATA",
-    "RSET",
-    "NOOP",
-    "VRFY",
-    "QUIT",
-)
+# The commands whose aiosmtpd handler is wrapped to consult the fault plan:
+# every point a rule can aim at but the two that are not commands.
+FAULTABLE_COMMANDS = tuple(c for c in COMMANDS if c not in (GREETING, END_OF_DATA))
 
 
 def _hide_secret(command: str, argument: str | None) -> str | None:
