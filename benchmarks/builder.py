@@ -19,9 +19,9 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from mailer import Address, MailerSettings, Message
-from mailer.builder import format_date, new_message_id
-from mailer.recipients import Recipient
-from mailer.sending import render_row
+from mailer.bulk.recipients import Recipient
+from mailer.bulk.sending import render_row
+from mailer.content.serialize import format_date, new_message_id
 
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = "Example Shop <shop@example.test>"

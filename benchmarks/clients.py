@@ -137,9 +137,9 @@ async def run_aiosmtplib(port: int, rows: list[dict[str, str]], k: int) -> int:
 def prebuilt(rows: list[dict[str, str]]) -> list[tuple[str, bytes]]:
     """Render and build every message before the clock starts (ceiling client)."""
     from mailer import Address, MailerSettings
-    from mailer.builder import format_date, new_message_id
-    from mailer.sending import _row as to_recipient
-    from mailer.sending import render_row
+    from mailer.bulk.sending import _row as to_recipient
+    from mailer.bulk.sending import render_row
+    from mailer.content.serialize import format_date, new_message_id
 
     settings = MailerSettings(_env_file=None, templates_dir=TEMPLATES, from_=SENDER)
     sender = Address.parse(SENDER, field="sender")
@@ -155,7 +155,7 @@ def prebuilt(rows: list[dict[str, str]]) -> list[tuple[str, bytes]]:
 
 async def run_ceiling(port: int, built: list[tuple[str, bytes]], k: int) -> int:
     """Pipeline pre-built messages: content + next envelope in one write."""
-    from mailer.transports.pipelining import wire_content
+    from mailer.transports.smtp.pipelining import wire_content
 
     errors = 0
 
@@ -228,9 +228,9 @@ def _render_chunk(
 ) -> list[tuple[str, tuple[str, ...], bytes]]:
     """Worker process: render and build a chunk of rows into envelopes and bytes."""
     from mailer import Address, MailerSettings
-    from mailer.builder import format_date, new_message_id
-    from mailer.sending import _row as to_recipient
-    from mailer.sending import render_row
+    from mailer.bulk.sending import _row as to_recipient
+    from mailer.bulk.sending import render_row
+    from mailer.content.serialize import format_date, new_message_id
 
     settings = MailerSettings(_env_file=None, templates_dir=TEMPLATES, from_=SENDER)
     sender = Address.parse(SENDER, field="sender")
@@ -247,8 +247,8 @@ def _render_chunk(
 
 async def run_mailer_worker(port: int, csv_path: Path, k: int | None) -> int:
     """Experiment: a worker process renders and builds; this one only sends."""
-    from mailer.batch import stream_batch
-    from mailer.message import Envelope
+    from mailer.content.message import Envelope
+    from mailer.delivery.bounded import stream_batch
     from mailer.transports import SMTPTransport
 
     rows = read_rows(csv_path)
@@ -332,7 +332,7 @@ def main() -> None:
     if args.client.startswith("mailer"):
         # Like smtplib, aiosmtplib and jinja2 for the others (imported at the
         # top), mailer's modules load before the clock starts.
-        import mailer.sending
+        import mailer.bulk.sending
         import mailer.transports  # noqa: F401
 
     # mailer reads the CSV itself, row by row; the others get the rows in a list.

@@ -53,7 +53,7 @@ from mailer import (
     SendStatus,
     send_messages,
 )
-from mailer.results import RecipientStatus
+from mailer.replies import RecipientStatus
 from mailer.testing import END_OF_DATA, SMTPTestServer
 
 ROOT = Path(__file__).resolve().parent.parent

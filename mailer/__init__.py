@@ -2,9 +2,16 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from mailer.addresses import Address
-from mailer.batch_control import SendRequest
-from mailer.client import MessageClient, generate_message_client
+from mailer.bulk.recipients import InvalidRow, Recipient, RecipientFile
+from mailer.bulk.report import BatchReport
+from mailer.bulk.sending import send_messages, stream_messages
+from mailer.config.settings import MailerSettings
+from mailer.content.addresses import Address
+from mailer.content.message import Envelope, Message
+from mailer.delivery.client import MessageClient, generate_message_client
+from mailer.delivery.control import SendRequest
+from mailer.delivery.results import SendResult, SendStatus
+from mailer.delivery.retry import RetryPolicy
 from mailer.exceptions import (
     AuthenticationError,
     ConfigError,
@@ -15,7 +22,6 @@ from mailer.exceptions import (
     HeaderInjectionError,
     InvalidAddressError,
     InvalidRecipientsError,
-    InvalidRow,
     JournalError,
     MailerError,
     MessageError,
@@ -31,21 +37,10 @@ from mailer.exceptions import (
     UnsafeTemplateError,
     UnsupportedError,
 )
-from mailer.message import Envelope, Message
-from mailer.recipients import Recipient, RecipientFile
-from mailer.results import (
-    BatchReport,
-    Delivery,
-    RecipientStatus,
-    Reply,
-    SendResult,
-    SendStatus,
-)
-from mailer.retry import RetryPolicy
-from mailer.sending import send_messages, stream_messages
-from mailer.settings import MailerSettings
-from mailer.template_strings import render_string
-from mailer.templates import render
+from mailer.replies import RecipientStatus, Reply
+from mailer.templates.sets import render
+from mailer.templates.strings import render_string
+from mailer.transports.base import Delivery
 
 try:
     __version__ = version("mailer")

@@ -1,6 +1,6 @@
 """Run the command line: ``python -m mailer``."""
 
-from mailer.cli import main
+from mailer.cli.app import main
 
 if __name__ == "__main__":
     main()

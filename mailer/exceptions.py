@@ -35,11 +35,11 @@ reply, never the credentials sent.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from mailer.results import Reply
+    # Type-only: replies.py classifies these errors, so it imports this module.
+    from mailer.replies import Reply
 
 
 class MailerError(Exception):
@@ -123,12 +123,18 @@ class UnsafeTemplateError(TemplateError):
     """An untrusted template broke a sandbox rule or a size limit."""
 
 
-@dataclass(frozen=True, slots=True)
-class InvalidRow:
-    """One bad row of a recipients source: where it is and what is wrong."""
+class BadRow(Protocol):
+    """What InvalidRecipientsError needs of a bad row (``mailer.InvalidRow``)."""
 
-    line: int
-    error: str
+    @property
+    def line(self) -> int:
+        """Return the row's line number."""
+        ...
+
+    @property
+    def error(self) -> str:
+        """Return what is wrong with the row."""
+        ...
 
 
 class InvalidRecipientsError(MailerError):
@@ -138,7 +144,7 @@ class InvalidRecipientsError(MailerError):
         rows: Every bad row, in input order.
     """
 
-    def __init__(self, rows: Sequence[InvalidRow]) -> None:
+    def __init__(self, rows: Sequence[BadRow]) -> None:
         count = len(rows)
         first = rows[0] if rows else None
         summary = f"{count} invalid row{'s' if count != 1 else ''}"

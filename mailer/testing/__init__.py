@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from mailer.records import Attachment, SentMail, SessionInfo
 from mailer.testing.mail import Mail
 from mailer.testing.matchers import (
     Addr,
@@ -21,27 +22,26 @@ from mailer.testing.matchers import (
     Regex,
 )
 from mailer.testing.outbox import Outbox
-from mailer.testing.records import Attachment, SentMail, SessionInfo
 
 if TYPE_CHECKING:
     from mailer.testing.config import isolated_settings
     from mailer.testing.fakes import OutboxTransport, capture_mail, use_transport
-    from mailer.testing.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
     from mailer.testing.mocking import SEND_TARGET, patch_send
-    from mailer.testing.server import SMTPTestServer
-    from mailer.testing.threaded import ThreadedSMTPTestServer
+    from mailer.testing.server.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
+    from mailer.testing.server.server import SMTPTestServer
+    from mailer.testing.server.threaded import ThreadedSMTPTestServer
     from mailer.testing.tls import TLSBundle
 
 # Loaded on first use: name -> module.
 _LAZY = {
-    "END_OF_DATA": "mailer.testing.faults",
-    "FaultPlan": "mailer.testing.faults",
-    "FaultRule": "mailer.testing.faults",
-    "GREETING": "mailer.testing.faults",
+    "END_OF_DATA": "mailer.testing.server.faults",
+    "FaultPlan": "mailer.testing.server.faults",
+    "FaultRule": "mailer.testing.server.faults",
+    "GREETING": "mailer.testing.server.faults",
     "OutboxTransport": "mailer.testing.fakes",
     "SEND_TARGET": "mailer.testing.mocking",
-    "SMTPTestServer": "mailer.testing.server",
-    "ThreadedSMTPTestServer": "mailer.testing.threaded",
+    "SMTPTestServer": "mailer.testing.server.server",
+    "ThreadedSMTPTestServer": "mailer.testing.server.threaded",
     "capture_mail": "mailer.testing.fakes",
     "patch_send": "mailer.testing.mocking",
     "use_transport": "mailer.testing.fakes",

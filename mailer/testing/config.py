@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from mailer.config.settings import MailerSettings, env_names
+from mailer.config.settings import _config_error as config_error
 from mailer.exceptions import ConfigError
-from mailer.settings import MailerSettings, env_names
-from mailer.settings import _config_error as config_error
 from mailer.testing.matchers import suggest
 
 

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable, Mapping
 from email.message import EmailMessage
 from typing import Any
 
-from mailer.addresses import Address
-from mailer.message import Envelope, Message
+from mailer.content.addresses import Address
+from mailer.content.message import Envelope, Message
+from mailer.records import SentMail
 from mailer.testing.matchers import (
     Addr,
     Matcher,
@@ -22,7 +23,6 @@ from mailer.testing.matchers import (
     describe,
     suggest,
 )
-from mailer.testing.records import SentMail
 
 ADDRESS_LIST_FIELDS = frozenset({"to", "cc", "bcc", "from_", "reply_to", "rcpt_tos"})
 TEXT_FIELDS = frozenset({"subject", "text", "html", "message_id", "mail_from"})

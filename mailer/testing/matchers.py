@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from mailer.testing.records import comparable_address
+from mailer.records import comparable_address
 
 
 def address_key(value: str) -> str:

@@ -24,14 +24,15 @@ from contextlib import contextmanager
 from typing import Any, cast
 from unittest import mock
 
-from mailer.client import MessageClient, OutgoingMessage
+from mailer.content.message import Message
+from mailer.delivery.client import MessageClient, OutgoingMessage
+from mailer.delivery.results import SendResult, SendStatus
 from mailer.exceptions import DeliveryError
-from mailer.message import Message
-from mailer.results import Reply, SendResult, SendStatus
+from mailer.records import SentMail
+from mailer.replies import Reply
 from mailer.testing.outbox import Outbox
-from mailer.testing.records import SentMail
 
-SEND_TARGET = "mailer.client.MessageClient.send"
+SEND_TARGET = "mailer.delivery.client.MessageClient.send"
 """The method patch_send and the mock_send fixture replace (every send uses it)."""
 
 MOCK_REPLY = Reply(250, "2.0.0 OK: accepted by mock_send")

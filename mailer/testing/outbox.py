@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, overload
 
+from mailer.records import SentMail
 from mailer.testing.mail import Mail
 from mailer.testing.matchers import Matcher, as_matcher
-from mailer.testing.records import SentMail
 
 MailMatch = Matcher | Callable[[SentMail], object] | None
 DEFAULT_WAIT = 5.0

@@ -26,16 +26,16 @@ from unittest.mock import AsyncMock
 
 import pytest
 
-from mailer.settings import MailerSettings
+from mailer.config.settings import MailerSettings
 from mailer.testing.config import isolated_settings
 from mailer.testing.fakes import capture_mail
 from mailer.testing.mocking import patch_send
 from mailer.testing.outbox import Outbox
 
 if TYPE_CHECKING:
-    from mailer.testing.faults import FaultPlan
-    from mailer.testing.server import SMTPTestServer
-    from mailer.testing.threaded import ThreadedSMTPTestServer
+    from mailer.testing.server.faults import FaultPlan
+    from mailer.testing.server.server import SMTPTestServer
+    from mailer.testing.server.threaded import ThreadedSMTPTestServer
     from mailer.testing.tls import TLSBundle
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -182,7 +182,7 @@ async def smtp_server(request: pytest.FixtureRequest) -> AsyncIterator[SMTPTestS
     Options come from ``@pytest.mark.smtp_server(...)``; faults from
     ``@pytest.mark.smtp_faults(...)`` or ``smtp_server.faults`` in the test.
     """
-    from mailer.testing.server import SMTPTestServer  # aiosmtpd: load it on use
+    from mailer.testing.server.server import SMTPTestServer
 
     async with SMTPTestServer(**_server_options(request)) as server:
         _plan_marked_faults(request, server.faults)
@@ -194,7 +194,7 @@ async def smtp_server_factory(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[Callable[..., Awaitable[SMTPTestServer]]]:
     """Return ``await start(**options)`` to start servers; all stop after the test."""
-    from mailer.testing.server import SMTPTestServer  # aiosmtpd: load it on use
+    from mailer.testing.server.server import SMTPTestServer
 
     started: list[SMTPTestServer] = []
 
@@ -219,7 +219,7 @@ def smtp_server_threaded(
 
     Same options and faults markers as ``smtp_server``.
     """
-    from mailer.testing.threaded import ThreadedSMTPTestServer
+    from mailer.testing.server.threaded import ThreadedSMTPTestServer
 
     with ThreadedSMTPTestServer(**_server_options(request)) as server:
         _plan_marked_faults(request, server.faults)

@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from mailer.lifecycle import AsyncCloseable
-from mailer.message import Envelope
-from mailer.results import Delivery
+from mailer.content.message import Envelope
+from mailer.replies import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a transport reports for one SMTP transaction.
+
+    Attributes:
+        accepted: Envelope recipients the server accepted.
+        refused: The reply for each recipient the server refused (partial refusal
+            is data, not an exception).
+        reply: The server's reply to the end of DATA.
+    """
+
+    accepted: tuple[str, ...]
+    refused: Mapping[str, Reply]
+    reply: Reply
+
+
+class AsyncCloseable:
+    """Base for objects that hold connections or servers and release them in aclose."""
+
+    async def aclose(self) -> None:
+        """Release what the object holds. Does nothing by default."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 @runtime_checkable
@@ -32,19 +68,8 @@ class Transport(Protocol):
 
 
 class BaseTransport(AsyncCloseable):
-    """Optional base class: an async context manager around ``open``/``aclose``."""
-
-    async def open(self) -> None:
-        """Prepare the transport; called on ``async with``. Does nothing by default."""
+    """Optional base class: ``async with`` closes it; ``deliver`` must be overridden."""
 
     async def deliver(self, envelope: Envelope, content: bytes, /) -> Delivery:
         """Send one message; subclasses must implement this."""
         raise NotImplementedError(f"{type(self).__name__} must implement deliver()")
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self.open()
-        except BaseException:
-            await self.aclose()
-            raise
-        return self

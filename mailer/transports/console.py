@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from mailer.message import Envelope
-from mailer.results import Delivery, Reply
-from mailer.transports.base import BaseTransport
+from mailer.content.message import Envelope
+from mailer.replies import Reply
+from mailer.transports.base import BaseTransport, Delivery
 
 
 class ConsoleTransport(BaseTransport):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from mailer.settings import MailerSettings
+from mailer.config.settings import MailerSettings
 from mailer.transports.base import Transport
 from mailer.transports.failover import FailoverMode, FailoverTransport
-from mailer.transports.smtp import SMTPTransport
+from mailer.transports.smtp.transport import SMTPTransport
 
 
 def transport_from_settings(settings: MailerSettings) -> Transport:

@@ -19,15 +19,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from mailer.content.message import Envelope
 from mailer.exceptions import (
     DeliveryError,
     RecipientsRefusedError,
     RelaysUnavailableError,
 )
-from mailer.message import Envelope
-from mailer.results import Delivery
-from mailer.retry import Verdict, classify_error
-from mailer.transports.base import BaseTransport, Transport
+from mailer.replies import Verdict, classify_error
+from mailer.transports.base import BaseTransport, Delivery, Transport
 
 FailoverMode = Literal["failover", "roundrobin"]
 

@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from mailer import MailerSettings
-from mailer.inbox import Inbox, start_inbox
+from mailer.inbox.server import Inbox, start_inbox
 from mailer.testing import SMTPTestServer, TLSBundle
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailer import Message, MessageClient
-from mailer.settings import MailerSettings
+from mailer.config.settings import MailerSettings
 from mailer.testing import Mail, SMTPTestServer, TLSBundle
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -18,8 +18,8 @@ from mailer import (
     Reply,
     SendStatus,
 )
-from mailer.results import RecipientStatus
-from mailer.settings import MailerSettings
+from mailer.config.settings import MailerSettings
+from mailer.replies import RecipientStatus
 from mailer.testing import END_OF_DATA, SMTPTestServer
 
 THREE = ["ann@example.test", "bob@example.test", "cy@example.test"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.journal import JournalState
-from mailer.status import journal_status
+from mailer.bulk.journal import JournalState
+from mailer.bulk.status import journal_status
 from mailer.testing import END_OF_DATA, SMTPTestServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

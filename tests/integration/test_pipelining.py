@@ -13,8 +13,8 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as ServerEnvelope
 
 from mailer import DataRefusedError, Message, MessageClient, SenderRefusedError
-from mailer.inbox import InboxHandler, start_inbox
-from mailer.settings import MailerSettings
+from mailer.config.settings import MailerSettings
+from mailer.inbox.server import InboxHandler, start_inbox
 
 ScriptedServerFactory = Callable[..., AbstractAsyncContextManager[Any]]
 

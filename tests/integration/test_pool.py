@@ -18,8 +18,8 @@ from mailer import (
     MessageClient,
     RejectedError,
 )
-from mailer.inbox import InboxHandler, start_inbox
-from mailer.settings import MailerSettings
+from mailer.config.settings import MailerSettings
+from mailer.inbox.server import InboxHandler, start_inbox
 
 ScriptedServerFactory = Callable[..., AbstractAsyncContextManager[Any]]
 

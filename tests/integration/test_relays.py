@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from mailer import AuthenticationError, Message, MessageClient
-from mailer.settings import MailerSettings
+from mailer.config.settings import MailerSettings
 from mailer.testing import SMTPTestServer, isolated_settings
 
 

@@ -17,7 +17,7 @@ from mailer.testing import (
     ThreadedSMTPTestServer,
     TLSBundle,
 )
-from mailer.testing.faults import FaultPlan
+from mailer.testing.server.faults import FaultPlan
 
 ServerFactory = Callable[..., Awaitable[SMTPTestServer]]
 

@@ -23,7 +23,7 @@ from mailer import (
     TLSError,
     send_messages,
 )
-from mailer.settings import MailerSettings
+from mailer.config.settings import MailerSettings
 from mailer.testing import Mail, SMTPTestServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import trustme
 
-from mailer.testing.protocol import FaultySMTP
-from mailer.testing.server import SMTPTestServer
+from mailer.testing.server.protocol import FaultySMTP
+from mailer.testing.server.server import SMTPTestServer
 from mailer.testing.tls import TLSBundle
 
 
@@ -48,7 +48,7 @@ class WatchedServer(SMTPTestServer):
     ``auth_in_clear`` makes it a misconfigured server that offers AUTH before
     TLS, which a careless client would use to send the password in clear.
     SMTPTestServer rightly refuses to be one, so this switches off aiosmtpd's
-    own check per session (as ``mailer.inbox`` does for implicit TLS).
+    own check per session (as ``mailer.inbox.server`` does for implicit TLS).
     """
 
     def __init__(self, *, auth_in_clear: bool = False, **options: Any) -> None:
@@ -155,7 +155,7 @@ def remote_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     Our servers may only listen on loopback, and loopback is exempt from the
     rule "no password in clear": this seam lets a test check the rule itself.
     """
-    import mailer.transports.login
+    import mailer.transports.smtp.login
 
-    monkeypatch.setattr(mailer.transports.login, "is_loopback", lambda host: False)
+    monkeypatch.setattr(mailer.transports.smtp.login, "is_loopback", lambda host: False)
     return

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from mailer import Address, Message, MessageClient, MessageError
 from mailer.testing import SentMail
-from mailer.testing.server import SMTPTestServer
+from mailer.testing.server.server import SMTPTestServer
 
 pytestmark = pytest.mark.integration
 

@@ -36,7 +36,7 @@ from mailer import (
     render,
     render_string,
 )
-from mailer.sending import check_rows
+from mailer.bulk.sending import check_rows
 from mailer.transports import MemoryTransport
 
 SENDER = Address.parse("Shop <shop@example.test>", field="sender")

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from mailer import AuthenticationError, Message, MessageClient, send_messages
-from mailer.recipients import RecipientFile
-from mailer.transports.login import secret_forms
+from mailer.bulk.recipients import RecipientFile
+from mailer.transports.smtp.login import secret_forms
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ DEBUG_CLI = [
     sys.executable,
     "-c",
     "import logging, sys; logging.basicConfig(level=logging.DEBUG); "
-    "from mailer.cli import main; sys.argv[0] = 'mailer'; main()",
+    "from mailer.cli.app import main; sys.argv[0] = 'mailer'; main()",
 ]
 
 

@@ -12,7 +12,7 @@ from mailer import (
     UnsafeTemplateError,
     render_string,
 )
-from mailer.template_strings import MAX_SOURCE_SIZE, _compile
+from mailer.templates.strings import MAX_SOURCE_SIZE, _compile
 
 NEWSLETTER = """\
 {% for product in products %}

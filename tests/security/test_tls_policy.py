@@ -10,7 +10,7 @@ import pytest
 import trustme
 
 from mailer import Message, MessageClient, TLSError
-from mailer.settings import MailerSettings
+from mailer.config.settings import MailerSettings
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import pytest
 import trustme
 
 from mailer import ConfigError, MailerSettings
-from mailer.settings import parse_fingerprints
-from mailer.transports.errors import describe_tls_failure
-from mailer.transports.tls import (
+from mailer.config.settings import parse_fingerprints
+from mailer.transports.smtp.errors import describe_tls_failure
+from mailer.transports.smtp.tls import (
     TLSPolicy,
     build_client_context,
     explain_certificate_failure,

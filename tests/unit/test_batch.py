@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from mailer.batch import Completed, stream_batch
+from mailer.delivery.bounded import Completed, stream_batch
 
 
 async def collect(

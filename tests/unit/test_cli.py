@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mailer import Message, RecipientsRefusedError, Reply
-from mailer.cli import app
+from mailer.cli.app import app
 from mailer.testing import Addr, Outbox
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

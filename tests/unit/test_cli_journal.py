@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mailer import MessageClient, RecipientsRefusedError, Reply
-from mailer.cli import app
-from mailer.settings import MailerSettings
+from mailer.cli.app import app
+from mailer.config.settings import MailerSettings
 from mailer.testing import SentMail
 from mailer.transports import MockTransport
 
@@ -46,7 +46,7 @@ def outbox() -> Iterator[list[SentMail]]:
     def client(settings: MailerSettings) -> MessageClient:
         return MessageClient(settings, transport=MockTransport(refuse_bob))
 
-    with patch("mailer.sending.generate_message_client", side_effect=client):
+    with patch("mailer.bulk.sending.generate_message_client", side_effect=client):
         yield sent
 
 

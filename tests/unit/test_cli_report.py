@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mailer import MessageClient
-from mailer.cli import app
-from mailer.settings import MailerSettings
+from mailer.cli.app import app
+from mailer.config.settings import MailerSettings
 from mailer.testing import SentMail
 from mailer.transports import MockTransport
 
@@ -47,7 +47,7 @@ def test_report_lines_are_on_disk_before_the_batch_ends(tmp_path: Path) -> None:
     def client(settings: MailerSettings) -> MessageClient:
         return MessageClient(settings, transport=MockTransport(zoe_last))
 
-    with patch("mailer.sending.generate_message_client", side_effect=client):
+    with patch("mailer.bulk.sending.generate_message_client", side_effect=client):
         result = CliRunner().invoke(
             app, ["send", "-t", "welcome", "-r", RECIPIENTS, "--report", str(report)]
         )
@@ -71,7 +71,7 @@ def test_each_report_line_names_its_csv_line_in_completion_order(
     def client(settings: MailerSettings) -> MessageClient:
         return MessageClient(settings, transport=MockTransport(bob_slow))
 
-    with patch("mailer.sending.generate_message_client", side_effect=client):
+    with patch("mailer.bulk.sending.generate_message_client", side_effect=client):
         result = CliRunner().invoke(
             app, ["send", "-t", "welcome", "-r", RECIPIENTS, "--report", str(report)]
         )

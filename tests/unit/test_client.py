@@ -17,9 +17,9 @@ from mailer import (
     SendStatus,
     generate_message_client,
 )
-from mailer.client import BATCH_DEPTH
+from mailer.config.settings import MailerSettings
+from mailer.delivery.client import BATCH_DEPTH
 from mailer.exceptions import ConnectError
-from mailer.settings import MailerSettings
 from mailer.testing import SentMail
 from mailer.transports import MemoryTransport, MockTransport, SMTPTransport
 

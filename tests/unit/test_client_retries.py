@@ -20,11 +20,11 @@ from mailer import (
     Reply,
     SendStatus,
 )
-from mailer.attempts import MessageAttempts
-from mailer.batch_control import SendRequest
-from mailer.results import RecipientStatus
-from mailer.retry import RetryPolicy
-from mailer.settings import MailerSettings
+from mailer.config.settings import MailerSettings
+from mailer.delivery.control import SendRequest
+from mailer.delivery.retry import RetryPolicy
+from mailer.delivery.state import MessageAttempts
+from mailer.replies import RecipientStatus
 from mailer.testing import SentMail
 from mailer.transports import MockTransport
 

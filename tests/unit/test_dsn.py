@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mailer import ConfigError, MailerSettings
-from mailer.dsn import DSNError, parse_dsn
+from mailer.config.dsn import DSNError, parse_dsn
 from mailer.transports import SMTPTransport
 from mailer.transports.factory import transport_from_settings
 from mailer.transports.failover import FailoverTransport

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from mailer.testing import END_OF_DATA, GREETING, FaultPlan
-from mailer.testing.rules import (
+from mailer.testing.server.rules import (
     AcceptAndDrop,
     HangUp,
     HangUpInData,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailer.testing import END_OF_DATA, FaultPlan
-from mailer.testing.rules import HangUp, HangUpInData, KeepThenHangUp, SendReply
+from mailer.testing.server.rules import HangUp, HangUpInData, KeepThenHangUp, SendReply
 
 
 def test_disconnect_after_the_dot_can_keep_the_message() -> None:

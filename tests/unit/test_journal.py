@@ -19,11 +19,11 @@ from mailer import (
     SendStatus,
     send_messages,
 )
+from mailer.bulk.journal import BatchIdentity, Journal
+from mailer.bulk.status import journal_status
+from mailer.config.settings import MailerSettings
+from mailer.delivery.retry import RetryPolicy
 from mailer.exceptions import JournalError
-from mailer.journal import BatchIdentity, Journal
-from mailer.retry import RetryPolicy
-from mailer.settings import MailerSettings
-from mailer.status import journal_status
 from mailer.testing import SentMail
 from mailer.transports import MockTransport
 from mailer.transports.base import Transport
@@ -56,7 +56,7 @@ def transport_for() -> Iterator[Callable[[Transport], None]]:
         )
         return made
 
-    with patch("mailer.sending.generate_message_client", side_effect=client):
+    with patch("mailer.bulk.sending.generate_message_client", side_effect=client):
         yield current.append
 
 

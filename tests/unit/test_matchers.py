@@ -9,7 +9,7 @@ from unittest.mock import ANY, AsyncMock, Mock, call
 import pytest
 
 from mailer import Address, Message
-from mailer.message import Envelope
+from mailer.content.message import Envelope
 from mailer.testing import (
     Addr,
     AllOf,

@@ -9,8 +9,8 @@ from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.message import Envelope
-from mailer.transports.pipelining import envelope_commands, wire_content
+from mailer.content.message import Envelope
+from mailer.transports.smtp.pipelining import envelope_commands, wire_content
 
 content_pieces = st.sampled_from(
     [b"\r\n", b"\n", b"\r", b".", b"..", b"\r\n.\r\n", b".\r\n", b"x", b"\xc3\xa9"]

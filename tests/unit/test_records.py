@@ -7,7 +7,7 @@ from email.message import EmailMessage
 import pytest
 
 from mailer import Address, Message
-from mailer.message import Envelope
+from mailer.content.message import Envelope
 from mailer.testing import Attachment, SentMail
 
 SENDER = Address.parse("Shop <shop@example.test>", field="sender")

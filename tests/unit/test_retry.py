@@ -15,15 +15,15 @@ from mailer import (
     Reply,
     TLSError,
 )
-from mailer.results import RecipientStatus
-from mailer.retry import (
-    RetryPolicy,
+from mailer.config.settings import MailerSettings
+from mailer.delivery.retry import RetryPolicy
+from mailer.replies import (
+    RecipientStatus,
     Verdict,
     classify_error,
     classify_reply,
     is_transient_reply,
 )
-from mailer.settings import MailerSettings
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 Each test here is also an example to copy:
 
-* patch ``generate_message_client`` where it is looked up (``mailer.sending``),
-  not where it is defined (``mailer.client``);
+* patch ``generate_message_client`` where it is looked up (``mailer.bulk.sending``),
+  not where it is defined (``mailer.delivery.client``);
 * replace the client's async ``send`` with an ``AsyncMock``;
 * ``assert_awaited_once_with(Message(...))``: Message is a value, so equality works;
 * a partial matcher (``MessageMatcher``) inside ``assert_has_calls([call(...)])``.
@@ -29,7 +29,7 @@ from mailer import (
     TemplateNotFoundError,
     send_messages,
 )
-from mailer.settings import MailerSettings
+from mailer.config.settings import MailerSettings
 from mailer.transports import MemoryTransport
 
 ANN = {"email": "ann@example.test", "name": "Ann", "customer_id": "C-1", "plan": "pro"}
@@ -95,9 +95,9 @@ def client(settings: MailerSettings) -> MessageClient:
 async def test_patch_the_factory_where_it_is_looked_up(
     settings: MailerSettings, client: MessageClient
 ) -> None:
-    """Patching mailer.sending.generate_message_client swaps the client send_messages uses."""
+    """Patching mailer.bulk.sending.generate_message_client swaps the client send_messages uses."""
     with patch(
-        "mailer.sending.generate_message_client", return_value=client
+        "mailer.bulk.sending.generate_message_client", return_value=client
     ) as factory:
         report = await send_messages("welcome", [ANN], settings=settings)
     factory.assert_called_once_with(settings)
@@ -121,7 +121,7 @@ async def test_patch_the_factory_where_it_is_looked_up(
 async def test_patching_where_it_is_defined_does_not_reach_send_messages(
     settings: MailerSettings, client: MessageClient
 ) -> None:
-    """The classic mistake: mailer.client.generate_message_client is not the name used."""
+    """The classic mistake: mailer.delivery.client.generate_message_client is not the name used."""
     transport_used: list[object] = []
     real_factory = MessageClient
 
@@ -131,8 +131,8 @@ async def test_patching_where_it_is_defined_does_not_reach_send_messages(
         return made
 
     with (
-        patch("mailer.client.generate_message_client", return_value=client),
-        patch("mailer.sending.generate_message_client", side_effect=spy_client),
+        patch("mailer.delivery.client.generate_message_client", return_value=client),
+        patch("mailer.bulk.sending.generate_message_client", side_effect=spy_client),
     ):
         await send_messages("welcome", [ANN], settings=settings)
     client.send.assert_not_awaited()  # type: ignore[attr-defined]
@@ -143,7 +143,7 @@ async def test_partial_matchers_inside_assert_has_calls(
     settings: MailerSettings, client: MessageClient
 ) -> None:
     """assert_has_calls with MessageMatcher checks the parts that matter, in order."""
-    with patch("mailer.sending.generate_message_client", return_value=client):
+    with patch("mailer.bulk.sending.generate_message_client", return_value=client):
         await send_messages("welcome", [ANN, BOB], settings=settings)
     send: AsyncMock = client.send  # type: ignore[assignment]
     assert send.await_count == 2
@@ -180,7 +180,9 @@ async def test_a_bad_row_stops_the_batch_before_anything_is_sent(
     """Every bad row is listed with its line; send is never awaited."""
     rows = [ANN, {**ANN, "email": "not-an-address"}, BOB, {"email": "c@example.test"}]
     with (
-        patch("mailer.sending.generate_message_client", return_value=client) as factory,
+        patch(
+            "mailer.bulk.sending.generate_message_client", return_value=client
+        ) as factory,
         pytest.raises(InvalidRecipientsError) as caught,
     ):
         await send_messages("welcome", rows, settings=settings)
@@ -203,7 +205,7 @@ async def test_skip_invalid_sends_the_valid_rows_and_reports_the_rest(
         {"email": "broken@", "name": "X", "customer_id": "1", "plan": "p"},
         BOB,
     ]
-    with patch("mailer.sending.generate_message_client", return_value=client):
+    with patch("mailer.bulk.sending.generate_message_client", return_value=client):
         report = await send_messages(
             "welcome", rows, settings=settings, skip_invalid=True
         )
@@ -230,7 +232,7 @@ async def test_a_failure_part_way_is_reported_and_the_rest_still_go(
         return sent_result(message)
 
     client.send.side_effect = refuse_ann  # type: ignore[attr-defined]
-    with patch("mailer.sending.generate_message_client", return_value=client):
+    with patch("mailer.bulk.sending.generate_message_client", return_value=client):
         report = await send_messages("welcome", [ANN, BOB], settings=settings)
     assert (report.sent, report.failed) == (1, 1)
     assert [r.status for r in report.results] == ["failed", "sent"]
@@ -260,7 +262,7 @@ async def test_messages_really_reach_the_transport(settings: MailerSettings) -> 
     """Without mocks, send_messages renders and hands real bytes to the transport."""
     transport = MemoryTransport()
     real = MessageClient(settings, transport=transport)
-    with patch("mailer.sending.generate_message_client", return_value=real):
+    with patch("mailer.bulk.sending.generate_message_client", return_value=real):
         await send_messages(
             "welcome", [ANN, BOB], settings=settings, context={"plan": "basic"}
         )
@@ -279,7 +281,7 @@ async def test_unknown_template_fails_before_the_client_is_made(
 ) -> None:
     """An unknown template set is an error before any connection."""
     with (
-        patch("mailer.sending.generate_message_client") as factory,
+        patch("mailer.bulk.sending.generate_message_client") as factory,
         pytest.raises(TemplateNotFoundError),
     ):
         await send_messages("nope", [ANN], settings=settings)
@@ -291,7 +293,7 @@ async def test_no_sender_fails_before_the_client_is_made(
 ) -> None:
     """Without MAILER_FROM nothing is sent and the key is named."""
     with (
-        patch("mailer.sending.generate_message_client") as factory,
+        patch("mailer.bulk.sending.generate_message_client") as factory,
         pytest.raises(ConfigError, match="^MAILER_FROM"),
     ):
         await send_messages("welcome", [ANN], settings=make_settings(from_=None))
@@ -302,7 +304,7 @@ async def test_a_one_shot_iterator_is_read_once_and_still_checked_first(
     settings: MailerSettings, client: MessageClient
 ) -> None:
     """A generator of rows works: it is collected, checked, then sent."""
-    with patch("mailer.sending.generate_message_client", return_value=client):
+    with patch("mailer.bulk.sending.generate_message_client", return_value=client):
         report = await send_messages(
             "welcome", (row for row in [ANN, BOB]), settings=settings
         )

@@ -206,7 +206,7 @@ def test_empty_values_mean_default() -> None:
 
 def test_env_example_documents_every_key() -> None:
     """Every setting appears in .env.example with a comment above it."""
-    from mailer.settings import env_names
+    from mailer.config.settings import env_names
 
     example = (Path(__file__).resolve().parents[2] / ".env.example").read_text(
         encoding="utf-8"

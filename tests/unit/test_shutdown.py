@@ -9,7 +9,7 @@ from typing import NoReturn
 
 import pytest
 
-from mailer.shutdown import Shutdown, exit_code_for
+from mailer.cli.shutdown import Shutdown, exit_code_for
 
 
 class ExitedError(Exception):

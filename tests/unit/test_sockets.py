@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mailer import ConnectError, DeliveryTimeoutError
-from mailer.transports.sockets import open_socket
+from mailer.transports.smtp.sockets import open_socket
 
 
 async def test_a_connect_that_hangs_costs_the_connect_timeout(

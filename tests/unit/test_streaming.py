@@ -10,10 +10,10 @@ from unittest.mock import patch
 import pytest
 
 from mailer import InvalidRecipientsError, InvalidRow, Message, MessageClient
-from mailer.batch_control import WAITING_ROOM
-from mailer.client import BATCH_DEPTH
-from mailer.sending import send_messages, stream_messages
-from mailer.settings import MailerSettings
+from mailer.bulk.sending import send_messages, stream_messages
+from mailer.config.settings import MailerSettings
+from mailer.delivery.client import BATCH_DEPTH
+from mailer.delivery.control import WAITING_ROOM
 from mailer.testing import SentMail
 from mailer.transports import MemoryTransport, MockTransport
 
@@ -95,7 +95,7 @@ def outbox(settings: MailerSettings) -> Iterator[MemoryTransport]:
     """Route send_messages to an in-memory transport."""
     transport = MemoryTransport()
     with patch(
-        "mailer.sending.generate_message_client",
+        "mailer.bulk.sending.generate_message_client",
         side_effect=lambda s: MessageClient(s, transport=transport),
     ):
         yield transport
@@ -195,7 +195,7 @@ async def test_reports_keep_input_order_whatever_the_completion_order(
         await asyncio.sleep(0.03 if mail.to == ("user1@example.test",) else 0)
 
     with patch(
-        "mailer.sending.generate_message_client",
+        "mailer.bulk.sending.generate_message_client",
         side_effect=lambda s: MessageClient(s, transport=MockTransport(slow_first)),
     ):
         report = await send_messages(

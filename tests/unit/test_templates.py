@@ -14,7 +14,7 @@ from mailer import (
     UndefinedVariableError,
     render,
 )
-from mailer.templates import load_template_set
+from mailer.templates.sets import load_template_set
 
 
 def make_set(root: Path, name: str, **files: str) -> Path:

@@ -68,8 +68,8 @@ async def test_mail_outbox_receives_what_send_messages_renders(
     assert mail.message["From"] == "Example Shop <shop@example.test>"
     assert {r.message_id for r in report.results} == {m.message_id for m in mail_outbox}
     assert {str(r.reply) for r in report.results} == {
-        "250 2.0.0 Ok: kept in the test outbox as #1",
-        "250 2.0.0 Ok: kept in the test outbox as #2",
+        "250 2.0.0 Ok: kept in memory as #1",
+        "250 2.0.0 Ok: kept in memory as #2",
     }
 
 

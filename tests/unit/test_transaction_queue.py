@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from mailer.message import Envelope
-from mailer.transports.transactions import Transaction, TransactionQueue
+from mailer.content.message import Envelope
+from mailer.transports.smtp.transactions import Transaction, TransactionQueue
 
 
 def transaction() -> Transaction:

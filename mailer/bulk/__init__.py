@@ -1,0 +1,1 @@
+"""Bulk sending: recipients files, send_messages, reports, the journal, resume."""

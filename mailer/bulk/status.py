@@ -1,0 +1,131 @@
+"""Describe a delivery journal for ``mailer status``: counts, then every failure."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailer.bulk.journal import (
+    JOURNAL_VERSION,
+    JournalEntry,
+    JournalState,
+    entry_from_row,
+    read_meta,
+)
+from mailer.exceptions import JournalError
+
+
+@dataclass(slots=True)
+class JournalStatus:
+    """What a journal says about its batch.
+
+    Attributes:
+        path: The journal file.
+        template: The template set the batch sends.
+        source: The recipients the batch was started for.
+        counts: Messages per state (every state listed, zeros included).
+        ambiguous: Messages that may have been delivered twice.
+        failures: The failed messages, in batch order.
+    """
+
+    path: Path
+    template: str
+    source: str
+    counts: dict[JournalState, int]
+    ambiguous: int
+    failures: list[JournalEntry] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Return how many messages the batch has."""
+        return sum(self.counts.values())
+
+    @property
+    def is_complete(self) -> bool:
+        """Return whether every message was sent."""
+        return self.counts[JournalState.SENT] == self.total
+
+    def lines(self) -> list[str]:
+        """Return the report ``mailer status`` prints."""
+        counts = ", ".join(
+            f"{self.counts[state]} {state.value}" for state in JournalState
+        )
+        out = [
+            f"journal {self.path}: template {self.template!r}, recipients "
+            f"{self.source}, {self.total} message(s)",
+            counts,
+        ]
+        if self.counts[JournalState.SENDING]:
+            out.append(
+                f"{self.counts[JournalState.SENDING]} sending: in flight now, or "
+                "cut short by a crash (a resume resends them as ambiguous)"
+            )
+        out.append(
+            f"{self.ambiguous} ambiguous (may have been delivered twice, same "
+            "Message-ID)"
+        )
+        for entry in self.failures:
+            kind = "transient, a resume retries it" if entry.transient else "final"
+            out.append(
+                f"failed line {entry.line} {entry.email}: {entry.error} "
+                f"({kind}; {entry.attempts} attempt(s))"
+            )
+        return out
+
+
+def journal_status(path: Path | str) -> JournalStatus:
+    """Read the journal at ``path`` (without locking it: a run may be going on).
+
+    Raises:
+        JournalError: The file is missing or not a journal.
+    """
+    connection = open_read_only(path)
+    try:
+        meta = read_meta(connection)
+        counts = dict(
+            connection.execute("SELECT state, COUNT(*) FROM messages GROUP BY state")
+        )
+        [(ambiguous,)] = connection.execute(
+            "SELECT COUNT(*) FROM messages WHERE ambiguous = 1"
+        )
+        failures = [
+            entry_from_row(row)
+            for row in connection.execute(
+                "SELECT * FROM messages WHERE state = 'failed' ORDER BY position"
+            )
+        ]
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(f"{path}: cannot read it: {exc}", path=str(path)) from None
+    finally:
+        connection.close()
+    return JournalStatus(
+        path=Path(path),
+        template=meta.get("template", "?"),
+        source=meta.get("source", "?"),
+        counts={state: counts.get(state.value, 0) for state in JournalState},
+        ambiguous=ambiguous,
+        failures=failures,
+    )
+
+
+def open_read_only(path: Path | str) -> sqlite3.Connection:
+    """Open a journal for reading (``mailer status``) without taking its lock.
+
+    Raises:
+        JournalError: The file is missing or not a journal.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JournalError(f"{path}: no such journal file", path=str(path))
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    connection.row_factory = sqlite3.Row
+    try:
+        meta = read_meta(connection)
+    except sqlite3.DatabaseError:
+        connection.close()
+        raise JournalError(f"{path}: not a mailer journal", path=str(path)) from None
+    if meta.get("version") != JOURNAL_VERSION:
+        connection.close()
+        raise JournalError(f"{path}: not a mailer journal", path=str(path))
+    return connection

@@ -1,0 +1,1 @@
+"""Configuration: MAILER_* settings from the environment and .env, and relay URLs."""

@@ -1,0 +1,211 @@
+"""Parse MAILER_DSN: one relay as a URL, or several under failover(...)/roundrobin(...).
+
+Grammar::
+
+    smtp://[user[:password]@]host[:port][?option=value&...]
+    smtps://...                                   implicit TLS (tls=tls)
+    failover(DSN DSN ...)                         in order, the next when one fails
+    roundrobin(DSN DSN ...)                       in rotation
+
+Options: ``tls`` (none, opportunistic, starttls, tls), ``timeout`` (seconds
+per SMTP command), ``ca_file`` and ``local_hostname``, as the ``MAILER_SMTP_*``
+keys of the same names. The user name and password are percent-decoded (write
+``@`` as ``%40``).
+
+Error messages name the relay and the part at fault but never repeat the DSN,
+which holds the password.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from pydantic import SecretStr
+
+from mailer.config.settings import TLSMode, is_loopback
+
+RelayMode = Literal["single", "failover", "roundrobin"]
+SCHEMES: dict[str, TLSMode | None] = {"smtp": None, "smtps": "tls"}
+OPTIONS = ("tls", "timeout", "ca_file", "local_hostname")
+
+_LIST = re.compile(r"^\s*(failover|roundrobin)\s*\((.*)\)\s*$", re.DOTALL)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOST_NAME = re.compile(
+    r"(?i)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?"
+)
+
+
+class DSNError(ValueError):
+    """A DSN is malformed; the message never contains the DSN itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """One SMTP server from a DSN, as overrides of the ``MAILER_SMTP_*`` settings."""
+
+    host: str
+    port: int | None = None
+    tls: TLSMode | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: float | None = None
+    ca_file: Path | None = None
+    local_hostname: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Return ``host`` or ``host:port`` (never the credentials), for messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port is None else f"{host}:{self.port}"
+
+    def overrides(self) -> dict[str, Any]:
+        """Return the settings fields this relay sets (the others keep theirs)."""
+        values: dict[str, Any] = {
+            "smtp_host": self.host,
+            "smtp_port": self.port,
+            "smtp_tls": self.tls,
+            "smtp_username": self.username,
+            "smtp_password": self.password,
+            "smtp_local_hostname": self.local_hostname,
+            "smtp_ca_file": self.ca_file,
+        }
+        if self.timeout is not None:
+            values["timeout"] = self.timeout
+        return values
+
+
+@dataclass(frozen=True, slots=True)
+class RelayList:
+    """The relays of a DSN and how to choose between them."""
+
+    mode: RelayMode
+    relays: tuple[Relay, ...]
+
+
+def parse_dsn(text: str) -> RelayList:
+    """Parse a DSN into its relays.
+
+    Raises:
+        DSNError: The DSN is malformed (the message says where, not what).
+    """
+    match = _LIST.match(text)
+    if match is None:
+        return RelayList("single", (_parse_relay(text.strip(), None),))
+    mode: RelayMode = "failover" if match.group(1) == "failover" else "roundrobin"
+    parts = match.group(2).split()
+    if not parts:
+        raise DSNError(f"{mode}() lists no relay")
+    relays = tuple(_parse_relay(part, index) for index, part in enumerate(parts, 1))
+    return RelayList(mode, relays)
+
+
+def _parse_relay(text: str, index: int | None) -> Relay:
+    where = f"relay {index}: " if index is not None else ""
+    if _CONTROL.search(text):
+        raise DSNError(f"{where}control characters are not allowed")
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError:
+        raise DSNError(f"{where}not a valid URL (port 1-65535?)") from None
+    if url.scheme not in SCHEMES:
+        raise DSNError(
+            f"{where}the scheme must be smtp:// or smtps://"
+            + (" (got a bare host?)" if not url.scheme else "")
+        )
+    host = url.hostname
+    if not host:
+        raise DSNError(f"{where}no host")
+    _check_host(host, where)
+    if port == 0:
+        raise DSNError(f"{where}port must be 1-65535")
+    if url.path not in ("", "/") or url.fragment:
+        raise DSNError(f"{where}a path or #fragment is not allowed")
+    options = _options(url.query, where)
+    tls = _tls_mode(url.scheme, options.get("tls"), where)
+    username = unquote(url.username) if url.username else None
+    password = unquote(url.password) if url.password is not None else None
+    if (username is None) != (password is None):
+        raise DSNError(f"{where}give both a user name and a password, or neither")
+    if password is not None and tls == "none" and not is_loopback(host):
+        raise DSNError(
+            f"{where}tls=none would send the password in clear to {host}; "
+            "use starttls or smtps://"
+        )
+    return Relay(
+        host=host,
+        port=port,
+        tls=tls,
+        username=username,
+        password=SecretStr(password) if password is not None else None,
+        timeout=_timeout(options.get("timeout"), where),
+        ca_file=_ca_file(options.get("ca_file"), where),
+        local_hostname=_local_hostname(options.get("local_hostname"), where),
+    )
+
+
+def _check_host(host: str, where: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(host):
+            raise DSNError(f"{where}not a valid host name: {host!r}") from None
+
+
+def _options(query: str, where: str) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in OPTIONS:
+            raise DSNError(
+                f"{where}unknown option {key!r} (known: {', '.join(OPTIONS)})"
+            )
+        if key in options:
+            raise DSNError(f"{where}option {key!r} is given twice")
+        options[key] = value
+    return options
+
+
+def _tls_mode(scheme: str, option: str | None, where: str) -> TLSMode | None:
+    implied = SCHEMES[scheme]
+    if option is None:
+        return implied
+    if option not in get_args(TLSMode):
+        raise DSNError(f"{where}tls must be one of {', '.join(get_args(TLSMode))}")
+    if implied is not None and option != implied:
+        raise DSNError(f"{where}smtps:// is implicit TLS; tls={option} contradicts it")
+    mode: TLSMode = option  # type: ignore[assignment]  # checked just above
+    return mode
+
+
+def _timeout(option: str | None, where: str) -> float | None:
+    if option is None:
+        return None
+    try:
+        value = float(option)
+    except ValueError:
+        raise DSNError(f"{where}timeout must be a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= 3600:
+        raise DSNError(f"{where}timeout must be more than 0 and at most 3600")
+    return value
+
+
+def _ca_file(option: str | None, where: str) -> Path | None:
+    if option is None:
+        return None
+    path = Path(option)
+    if not path.is_file():
+        raise DSNError(f"{where}ca_file: no such file: {option}")
+    return path
+
+
+def _local_hostname(option: str | None, where: str) -> str | None:
+    if option is None:
+        return None
+    _check_host(option, where)
+    return option

@@ -1,0 +1,1 @@
+"""Message content: addresses, the Message value, MIME encoding and serialisation."""

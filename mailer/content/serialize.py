@@ -1,0 +1,113 @@
+"""Assemble a Message into the exact bytes sent in DATA: headers, then the parts."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+import uuid
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from mailer.content import mime
+from mailer.content.addresses import Address
+from mailer.content.mime import CRLF
+
+if TYPE_CHECKING:
+    from mailer.content.message import Message
+
+
+def new_message_id(sender: Address) -> str:
+    """Return a fresh, globally unique Message-ID in the sender's domain.
+
+    ``email.utils.make_msgid`` would call ``socket.getfqdn()``, which can block
+    for seconds; the sender's domain is a better right-hand side anyway.
+    """
+    domain = sender.envelope.rpartition("@")[2]
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+def format_date(when: datetime | None = None) -> str:
+    """Return an RFC 5322 date for ``when`` (default: now, in UTC)."""
+    if when is None:
+        return _date_of_second(int(time.time()))
+    return email.utils.format_datetime(when)
+
+
+@lru_cache(maxsize=2)
+def _date_of_second(second: int) -> str:
+    # A batch sends hundreds of messages a second, all with the same Date.
+    return email.utils.format_datetime(datetime.fromtimestamp(second, UTC))
+
+
+@lru_cache(maxsize=256)
+def _shared_address_field(name: str, addresses: tuple[Address, ...]) -> str:
+    # From and Reply-To repeat on every message of a batch: fold them once.
+    return mime.fold(name, mime.address_tokens(addresses))
+
+
+def build_message(
+    message: Message,
+    *,
+    sender: Address,
+    message_id: str,
+    date: str,
+) -> bytes:
+    """Return the message as wire-ready bytes (CRLF line ends, no Bcc header).
+
+    Args:
+        message: The validated message.
+        sender: The From address (the message's own sender or the default).
+        message_id: The Message-ID, with angle brackets.
+        date: The Date header value.
+
+    Returns:
+        The message content to send after DATA, ending with CRLF.
+    """
+    fields: list[str] = [_shared_address_field("From", (sender,))]
+    fields.append(mime.fold("To", mime.address_tokens(message.to)))
+    if message.cc:
+        fields.append(mime.fold("Cc", mime.address_tokens(message.cc)))
+    if message.reply_to:
+        fields.append(_shared_address_field("Reply-To", message.reply_to))
+    fields.append(
+        mime.fold("Subject", mime.unstructured_tokens(message.subject, name="Subject"))
+    )
+    fields.append(f"Date: {date}{CRLF}")
+    fields.append(f"Message-ID: {message_id}{CRLF}")
+    for name, value in message.headers:
+        fields.append(mime.fold(name, mime.unstructured_tokens(value, name=name)))
+    fields.append(f"MIME-Version: 1.0{CRLF}")
+
+    if message.html is None:
+        cte, body = mime.encode_text_body(message.body, final_newline_is_free=False)
+        fields.append(f'Content-Type: text/plain; charset="utf-8"{CRLF}')
+        fields.append(f"Content-Transfer-Encoding: {cte}{CRLF}")
+        head = "".join(fields).encode("utf-8")
+        # The body ends with CRLF; an empty body ends at the blank line itself.
+        return head + b"\r\n" + body
+
+    text_cte, text = mime.encode_text_body(message.body, final_newline_is_free=True)
+    html_cte, html = mime.encode_text_body(message.html, final_newline_is_free=True)
+    boundary = mime.new_boundary(text, html)
+    fields.append(f'Content-Type: multipart/alternative; boundary="{boundary}"{CRLF}')
+    head = "".join(fields).encode("utf-8")
+    delimiter = f"--{boundary}".encode("ascii")
+    return b"".join(
+        (
+            head,
+            b"\r\n",
+            delimiter,
+            b'\r\nContent-Type: text/plain; charset="utf-8"\r\n',
+            b"Content-Transfer-Encoding: " + text_cte.encode("ascii") + b"\r\n\r\n",
+            text,
+            b"\r\n",
+            delimiter,
+            b'\r\nContent-Type: text/html; charset="utf-8"\r\n',
+            b"Content-Transfer-Encoding: " + html_cte.encode("ascii") + b"\r\n\r\n",
+            html,
+            b"\r\n",
+            delimiter,
+            b"--\r\n",
+        )
+    )

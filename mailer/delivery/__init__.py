@@ -1,0 +1,1 @@
+"""Delivery: MessageClient, each message's attempts, retries, batch control."""

@@ -1,0 +1,410 @@
+"""Send Messages: MessageClient (one or many, concurrently) and its factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
+from dataclasses import dataclass
+from functools import partial
+
+from mailer.config.settings import MailerSettings
+from mailer.content.message import Envelope, Message
+from mailer.content.serialize import format_date, new_message_id
+from mailer.delivery.bounded import stream_batch
+from mailer.delivery.control import BatchControl, SendRequest, current_batch
+from mailer.delivery.limits import check_message_limits
+from mailer.delivery.results import SendResult, SendStatus
+from mailer.delivery.retry import RetryPolicy
+from mailer.delivery.state import AttemptObserver, MessageAttempts
+from mailer.exceptions import ConfigError, DeliveryError, MailerError
+from mailer.replies import Verdict, classify_reply
+from mailer.transports.base import AsyncCloseable, Transport
+from mailer.transports.factory import transport_from_settings
+
+logger = logging.getLogger("mailer")
+
+# Transactions a batch hands to the transport per connection: one being sent,
+# one whose envelope is chained behind it (PIPELINING), and one ready.
+BATCH_DEPTH = 3
+
+Sendable = Message | SendRequest
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message ready for a transport: its envelope, bytes and Message-ID."""
+
+    message: Message
+    envelope: Envelope
+    content: bytes
+    message_id: str
+
+
+class MessageClient(AsyncCloseable):
+    """Send messages through a transport (SMTP by default), sharing its connections.
+
+    Use it as an async context manager so that its connections are closed::
+
+        async with MessageClient(settings) as client:
+            result = await client.send(message)
+
+    Args:
+        settings: Where and how to send; default ``MailerSettings()``.
+        transport: What delivers the bytes; default an SMTPTransport built from
+            ``settings``. Pass a MemoryTransport or MockTransport in tests.
+    """
+
+    def __init__(
+        self,
+        settings: MailerSettings | None = None,
+        /,
+        *,
+        transport: Transport | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else MailerSettings()
+        self.transport: Transport = (
+            transport
+            if transport is not None
+            else transport_from_settings(self.settings)
+        )
+        self.retry_policy = RetryPolicy.from_settings(self.settings)
+
+    async def aclose(self) -> None:
+        """Close the transport's connections."""
+        await self.transport.aclose()
+
+    def prepare(
+        self, message: Message, /, *, message_id: str | None = None
+    ) -> OutgoingMessage:
+        """Assign a Message-ID and Date and serialise the message.
+
+        Args:
+            message: The message.
+            message_id: Reuse this Message-ID (angle brackets included) instead
+                of making a new one: a resend then carries the same ID, so
+                receivers can tell it is the same message.
+
+        Raises:
+            ConfigError: The message has no sender and ``MAILER_FROM`` is not set.
+            MessageError: The message is over ``MAILER_MAX_RECIPIENTS`` or
+                ``MAILER_MAX_MESSAGE_SIZE``.
+        """
+        sender = message.sender or self.settings.default_sender
+        if sender is None:
+            raise ConfigError(
+                "MAILER_FROM: not set, and the message has no sender",
+                key="MAILER_FROM",
+            )
+        message_id = message_id or new_message_id(sender)
+        content = message.to_bytes(sender, message_id=message_id, date=format_date())
+        envelope = message.envelope(sender)
+        check_message_limits(envelope, content, self.settings)
+        return OutgoingMessage(message, envelope, content, message_id)
+
+    async def send(
+        self,
+        message: Message,
+        /,
+        *,
+        message_id: str | None = None,
+        recipients: Sequence[str] | None = None,
+        observer: AttemptObserver | None = None,
+    ) -> SendResult:
+        """Send one message, retrying the recipients that were deferred.
+
+        A 4xx reply, a lost connection or a timeout defers the recipients it hit;
+        they are tried again, alone, after an exponential backoff with full
+        jitter, until ``MAILER_MAX_ATTEMPTS`` or ``MAILER_SEND_DEADLINE`` runs
+        out. A 5xx reply is final. Every attempt carries the same bytes, hence
+        the same Message-ID.
+
+        Args:
+            message: The message.
+            message_id: Reuse this Message-ID (to resend a message that may
+                have gone out already).
+            recipients: Send only to these envelope recipients (to finish a
+                message that others have accepted already).
+            observer: Told before and after each attempt (the journal).
+
+        Returns:
+            The result: attempts, each recipient's final status, the server's
+            last reply, the Message-ID. Its status is ``failed`` (transient)
+            when some recipients accepted the message and others were still
+            deferred when the attempts ran out.
+
+        Raises:
+            ConfigError: No sender is known for the message.
+            DeliveryError: No recipient accepted the message (a subclass says
+                why; ``message_id``, ``attempts`` and ``ambiguous`` are set).
+        """
+        outgoing = self.prepare(message, message_id=message_id)
+        attempts = MessageAttempts(outgoing, recipients)
+        batch = current_batch()
+        try:
+            return await self._send_attempts(attempts, observer, batch)
+        except asyncio.CancelledError:
+            if batch is None or not batch.abandoning:
+                raise
+            # Shutdown grace is over: report what is known, nothing is lost.
+            return attempts.abandoned_result()
+
+    async def _send_attempts(
+        self,
+        attempts: MessageAttempts,
+        observer: AttemptObserver | None,
+        batch: BatchControl | None,
+    ) -> SendResult:
+        outgoing = attempts.outgoing
+        while True:
+            if batch is not None and not await batch.admit(attempts):
+                return attempts.pending_result(batch.reason)
+            try:
+                # In a batch, a transaction slot is held only while the attempt
+                # runs: a message waiting for its retry holds none.
+                async with batch.slots if batch else contextlib.nullcontext():
+                    if batch is not None and batch.halted.is_set():
+                        return attempts.pending_result(batch.reason)
+                    retry_in = await self._attempt(attempts, observer, batch)
+            finally:
+                if batch is not None:
+                    batch.attempt_done(attempts)
+            if retry_in is None:
+                break
+            if batch is not None:
+                if not await batch.sleep(retry_in):
+                    return attempts.pending_result(batch.reason)
+            else:
+                await asyncio.sleep(retry_in)
+        if attempts.any_accepted:
+            result = attempts.result()
+            logger.debug("sent %s: %s", outgoing.message_id, result.reply)
+            return result
+        error = attempts.error()
+        logger.info("not sent %s: %s", outgoing.message_id, error)
+        raise error
+
+    async def _attempt(
+        self,
+        attempts: MessageAttempts,
+        observer: AttemptObserver | None,
+        batch: BatchControl | None,
+    ) -> float | None:
+        """Run one transaction; return the wait before the next one, or None."""
+        if observer is not None:
+            await _notify(observer.attempt_starting(attempts), batch)
+        attempts.begin()
+        try:
+            attempts.in_flight = True
+            delivery = await self.transport.deliver(
+                attempts.envelope(), attempts.outgoing.content
+            )
+        except DeliveryError as exc:
+            verdict = attempts.record_error(exc)
+            if verdict is Verdict.FATAL and batch is not None:
+                batch.stop(f"stopped after: {exc}")
+        except Exception as exc:
+            # A bug, not a server reply: record it so nothing is left "sending".
+            attempts.in_flight = False
+            attempts.record_error(exc)
+            if observer is not None:
+                await _notify(observer.attempt_ended(attempts, retry_in=None), batch)
+            raise
+        else:
+            attempts.record_delivery(delivery)
+        # Left True when the attempt is cancelled: it may have delivered.
+        attempts.in_flight = False
+        retry_in = None
+        if not attempts.is_finished:
+            retry_in = self.retry_policy.next_delay(
+                attempts.attempts, attempts.elapsed()
+            )
+        if observer is not None:
+            await _notify(observer.attempt_ended(attempts, retry_in=retry_in), batch)
+        return retry_in
+
+    async def send_many(
+        self,
+        messages: Iterable[Sendable] | AsyncIterable[Sendable],
+        /,
+        *,
+        on_result: Callable[[SendResult], None] | None = None,
+        stop: asyncio.Event | None = None,
+        in_flight: int | None = None,
+    ) -> list[SendResult]:
+        """Send messages concurrently over the client's connections.
+
+        A failure is recorded in that message's result; it never cancels or
+        hides the others. Messages are pulled from ``messages`` only as room
+        frees up (see ``stream``), so a generator is consumed lazily; the list
+        returned holds every result, so for huge batches prefer ``stream``.
+
+        Args:
+            messages: The messages to send, or SendRequests (a message with a
+                Message-ID to reuse, recipients to keep to, an observer), from
+                any iterable or async iterable.
+            on_result: Called with each result as soon as it is known.
+            stop: Set it to stop the batch (on a signal, for instance).
+            in_flight: Transactions handed to the transport at once (see
+                ``stream``).
+
+        Returns:
+            One result per message, in input order.
+
+        Raises:
+            Exception: What ``messages`` raised while being read, once the sends
+                already started have ended.
+        """
+        results: list[SendResult | None] = []
+        stream = self.stream(messages, stop=stop, in_flight=in_flight)
+        async for index, result in stream:
+            if index >= len(results):
+                results.extend([None] * (index + 1 - len(results)))
+            results[index] = result
+            if on_result is not None:
+                on_result(result)
+        return [result for result in results if result is not None]
+
+    async def stream(
+        self,
+        messages: Iterable[Sendable] | AsyncIterable[Sendable],
+        /,
+        *,
+        stop: asyncio.Event | None = None,
+        in_flight: int | None = None,
+    ) -> AsyncIterator[tuple[int, SendResult]]:
+        """Send messages concurrently and yield each result as it completes.
+
+        At most ``in_flight`` transactions are handed to the transport at once
+        (which uses at most ``MAILER_CONCURRENCY`` connections). A message
+        waiting for its retry holds none, so it does not hold up the others;
+        up to ``WAITING_ROOM`` (100) such messages wait side by side, beyond
+        which reading ``messages`` pauses. Memory stays flat however many
+        messages there are::
+
+            async for index, result in client.stream(messages):
+                print(index, result.status)
+
+        The batch stops taking messages when ``stop`` is set, or when an
+        attempt shows that every message would fail (a refused login, a TLS
+        failure): the messages it did not finish, and every one after them,
+        end ``pending``. After ``stop``, attempts in flight get
+        ``MAILER_SHUTDOWN_GRACE`` seconds, then they are cut off. Until the
+        first attempt has succeeded, attempts run one at a time, so a refused
+        login is tried once, not once per connection.
+
+        Args:
+            messages: The messages (or SendRequests) to send, from any iterable
+                or async iterable, pulled lazily.
+            stop: Set it to stop the batch (on a signal, for instance).
+            in_flight: Transactions handed to the transport at once; default
+                ``3 x MAILER_CONCURRENCY``, so that each connection has its next
+                message ready (PIPELINING chains it into the same round trip).
+                The journal uses ``MAILER_CONCURRENCY``, so that a crash leaves
+                no more than that many messages in doubt.
+
+        Yields:
+            ``(index, result)``: the message's position in ``messages`` (from 0)
+            and its result, in completion order. A failure is a failed result,
+            never an exception.
+
+        Raises:
+            Exception: What ``messages`` raised while being read, once the sends
+                already started have ended.
+        """
+        batch = BatchControl(
+            in_flight=in_flight or BATCH_DEPTH * self.settings.concurrency,
+            grace=self.settings.shutdown_grace,
+        )
+        attempt = partial(batch.run, self._send_recorded)
+        async with batch.watching(stop):
+            done_items = stream_batch(messages, attempt, max_running=batch.max_running)
+            async for done in done_items:
+                yield done.index, done.result
+
+    async def _send_recorded(self, request: SendRequest) -> SendResult:
+        try:
+            if request.is_plain:
+                # Exactly send(message): the seam tests replace with a mock.
+                return await self.send(request.message)
+            return await self.send(
+                request.message,
+                message_id=request.message_id,
+                recipients=request.recipients,
+                observer=request.observer,
+            )
+        except MailerError as exc:
+            return failed_result(request.message, exc)
+        except Exception as exc:
+            logger.exception("unexpected error while sending")
+            return failed_result(request.message, exc)
+
+
+async def _notify(call: Awaitable[None], batch: BatchControl | None) -> None:
+    """Await an observer; if it fails (a journal that cannot be written), stop."""
+    try:
+        await call
+    except Exception as exc:
+        # Sending what cannot be recorded would break the journal's promise.
+        if batch is not None:
+            batch.stop(f"stopped: {exc}")
+        raise
+
+
+def failed_result(message: Message, error: BaseException) -> SendResult:
+    """Return the result saying that ``message`` was not sent because of ``error``."""
+    reply = getattr(error, "reply", None)
+    text = (
+        str(error)
+        if isinstance(error, MailerError)
+        else f"{type(error).__name__}: {error}"
+    )
+    refused = getattr(error, "refused", {})
+    return SendResult(
+        status=SendStatus.FAILED,
+        to=tuple(address.addr_spec for address in message.to),
+        message_id=getattr(error, "message_id", None),
+        refused=refused,
+        reply=reply,
+        error=text,
+        transient=bool(getattr(error, "transient", False)),
+        attempts=getattr(error, "attempts", 0),
+        ambiguous=bool(getattr(error, "ambiguous", False)),
+        recipients={
+            recipient: classify_reply(own) for recipient, own in refused.items()
+        },
+    )
+
+
+# The test seam: while mailer.testing.use_transport() (the mail_outbox fixture)
+# is active, clients from generate_message_client() deliver through the
+# transport this makes instead of SMTP. Set and restored only by that helper.
+transport_override: Callable[[MailerSettings], Transport] | None = None
+
+
+def generate_message_client(settings: MailerSettings | None = None) -> MessageClient:
+    """Return the MessageClient that application code should send with.
+
+    Code that sends mail calls this factory rather than building a client, so
+    tests can swap what it returns: ``mailer.testing``'s ``mail_outbox``
+    fixture makes it return clients on an in-memory transport, or patch it
+    where it is looked up (``mailer.bulk.sending`` for ``send_messages``)::
+
+        with patch("mailer.bulk.sending.generate_message_client") as factory: ...
+
+    Args:
+        settings: Default ``MailerSettings()`` (environment and ``.env``).
+    """
+    settings = settings if settings is not None else MailerSettings()
+    override = transport_override
+    if override is not None:
+        return MessageClient(settings, transport=override(settings))
+    return MessageClient(settings)

@@ -1,0 +1,219 @@
+"""Control one batch of sends: its stop and reason, the first-attempt gate, the grace.
+
+``MessageClient.stream`` (and ``send_many``) runs each message of a batch
+through ``BatchControl.run`` inside ``stream_batch`` (``mailer.delivery.bounded``).
+The control
+adds what a batch needs beyond running sends side by side:
+
+* a bound on the transactions handed to the transport at once (``in_flight``):
+  a message waiting for its retry holds none, so it never holds up the others;
+  ``stream_batch`` runs ``WAITING_ROOM`` more sends than that, room for those
+  waits, and memory stays bounded whatever the size of the batch;
+* a stop, with the reason it stopped: set by a signal, or by an attempt that
+  failed in a way every message would (a refused login). Sends not finished
+  end ``pending``, and so does every message pulled after it: none is dropped;
+* the first-attempt gate: until one attempt ends without a fatal error,
+  attempts run one at a time, so a refused login costs one login, not one per
+  connection (a burst of bad logins can lock the account);
+* the shutdown grace: after a stop, attempts in flight get ``grace`` seconds,
+  then they are cut off and reported ``pending`` (ambiguous if the message may
+  have been delivered).
+
+``MessageClient.send`` finds the batch it runs in with ``current_batch()``, so
+that ``send(message)`` keeps its plain signature (the seam tests replace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from mailer.content.message import Message
+from mailer.delivery.results import SendResult, SendStatus
+from mailer.delivery.state import AttemptObserver, MessageAttempts
+from mailer.replies import Verdict
+
+# Sends a batch runs beyond its transactions in flight: room for the messages
+# waiting for a retry. Each holds its serialised bytes in memory.
+WAITING_ROOM = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """A message for ``send_many``, with what its send should keep to.
+
+    Attributes:
+        message: The message.
+        message_id: Reuse this Message-ID (a resend of a message that may have
+            been delivered already).
+        recipients: Send only to these envelope recipients.
+        observer: Told before and after each attempt (the journal).
+    """
+
+    message: Message
+    message_id: str | None = None
+    recipients: tuple[str, ...] | None = None
+    observer: AttemptObserver | None = None
+
+    @property
+    def is_plain(self) -> bool:
+        """Return whether this is just a message, with no option."""
+        return (
+            self.message_id is None
+            and self.recipients is None
+            and self.observer is None
+        )
+
+
+def as_request(item: Message | SendRequest) -> SendRequest:
+    """Return ``item`` as a SendRequest (a plain message has no option)."""
+    return item if isinstance(item, SendRequest) else SendRequest(item)
+
+
+def not_started(request: SendRequest, reason: str) -> SendResult:
+    """Return the ``pending`` result of a message the batch never attempted."""
+    return SendResult(
+        status=SendStatus.PENDING,
+        to=tuple(address.addr_spec for address in request.message.to),
+        message_id=request.message_id,
+        error=f"not sent: {reason}",
+        transient=True,
+        attempts=0,
+    )
+
+
+_CURRENT: contextvars.ContextVar[BatchControl | None] = contextvars.ContextVar(
+    "mailer_batch", default=None
+)
+
+
+def current_batch() -> BatchControl | None:
+    """Return the batch the running send belongs to, if any."""
+    return _CURRENT.get()
+
+
+class BatchControl:
+    """What the sends of one batch share: slots, the stop, the gate, the grace.
+
+    Args:
+        in_flight: Transactions handed to the transport at once.
+        grace: Seconds attempts in flight get after a stop signal, before they
+            are cut off.
+    """
+
+    def __init__(self, *, in_flight: int, grace: float) -> None:
+        if in_flight < 1:
+            raise ValueError("in_flight must be at least 1")
+        self.in_flight = in_flight
+        self.slots = asyncio.Semaphore(in_flight)
+        self.grace = grace
+        self.halted = asyncio.Event()
+        self.reason = ""
+        self.abandoning = False
+        self._gate = asyncio.Lock()
+        self._proven = False
+        self._holder: MessageAttempts | None = None
+        self._sends: set[asyncio.Task[object]] = set()
+
+    @property
+    def max_running(self) -> int:
+        """Return how many sends may run at once: in flight, or waiting to retry."""
+        return self.in_flight + WAITING_ROOM
+
+    def stop(self, reason: str) -> None:
+        """Stop taking new attempts (the first reason given is kept)."""
+        if not self.halted.is_set():
+            self.reason = reason
+            self.halted.set()
+
+    async def run(
+        self,
+        send: Callable[[SendRequest], Awaitable[SendResult]],
+        item: Message | SendRequest,
+    ) -> SendResult:
+        """Send one message of the batch; once the batch stopped, report it pending.
+
+        Args:
+            send: Sends a request and returns its result (a failure is a
+                failed result, not an exception).
+            item: The message, or a request.
+        """
+        request = as_request(item)
+        if self.halted.is_set():
+            return not_started(request, self.reason)
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - always called from a task
+        self._sends.add(task)
+        token = _CURRENT.set(self)
+        try:
+            return await send(request)
+        except asyncio.CancelledError:
+            if not self.abandoning:
+                raise
+            # Cut off by the end of the grace before send() could say more.
+            return not_started(request, "abandoned at shutdown")
+        finally:
+            _CURRENT.reset(token)
+            self._sends.discard(task)
+
+    @contextlib.asynccontextmanager
+    async def watching(self, stop: asyncio.Event | None) -> AsyncIterator[None]:
+        """Stop the batch when ``stop`` is set, for the duration of the block."""
+        if stop is None:
+            yield
+            return
+        watcher = asyncio.create_task(self._watch(stop))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.stop("interrupted")
+        if self._sends:
+            await asyncio.wait(set(self._sends), timeout=self.grace)
+        self.abandoning = True
+        for task in list(self._sends):
+            task.cancel()
+
+    async def admit(self, attempts: MessageAttempts) -> bool:
+        """Wait for the right to start an attempt; return False if the batch stopped."""
+        if self.halted.is_set():
+            return False
+        if not self._proven:
+            await self._gate.acquire()
+            if self.is_proven:  # another attempt opened the gate while we waited
+                self._gate.release()
+            else:
+                self._holder = attempts
+            if self.halted.is_set():
+                self.attempt_done(attempts)
+                return False
+        return True
+
+    @property
+    def is_proven(self) -> bool:
+        """Return whether an attempt has ended without a fatal error yet."""
+        return self._proven
+
+    def attempt_done(self, attempts: MessageAttempts) -> None:
+        """Release the gate if this attempt held it; open it for good if not fatal."""
+        if self._holder is attempts:
+            self._holder = None
+            if attempts.attempts and attempts.verdict is not Verdict.FATAL:
+                self._proven = True
+            self._gate.release()
+
+    async def sleep(self, delay: float) -> bool:
+        """Wait ``delay`` seconds; return False if the batch stopped meanwhile."""
+        try:
+            await asyncio.wait_for(self.halted.wait(), delay)
+        except TimeoutError:
+            return True
+        return False

@@ -1,0 +1,1 @@
+"""The development inbox: a local SMTP server that keeps what it receives."""

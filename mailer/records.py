@@ -1,0 +1,207 @@
+"""Define SentMail: one delivered message as every test double records it."""
+
+from __future__ import annotations
+
+import contextlib
+import email.policy
+import re
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
+from functools import cached_property
+from typing import Literal, cast
+
+from mailer.content.message import Envelope
+
+_PARSER = BytesParser(policy=email.policy.default)
+
+SessionTLS = Literal["none", "starttls", "tls"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What the test SMTP server knew about the session a message came in on.
+
+    Attributes:
+        number: The session's order on its server, from 1 (equal numbers: the
+            client reused one connection).
+        peer: The client's address and port.
+        helo: The name the client gave in EHLO or HELO.
+        tls: ``"none"``, ``"starttls"`` (upgraded in the session) or ``"tls"``
+            (implicit TLS from the first byte).
+        tls_version: The TLS protocol version (``"TLSv1.3"``), if TLS was used.
+        auth_username: The user the client logged in as, if it did.
+    """
+
+    number: int
+    peer: tuple[str, int]
+    helo: str | None
+    tls: SessionTLS
+    tls_version: str | None
+    auth_username: str | None
+
+
+def _bare(addresses: object) -> tuple[str, ...]:
+    header_addresses = getattr(addresses, "addresses", ())
+    return tuple(address.addr_spec for address in header_addresses)
+
+
+def comparable_address(address: str) -> str:
+    """Return a form of a bare address in which equal addresses are equal.
+
+    Case is folded and the domain is put in its ASCII (IDNA) form, because the
+    envelope carries ``xn--`` domains where the headers may show Unicode.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address.casefold()
+    # A name IDNA cannot encode is compared as it is.
+    with contextlib.suppress(UnicodeError):
+        domain = domain.encode("idna").decode("ascii")
+    return f"{local}@{domain}".casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One attachment of a sent message.
+
+    Attributes:
+        filename: Its file name, if it has one.
+        content_type: Its MIME type (``"application/pdf"``).
+        content: Its decoded bytes.
+    """
+
+    filename: str | None
+    content_type: str
+    content: bytes
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """A message as it was handed over: the envelope and the exact bytes.
+
+    The same record comes from the in-memory transport, the mock transport and
+    the local SMTP inbox, so the same assertions work on all of them.
+
+    Attributes:
+        envelope: MAIL FROM and RCPT TO (the only place Bcc recipients appear).
+        raw: The exact message bytes (DATA content, without dot-stuffing).
+        mail_options: ESMTP options sent with MAIL FROM (``SIZE=...``).
+        session: TLS and AUTH facts, from the test SMTP server only.
+        transcript: The session's dialogue up to this message's final reply,
+            one line each, ``"C: MAIL FROM:<a@example.test>"`` or
+            ``"S: 250 OK"`` (AUTH arguments hidden); test SMTP server only.
+    """
+
+    envelope: Envelope
+    raw: bytes
+    mail_options: tuple[str, ...] = field(default=())
+    session: SessionInfo | None = None
+    transcript: tuple[str, ...] = ()
+
+    @cached_property
+    def message(self) -> EmailMessage:
+        """Return the message parsed with ``email.policy.default``."""
+        return _PARSER.parsebytes(self.raw)
+
+    @property
+    def subject(self) -> str:
+        """Return the decoded Subject ("" when absent)."""
+        return str(self.message.get("subject", ""))
+
+    @property
+    def from_(self) -> tuple[str, ...]:
+        """Return the From header's bare addresses."""
+        return _bare(self.message.get("from"))
+
+    @property
+    def to(self) -> tuple[str, ...]:
+        """Return the To header's bare addresses."""
+        return _bare(self.message.get("to"))
+
+    @property
+    def cc(self) -> tuple[str, ...]:
+        """Return the Cc header's bare addresses."""
+        return _bare(self.message.get("cc"))
+
+    @property
+    def bcc(self) -> tuple[str, ...]:
+        """Return envelope recipients that are in neither To nor Cc.
+
+        Addresses are compared without case and with IDNA domains, so
+        ``Ann@Example.TEST`` in To hides ``ann@example.test`` on the envelope.
+        """
+        shown = {comparable_address(a) for a in (*self.to, *self.cc)}
+        return tuple(
+            r for r in self.envelope.rcpt_tos if comparable_address(r) not in shown
+        )
+
+    @property
+    def reply_to(self) -> tuple[str, ...]:
+        """Return the Reply-To header's bare addresses."""
+        return _bare(self.message.get("reply-to"))
+
+    @property
+    def message_id(self) -> str | None:
+        """Return the Message-ID header, angle brackets included."""
+        value = self.message.get("message-id")
+        return None if value is None else str(value).strip()
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Return every header field as ``(name, decoded value)``, in order."""
+        return tuple((name, str(value)) for name, value in self.message.items())
+
+    def header(self, name: str) -> str | None:
+        """Return the decoded value of header ``name`` (any case), if present."""
+        value = self.message.get(name)
+        return None if value is None else str(value)
+
+    @property
+    def attachments(self) -> tuple[Attachment, ...]:
+        """Return the message's attachments, in order."""
+        found = []
+        for part in self.message.iter_attachments():
+            payload = part.get_payload(decode=True)
+            found.append(
+                Attachment(
+                    filename=part.get_filename(),
+                    content_type=part.get_content_type(),
+                    content=payload if isinstance(payload, bytes) else b"",
+                )
+            )
+        return tuple(found)
+
+    def extract(self, pattern: str) -> str:
+        r"""Return what ``pattern`` finds in the text (else HTML) body.
+
+        The first group if the pattern has one, else the whole match: handy for
+        reset codes and links (``mail.extract(r"code: (\d{6})")``).
+
+        Raises:
+            AssertionError: The pattern is in neither body.
+        """
+        for body in (self.text, self.html):
+            if body is None:
+                continue
+            found = re.search(pattern, body)
+            if found is not None:
+                return found.group(1) if found.re.groups else found.group(0)
+        raise AssertionError(f"{pattern!r} not found in the message {self.subject!r}")
+
+    @property
+    def text(self) -> str | None:
+        """Return the text/plain body with LF line ends, if there is one."""
+        return self._body("plain")
+
+    @property
+    def html(self) -> str | None:
+        """Return the text/html body with LF line ends, if there is one."""
+        return self._body("html")
+
+    def _body(self, subtype: str) -> str | None:
+        part = self.message.get_body(preferencelist=(subtype,))
+        if part is None:
+            return None
+        content = cast(str, part.get_content())
+        return content.replace("\r\n", "\n")

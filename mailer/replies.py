@@ -1,0 +1,124 @@
+"""Say what a server's reply means: Reply, recipient status, the verdict on failure.
+
+This module owns reply classification (RFC 5321 4.2.1, and Postfix's practice):
+a 4xx reply means "try again later", a 5xx reply means "do not repeat this
+request", and anything else that fails (a malformed line, which aiosmtplib
+reports as code -1, a lost connection, a timeout) may succeed on a new
+connection. The transports, the retry loop, the journal and the reports all
+ask it rather than compare codes themselves.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mailer.exceptions import AuthenticationError, DeliveryError, TLSError
+
+# RFC 3463 enhanced status code at the start of a reply text: "2.0.0 Ok".
+_ENHANCED_STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply: its code and text (multi-line replies joined by newlines)."""
+
+    code: int
+    text: str
+
+    @property
+    def enhanced_status(self) -> str | None:
+        """Return the RFC 3463 enhanced status code ("5.1.1"), if the reply has one."""
+        match = _ENHANCED_STATUS.match(self.text)
+        return match.group(1) if match else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the reply as the report shows it.
+
+        ``{"code": 550, "enhanced_status": "5.1.1", "text": "5.1.1 no such user"}``;
+        ``enhanced_status`` is left out when the reply has none.
+        """
+        line: dict[str, Any] = {"code": self.code}
+        if self.enhanced_status is not None:
+            line["enhanced_status"] = self.enhanced_status
+        line["text"] = self.text
+        return line
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class RecipientStatus(enum.StrEnum):
+    """Where one recipient of a message stands (see ``mailer.retry``)."""
+
+    ACCEPTED = "accepted"  # the server took responsibility (250 to RCPT, then DATA)
+    DEFERRED = "deferred"  # refused for now (4xx, lost connection, timeout)
+    REJECTED = "rejected"  # refused for good (5xx): never retried
+
+
+class Verdict(enum.Enum):
+    """What a failed attempt means for the message and for the batch."""
+
+    TRANSIENT = "transient"  # try the deferred recipients again later
+    PERMANENT = "permanent"  # this message is refused; do not repeat it
+    FATAL = "fatal"  # the configuration is wrong: every message would fail
+
+
+def is_transient_reply(reply: Reply) -> bool:
+    """Return whether a failing reply may succeed later: anything but a 5xx.
+
+    A 4xx says so (and so does an enhanced 4.x.x status). Any other failing
+    reply is unexpected (a malformed line, which aiosmtplib reports as code
+    -1, or a 250 where 354 was due): the connection is out of step and
+    dropped, and the request may be repeated on a new one, within the attempt
+    budget. Only a 5xx means "do not repeat this request".
+    """
+    return not 500 <= reply.code < 600
+
+
+def is_too_many_recipients(reply: Reply) -> bool:
+    """Return whether a 552 refusal of RCPT means "too many recipients".
+
+    RFC 821 listed 552 for that limit; RFC 5321 (4.5.3.1.10) corrects it to 452
+    and asks clients to treat such a 552 as temporary: the recipient is fine,
+    the transaction is full. Servers that still answer so say it with the
+    enhanced status 5.5.3, or in words when they send no enhanced status. Any
+    other 552 (a full mailbox, 5.2.2) stays final.
+    """
+    if reply.code != 552:
+        return False
+    if reply.enhanced_status is not None:
+        return reply.enhanced_status == "5.5.3"
+    return "too many recipients" in reply.text.lower()
+
+
+def classify_reply(reply: Reply) -> RecipientStatus:
+    """Return the status a recipient gets from the server's refusal of it.
+
+    ``reply`` answered the recipient's RCPT: a 4xx defers it, and so does a
+    552 "too many recipients" (tried again in a transaction of its own); any
+    other 5xx rejects it for good.
+    """
+    if is_transient_reply(reply) or is_too_many_recipients(reply):
+        return RecipientStatus.DEFERRED
+    return RecipientStatus.REJECTED
+
+
+def classify_error(error: BaseException) -> Verdict:
+    """Return what a failed attempt means.
+
+    A refused login or a TLS failure is FATAL: it is a configuration error that
+    every other message would hit too, and repeating logins risks locking the
+    account. A DeliveryError marked transient (4xx, lost connection, timeout),
+    or carrying an unexpected reply, is TRANSIENT. Anything else, including a
+    bug, is PERMANENT: retrying would not help.
+    """
+    if isinstance(error, AuthenticationError | TLSError):
+        return Verdict.FATAL
+    if isinstance(error, DeliveryError) and (
+        error.transient or (error.reply is not None and is_transient_reply(error.reply))
+    ):
+        return Verdict.TRANSIENT
+    return Verdict.PERMANENT

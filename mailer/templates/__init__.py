@@ -1,0 +1,1 @@
+"""Templates: Jinja2 template sets on disk, and sandboxed template strings."""

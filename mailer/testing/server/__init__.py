@@ -1,0 +1,1 @@
+"""The SMTP test server: aiosmtpd in the test's loop (or a thread), with faults."""

@@ -1,0 +1,1 @@
+"""The SMTP transport: a pool of pipelining connections over aiosmtplib."""

@@ -1,0 +1,102 @@
+"""Log in to an SMTP server without ever exposing the password.
+
+The password goes to the server only over TLS, or to a loopback host; it is
+never put in an error message, even when a server echoes it back in a reply.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import aiosmtplib
+
+from mailer.config.settings import MailerSettings, is_loopback
+from mailer.exceptions import AuthenticationError, TLSError
+from mailer.transports.smtp.tls import is_encrypted
+
+REDACTED = "[redacted]"
+# AUTH replies that refuse the mechanism, not the credentials.
+MECHANISM_REFUSED = frozenset({504, 534})
+
+
+def secret_forms(username: str, password: str) -> list[str]:
+    r"""Return the ways a password can appear on the wire: as is, and base64'd.
+
+    AUTH PLAIN sends base64 of ``\0user\0password``; AUTH LOGIN sends base64
+    of the password alone. A careless server may echo either.
+    """
+    forms = [password]
+    for raw in (f"\0{username}\0{password}", password):
+        forms.append(base64.b64encode(raw.encode("utf-8")).decode("ascii"))
+    return [form for form in forms if form]
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Return ``text`` with every secret replaced by ``[redacted]``."""
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+async def log_in(
+    smtp: aiosmtplib.SMTP, settings: MailerSettings, *, server: str
+) -> None:
+    """Log in with the configured credentials, if any.
+
+    Args:
+        smtp: A connected client, after EHLO.
+        settings: Where the username and password come from.
+        server: ``host:port``, for the messages.
+
+    Raises:
+        TLSError: The connection is not encrypted and the host is not loopback,
+            so the password would cross the network in clear.
+        AuthenticationError: The server offers no AUTH.
+        aiosmtplib.SMTPException: The login failed (mapped by the caller); its
+            message never contains the password.
+    """
+    username = settings.smtp_username
+    password = settings.smtp_password
+    if username is None or password is None:
+        return
+    if not is_encrypted(smtp) and not is_loopback(settings.smtp_host):
+        raise TLSError(
+            f"{server} did not offer STARTTLS, and the password is never sent "
+            "in clear to a remote host; nothing was sent"
+        )
+    if not smtp.supports_extension("auth"):
+        raise AuthenticationError(
+            f"{server} offers no AUTH"
+            + ("" if is_encrypted(smtp) else " before TLS")
+            + "; cannot log in"
+        )
+    secret = password.get_secret_value()
+    try:
+        await _log_in_once(smtp, username, secret)
+    except aiosmtplib.SMTPResponseException as exc:
+        forms = secret_forms(username, secret)
+        cleaned = redact(exc.message, forms)
+        if cleaned != exc.message:
+            exc.message = cleaned
+            exc.args = (exc.code, cleaned)
+        raise
+
+
+async def _log_in_once(smtp: aiosmtplib.SMTP, username: str, password: str) -> None:
+    """Log in with the first mechanism offered; another only if that one is refused.
+
+    aiosmtplib's ``login`` tries every mechanism after any failure, so a wrong
+    password is sent twice (PLAIN, then LOGIN) and counts twice towards an
+    account lockout. Here the next mechanism is tried only when the server
+    refuses the mechanism itself (504 not implemented, 534 too weak).
+    """
+    methods = smtp.supported_auth_methods
+    for index, name in enumerate(methods):
+        try:
+            await getattr(smtp, f"auth_{name.replace('-', '')}")(username, password)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            if exc.code not in MECHANISM_REFUSED or index == len(methods) - 1:
+                raise
+        else:
+            return
+    raise aiosmtplib.SMTPException("No suitable authentication method found.")

@@ -1,0 +1,60 @@
+"""Deliver over SMTP with aiosmtplib, through a pool of reused connections."""
+
+from __future__ import annotations
+
+from mailer.config.settings import MailerSettings
+from mailer.content.message import Envelope
+from mailer.exceptions import DeliveryError
+from mailer.transports.base import BaseTransport, Delivery
+from mailer.transports.smtp.connection import Phase, SMTPConnection
+from mailer.transports.smtp.errors import map_smtp_errors
+from mailer.transports.smtp.pool import (
+    ConnectionPool,
+    Transaction,
+    limits_from_settings,
+)
+
+
+class SMTPTransport(BaseTransport):
+    """The real transport: up to ``MAILER_CONCURRENCY`` connections, each reused.
+
+    Messages are queued to the pool's lanes; a server offering PIPELINING gets
+    the envelope commands of a message in one write, chained behind the content
+    of the message before it. Each call is one attempt: it does not retry. A
+    failed transaction closes its connection (it may be out of step with the
+    server); retrying, on a fresh one, is the client's job (``mailer.retry``),
+    so that every attempt is counted and spaced by the backoff.
+    """
+
+    def __init__(self, settings: MailerSettings) -> None:
+        self.settings = settings
+        self.server = f"{settings.smtp_host}:{settings.port}"
+        self.pool = ConnectionPool(
+            lambda: SMTPConnection(settings),
+            limits_from_settings(settings),
+            timeout=settings.timeout,
+            message_timeout=settings.message_timeout,
+        )
+
+    async def deliver(self, envelope: Envelope, content: bytes, /) -> Delivery:
+        """Send one message on a pooled connection, within ``MAILER_MESSAGE_TIMEOUT``.
+
+        Raises:
+            DeliveryError: A subclass saying what failed; partial refusals are
+                returned in ``Delivery.refused`` instead. ``ambiguous`` is set
+                when the failure came once the content may have been written
+                (``Phase.DATA``) and without a reply: the server may have
+                accepted the message.
+        """
+        transaction = Transaction(envelope, content)
+        try:
+            with map_smtp_errors(self.server):
+                return await self.pool.send(transaction)
+        except DeliveryError as exc:
+            if transaction.phase is Phase.DATA and exc.reply is None:
+                exc.ambiguous = True
+            raise
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self.pool.aclose()
