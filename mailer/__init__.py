@@ -42,8 +42,11 @@ from mailer.templates.sets import render
 from mailer.templates.strings import render_string
 from mailer.transports.base import Delivery
 
+# The name on the package index: "mailer" there is an unrelated 2015 project.
+DISTRIBUTION = "aiomailer"
+
 try:
-    __version__ = version("mailer")
+    __version__ = version(DISTRIBUTION)
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 

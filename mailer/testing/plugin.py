@@ -50,7 +50,8 @@ def _without_pytest_asyncio(function: F) -> F:
     @pytest.fixture(name=function.__name__)
     def missing() -> None:
         pytest.fail(
-            f"{function.__name__} needs pytest-asyncio: pip install 'mailer[testing]'",
+            f"{function.__name__} needs pytest-asyncio: "
+            "pip install 'aiomailer[testing]'",
             pytrace=False,
         )
 

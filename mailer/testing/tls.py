@@ -38,13 +38,14 @@ class TLSBundle:
         """Make a new CA and server certificate, and write the CA to ``directory``.
 
         Raises:
-            RuntimeError: trustme is not installed (``pip install 'mailer[testing]'``).
+            RuntimeError: trustme is not installed
+                (``pip install 'aiomailer[testing]'``).
         """
         try:
             import trustme  # heavy, and only needed for TLS
         except ImportError as exc:  # pragma: no cover - the extra is installed here
             raise RuntimeError(
-                "TLS test servers need trustme: pip install 'mailer[testing]'"
+                "TLS test servers need trustme: pip install 'aiomailer[testing]'"
             ) from exc
         ca = trustme.CA()
         server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

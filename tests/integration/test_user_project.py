@@ -101,7 +101,7 @@ def test_without_pytest_asyncio_the_async_fixtures_say_what_is_missing(
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert (
-        "smtp_server needs pytest-asyncio: pip install 'mailer[testing]'"
+        "smtp_server needs pytest-asyncio: pip install 'aiomailer[testing]'"
         in result.stdout
     )
     # The fixture fails in setup: an error for that test, the others pass.

@@ -16,7 +16,7 @@ from mailer.config.settings import MailerSettings
 from mailer.testing import SentMail
 from mailer.transports import MockTransport
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 RECIPIENTS = str(EXAMPLES / "recipients.csv")
 runner = CliRunner()
 NO_USER = Reply(550, "5.1.1 no such user")

@@ -208,7 +208,7 @@ def test_env_example_documents_every_key() -> None:
     """Every setting appears in .env.example with a comment above it."""
     from mailer.config.settings import env_names
 
-    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text(
+    example = (Path(__file__).resolve().parents[3] / ".env.example").read_text(
         encoding="utf-8"
     )
     lines = example.splitlines()

@@ -17,7 +17,7 @@ from mailer import Message, RecipientsRefusedError, Reply
 from mailer.cli.app import app
 from mailer.testing import Addr, Outbox
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 RECIPIENTS = str(EXAMPLES / "recipients.csv")
 runner = CliRunner()
 

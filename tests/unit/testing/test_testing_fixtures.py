@@ -34,7 +34,7 @@ from mailer.testing import (
 )
 from mailer.transports import SMTPTransport
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 ANN = {"email": "ann@example.test", "name": "Ann", "customer_id": "C-1", "plan": "pro"}
 BOB = {
     "email": "bob@example.test",
