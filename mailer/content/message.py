@@ -17,7 +17,7 @@ from mailer.content.addresses import (
     excerpt,
     parse_addresses,
 )
-from mailer.content.serialize import build_message, format_date, new_message_id
+from mailer.content.serialize import serialize
 from mailer.exceptions import HeaderInjectionError, MessageError
 
 # An envelope address ends at a space or ">" on the MAIL/RCPT line (RFC 5321
@@ -218,13 +218,10 @@ class Message:
             message_id: The Message-ID to write; a fresh one by default.
             date: The Date to write; now by default.
         """
-        sender = self.sender or default_sender
-        return build_message(
-            self,
-            sender=sender,
-            message_id=message_id or new_message_id(sender),
-            date=date or format_date(),
+        _, content = serialize(
+            self, self.sender or default_sender, message_id=message_id, date=date
         )
+        return content
 
     def to_email_message(
         self,

@@ -14,6 +14,7 @@ from mailer.content.addresses import Address
 from mailer.content.mime import CRLF
 
 if TYPE_CHECKING:
+    # Type-only: message.py calls this module to serialise itself.
     from mailer.content.message import Message
 
 
@@ -44,6 +45,31 @@ def _date_of_second(second: int) -> str:
 def _shared_address_field(name: str, addresses: tuple[Address, ...]) -> str:
     # From and Reply-To repeat on every message of a batch: fold them once.
     return mime.fold(name, mime.address_tokens(addresses))
+
+
+def serialize(
+    message: Message,
+    sender: Address,
+    *,
+    message_id: str | None = None,
+    date: str | None = None,
+) -> tuple[str, bytes]:
+    """Return the message's Message-ID and its wire-ready bytes.
+
+    This is the one place where a message gets its Message-ID and Date when
+    none is given: a fresh ID in the sender's domain, and now.
+
+    Args:
+        message: The validated message.
+        sender: The From address (the message's own sender or the default).
+        message_id: Reuse this Message-ID (angle brackets included).
+        date: Write this Date header value.
+    """
+    message_id = message_id or new_message_id(sender)
+    content = build_message(
+        message, sender=sender, message_id=message_id, date=date or format_date()
+    )
+    return message_id, content
 
 
 def build_message(

@@ -18,7 +18,7 @@ from functools import partial
 
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Envelope, Message
-from mailer.content.serialize import format_date, new_message_id
+from mailer.content.serialize import serialize
 from mailer.delivery.bounded import stream_batch
 from mailer.delivery.control import BatchControl, SendRequest, current_batch
 from mailer.delivery.limits import check_message_limits
@@ -104,8 +104,7 @@ class MessageClient(AsyncCloseable):
                 "MAILER_FROM: not set, and the message has no sender",
                 key="MAILER_FROM",
             )
-        message_id = message_id or new_message_id(sender)
-        content = message.to_bytes(sender, message_id=message_id, date=format_date())
+        message_id, content = serialize(message, sender, message_id=message_id)
         envelope = message.envelope(sender)
         check_message_limits(envelope, content, self.settings)
         return OutgoingMessage(message, envelope, content, message_id)
