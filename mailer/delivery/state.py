@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, replace
+from typing import Protocol
 
-from mailer.content.message import Envelope
+from mailer.content.message import Envelope, Message
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.exceptions import DeliveryError, RecipientsRefusedError
 from mailer.replies import (
@@ -25,8 +25,15 @@ from mailer.replies import (
 )
 from mailer.transports.base import Delivery
 
-if TYPE_CHECKING:
-    from mailer.delivery.client import OutgoingMessage
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message ready for a transport: its envelope, bytes and Message-ID."""
+
+    message: Message
+    envelope: Envelope
+    content: bytes
+    message_id: str
 
 
 class AttemptObserver(Protocol):

@@ -25,8 +25,9 @@ from typing import Any, cast
 from unittest import mock
 
 from mailer.content.message import Message
-from mailer.delivery.client import MessageClient, OutgoingMessage
+from mailer.delivery.client import MessageClient
 from mailer.delivery.results import SendResult, SendStatus
+from mailer.delivery.state import OutgoingMessage
 from mailer.exceptions import DeliveryError
 from mailer.records import SentMail
 from mailer.replies import Reply
