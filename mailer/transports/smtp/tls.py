@@ -26,7 +26,8 @@ from pathlib import Path
 
 import aiosmtplib
 
-from mailer.config.settings import MailerSettings, TLSMode
+from mailer.config.dsn import TLSMode
+from mailer.config.settings import MailerSettings
 from mailer.exceptions import TLSError
 
 logger = logging.getLogger("mailer.tls")
