@@ -140,20 +140,17 @@ def result_from_entry(entry: JournalEntry) -> SendResult:
     error = entry.error
     if status is SendStatus.PENDING and error is None:
         error = "not sent: the batch stopped before its turn"
-    return SendResult(
-        status=status,
+    return SendResult.of(
+        status,
         to=(entry.email,),
         message_id=entry.message_id,
-        accepted=tuple(
-            r for r, s in entry.recipients.items() if s is RecipientStatus.ACCEPTED
-        ),
-        refused=dict(entry.replies),
+        recipients=entry.recipients,
+        refused=entry.replies,
         reply=entry.reply,
         error=error,
         transient=entry.transient or status is SendStatus.PENDING,
         attempts=entry.attempts,
         ambiguous=entry.ambiguous,
-        recipients=dict(entry.recipients),
     )
 
 

@@ -375,19 +375,19 @@ def failed_result(message: Message, error: BaseException) -> SendResult:
         else f"{type(error).__name__}: {error}"
     )
     refused = getattr(error, "refused", {})
-    return SendResult(
-        status=SendStatus.FAILED,
-        to=tuple(address.addr_spec for address in message.to),
+    return SendResult.of(
+        SendStatus.FAILED,
+        to=(address.addr_spec for address in message.to),
         message_id=getattr(error, "message_id", None),
+        recipients={
+            recipient: classify_reply(own) for recipient, own in refused.items()
+        },
         refused=refused,
         reply=reply,
         error=text,
         transient=bool(getattr(error, "transient", False)),
         attempts=getattr(error, "attempts", 0),
         ambiguous=bool(getattr(error, "ambiguous", False)),
-        recipients={
-            recipient: classify_reply(own) for recipient, own in refused.items()
-        },
     )
 
 

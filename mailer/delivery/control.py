@@ -77,13 +77,14 @@ def as_request(item: Message | SendRequest) -> SendRequest:
 
 def not_started(request: SendRequest, reason: str) -> SendResult:
     """Return the ``pending`` result of a message the batch never attempted."""
-    return SendResult(
-        status=SendStatus.PENDING,
-        to=tuple(address.addr_spec for address in request.message.to),
+    return SendResult.of(
+        SendStatus.PENDING,
+        to=(address.addr_spec for address in request.message.to),
         message_id=request.message_id,
+        recipients={},
+        refused={},
         error=f"not sent: {reason}",
         transient=True,
-        attempts=0,
     )
 
 

@@ -176,18 +176,17 @@ class MessageAttempts:
                 f"{self.attempts} attempt(s)"
                 + (f": {self.last_reply}" if self.last_reply else "")
             )
-        return SendResult(
-            status=SendStatus.FAILED if deferred else SendStatus.SENT,
-            to=tuple(address.addr_spec for address in self.outgoing.message.to),
+        return SendResult.of(
+            SendStatus.FAILED if deferred else SendStatus.SENT,
+            to=(address.addr_spec for address in self.outgoing.message.to),
             message_id=self.message_id,
-            accepted=self.with_status(RecipientStatus.ACCEPTED),
-            refused=dict(self.replies),
+            recipients=self.statuses,
+            refused=self.replies,
             reply=self.last_reply,
             error=error,
             transient=bool(deferred),
             attempts=self.attempts,
             ambiguous=self.ambiguous,
-            recipients=dict(self.statuses),
         )
 
     def pending_result(self, reason: str) -> SendResult:
