@@ -237,7 +237,7 @@ class Journal:
         now = time.time()
 
         def insert() -> None:
-            with Transaction(self._connection):
+            with SQLiteTransaction(self._connection):
                 self._connection.executemany(
                     "INSERT OR IGNORE INTO messages"
                     " (position, line, email, state, updated_at)"
@@ -294,7 +294,7 @@ class Journal:
         """
 
         def update() -> int:
-            with Transaction(self._connection):
+            with SQLiteTransaction(self._connection):
                 cursor = self._connection.execute(
                     "UPDATE messages SET state = 'deferred', ambiguous = 1,"
                     " transient = 1, error = ?, updated_at = ?"
@@ -324,7 +324,7 @@ class Journal:
         )
 
         def write() -> None:
-            with Transaction(self._connection):
+            with SQLiteTransaction(self._connection):
                 self._connection.execute(
                     "UPDATE messages SET state = ?, message_id = ?, attempts = ?,"
                     " ambiguous = ?, transient = ?, recipients = ?, replies = ?,"
@@ -352,8 +352,8 @@ class Journal:
             self._executor.shutdown(wait=True)
 
 
-class Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
+class SQLiteTransaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (not an SMTP transaction)."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -385,7 +385,7 @@ def _lock(path: Path) -> IO[str] | None:
 
 
 def _write_meta(connection: sqlite3.Connection, identity: BatchIdentity) -> None:
-    with Transaction(connection):
+    with SQLiteTransaction(connection):
         connection.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
             [

@@ -60,7 +60,7 @@ def count_states(counts: Mapping[tuple[JournalState, bool], int]) -> ResumeCount
     )
 
 
-def fingerprint(rows: Iterable[Recipient | InvalidRow]) -> str:
+def rows_digest(rows: Iterable[Recipient | InvalidRow]) -> str:
     """Return a digest of every row, so a journal notices another (or edited) file."""
     digest = hashlib.sha256()
     for row in rows:
@@ -212,7 +212,7 @@ async def stream_with_journal(
     identity = BatchIdentity(
         template=template_name,
         source=source_label,
-        fingerprint=fingerprint(row for _, row in rows()),
+        fingerprint=rows_digest(row for _, row in rows()),
     )
     journal, resumed = await Journal.open(journal_path, identity)
     try:

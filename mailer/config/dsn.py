@@ -6,6 +6,7 @@ Grammar::
     smtps://...                                   implicit TLS (tls=tls)
     failover(DSN DSN ...)                         in order, the next when one fails
     roundrobin(DSN DSN ...)                       in rotation
+    console://                                    print each message; send nothing
 
 Options: ``tls`` (none, opportunistic, starttls, tls), ``timeout`` (seconds
 per SMTP command), ``ca_file`` and ``local_hostname``, as the ``MAILER_SMTP_*``
@@ -27,7 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import SecretStr
 
-RelayMode = Literal["single", "failover", "roundrobin"]
+RelayMode = Literal["single", "failover", "roundrobin", "console"]
 TLSMode = Literal["none", "opportunistic", "starttls", "tls"]  # MAILER_SMTP_TLS
 SCHEMES: dict[str, TLSMode | None] = {"smtp": None, "smtps": "tls"}
 # DSN option -> the settings field it sets.
@@ -37,6 +38,9 @@ OPTIONS = {
     "ca_file": "smtp_ca_file",
     "local_hostname": "smtp_local_hostname",
 }
+
+# For development: messages are printed, never sent (no host, no options).
+CONSOLE = "console://"
 
 _LIST = re.compile(r"^\s*(failover|roundrobin)\s*\((.*)\)\s*$", re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -97,6 +101,8 @@ def parse_dsn(text: str) -> RelayList:
     Raises:
         DSNError: The DSN is malformed (the message says where, not what).
     """
+    if text.strip() == CONSOLE:
+        return RelayList("console", ())
     match = _LIST.match(text)
     if match is None:
         return RelayList("single", (_parse_relay(text.strip(), None),))
@@ -119,8 +125,8 @@ def _parse_relay(text: str, index: int | None) -> Relay:
         raise DSNError(f"{where}not a valid URL (port 1-65535?)") from None
     if url.scheme not in SCHEMES:
         raise DSNError(
-            f"{where}the scheme must be smtp:// or smtps://"
-            + (" (got a bare host?)" if not url.scheme else "")
+            f"{where}the scheme must be smtp:// or smtps:// (or the whole DSN "
+            f"{CONSOLE})" + (" (got a bare host?)" if not url.scheme else "")
         )
     host = url.hostname
     if not host:

@@ -347,7 +347,10 @@ class MailerSettings(BaseSettings):
 
     @property
     def relays(self) -> tuple[MailerSettings, ...]:
-        """Return one settings object per SMTP relay (just this one without a DSN)."""
+        """Return one settings object per SMTP relay (just this one without a DSN).
+
+        With ``MAILER_DSN=console://`` there is no relay: nothing is sent.
+        """
         return self._relays if self._relays is not None else (self,)
 
     @property

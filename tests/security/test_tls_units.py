@@ -16,8 +16,8 @@ from mailer.transports.smtp.errors import describe_tls_failure
 from mailer.transports.smtp.tls import (
     TLSPolicy,
     build_client_context,
+    certificate_fingerprint,
     explain_certificate_failure,
-    fingerprint,
 )
 
 
@@ -111,10 +111,10 @@ def test_a_self_signed_failure_says_how_to_trust_it() -> None:
 
 
 def test_fingerprints_are_sha256_in_colon_hex() -> None:
-    """fingerprint() is the SHA-256 of the DER bytes, upper case, colon separated."""
+    """certificate_fingerprint() is the SHA-256 of the DER bytes, upper case, colon separated."""
     digest = hashlib.sha256(b"der").hexdigest().upper()
-    assert fingerprint(b"der").replace(":", "") == digest
-    assert len(fingerprint(b"der")) == 64 + 31
+    assert certificate_fingerprint(b"der").replace(":", "") == digest
+    assert len(certificate_fingerprint(b"der")) == 64 + 31
 
 
 @pytest.mark.parametrize(
