@@ -1,4 +1,4 @@
-"""Print messages instead of sending them: ``MAILER_DSN=console://``, for development."""
+"""Print messages instead of sending them (MAILER_DSN=console://), for development."""
 
 from __future__ import annotations
 
