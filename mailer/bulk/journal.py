@@ -425,3 +425,68 @@ def _check_identity(
             "or the file changed since; use a new journal file for this batch",
             path=str(path),
         )
+
+
+@dataclass(slots=True)
+class JournalSummary:
+    """What ``mailer status`` reads from a journal: its identity, counts, failures."""
+
+    meta: dict[str, str]
+    counts: dict[JournalState, int]
+    ambiguous: int
+    failures: list[JournalEntry]
+
+
+def read_summary(path: Path | str) -> JournalSummary:
+    """Read a journal's counts by state and its failed messages, without its lock.
+
+    Raises:
+        JournalError: The file is missing or not a journal.
+    """
+    connection = open_read_only(path)
+    try:
+        meta = read_meta(connection)
+        counts = dict(
+            connection.execute("SELECT state, COUNT(*) FROM messages GROUP BY state")
+        )
+        [(ambiguous,)] = connection.execute(
+            "SELECT COUNT(*) FROM messages WHERE ambiguous = 1"
+        )
+        failures = [
+            entry_from_row(row)
+            for row in connection.execute(
+                "SELECT * FROM messages WHERE state = 'failed' ORDER BY position"
+            )
+        ]
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(f"{path}: cannot read it: {exc}", path=str(path)) from None
+    finally:
+        connection.close()
+    return JournalSummary(
+        meta=meta,
+        counts={state: counts.get(state.value, 0) for state in JournalState},
+        ambiguous=ambiguous,
+        failures=failures,
+    )
+
+
+def open_read_only(path: Path | str) -> sqlite3.Connection:
+    """Open a journal for reading (``mailer status``) without taking its lock.
+
+    Raises:
+        JournalError: The file is missing or not a journal.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JournalError(f"{path}: no such journal file", path=str(path))
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    connection.row_factory = sqlite3.Row
+    try:
+        meta = read_meta(connection)
+    except sqlite3.DatabaseError:
+        connection.close()
+        raise JournalError(f"{path}: not a mailer journal", path=str(path)) from None
+    if meta.get("version") != JOURNAL_VERSION:
+        connection.close()
+        raise JournalError(f"{path}: not a mailer journal", path=str(path))
+    return connection
