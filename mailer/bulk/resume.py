@@ -176,6 +176,7 @@ async def stream_with_journal(
     *,
     template_name: str,
     source_label: str,
+    fingerprint: str,
     rows: Callable[[], Iterator[tuple[int, Recipient | InvalidRow]]],
     render: Callable[[Recipient], Message],
     client_factory: Callable[[MailerSettings], MessageClient],
@@ -194,6 +195,8 @@ async def stream_with_journal(
         journal_path: The SQLite journal file.
         template_name: The template set (part of the journal's identity).
         source_label: What the recipients are (a path), for messages.
+        fingerprint: The digest of every row (``rows_digest``), made while the
+            rows were checked, so the journal can tell another file.
         rows: Returns the numbered rows afresh on each call.
         render: Renders one row into a Message.
         client_factory: ``generate_message_client``, as looked up by the caller.
@@ -212,7 +215,7 @@ async def stream_with_journal(
     identity = BatchIdentity(
         template=template_name,
         source=source_label,
-        fingerprint=rows_digest(row for _, row in rows()),
+        fingerprint=fingerprint,
     )
     journal, resumed = await Journal.open(journal_path, identity)
     try:
