@@ -10,8 +10,9 @@ Grammar::
 
 Options: ``tls`` (none, opportunistic, starttls, tls), ``timeout`` (seconds
 per SMTP command), ``ca_file`` and ``local_hostname``, as the ``MAILER_SMTP_*``
-keys of the same names. The user name and password are percent-decoded (write
-``@`` as ``%40``).
+keys of the same names, and ``rate`` (this relay's ``MAILER_RATE_LIMIT``:
+``?rate=50/s+burst=10``). The user name and password are percent-decoded
+(write ``@`` as ``%40``).
 
 This module only splits the text: each relay's values are validated by
 ``MailerSettings`` itself (``MailerSettings.relays``), with the same rules as
@@ -37,6 +38,7 @@ OPTIONS = {
     "timeout": "timeout",
     "ca_file": "smtp_ca_file",
     "local_hostname": "smtp_local_hostname",
+    "rate": "rate_limit",  # 100/s, 600/min, 5000/h [burst=N] (config/rates.py)
 }
 
 # For development: messages are printed, never sent (no host, no options).

@@ -39,6 +39,7 @@ import aiosmtplib
 
 from mailer.exceptions import RecipientsRefusedError, UnsupportedError
 from mailer.replies import Reply
+from mailer.transports.ratelimit import RateLimiter
 from mailer.transports.smtp.connection import (
     Phase,
     SMTPConnection,
@@ -70,6 +71,7 @@ class Lane:
         limits: Reuse limits.
         timeout: Seconds to wait for each reply.
         message_timeout: Seconds for a whole transaction, final reply included.
+        gate: The relay's rate limiter: a transaction starts on its turn.
     """
 
     def __init__(
@@ -79,8 +81,11 @@ class Lane:
         limits: PoolLimits,
         timeout: float,
         message_timeout: float,
+        *,
+        gate: RateLimiter | None = None,
     ) -> None:
         self._queue = queue
+        self._gate = gate
         self._new_connection = new_connection
         self._limits = limits
         self._timeout = timeout
@@ -109,7 +114,9 @@ class Lane:
         if transaction.is_abandoned:
             return
         try:
-            connection = await self._ready_connection()
+            connection = await self._take_turn()
+            if transaction.outcome.done():
+                return  # its sender gave up while it waited for its turn
             if connection.supports_pipelining:
                 await self._run_pipelined(connection, transaction)
             else:
@@ -119,6 +126,23 @@ class Lane:
         except BaseException:
             transaction.outcome.cancel()
             raise
+
+    async def _take_turn(self) -> SMTPConnection:
+        """Return a ready connection once the rate limit lets a transaction start.
+
+        The wait comes first, and the connection is checked after it (a wait
+        longer than ``max_idle`` retires it: the server may have dropped it).
+        The turn is taken only with the connection ready, right before MAIL
+        FROM, so that connecting cannot push a start past its turn and bunch
+        it up with the next ones.
+        """
+        gate = self._gate
+        while True:
+            if gate is not None and await gate.wait_ready() > self._limits.max_idle:
+                await self._retire()
+            connection = await self._ready_connection()
+            if gate is None or gate.try_acquire():
+                return connection
 
     def _has_room(self, connection: SMTPConnection) -> bool:
         age = time.monotonic() - connection.opened_at
@@ -173,7 +197,12 @@ class Lane:
             The transaction and its envelope commands (or None), and False if
             the one taken failed its checks: then the connection ends here.
         """
-        transaction = self._queue.take_nowait() if self._has_room(connection) else None
+        # Under a rate limit, the next message rides along only if its turn
+        # has come (checked only when one is queued, not to waste a turn).
+        may_start = self._has_room(connection) and (
+            self._gate is None or (len(self._queue) > 0 and self._gate.try_acquire())
+        )
+        transaction = self._queue.take_nowait() if may_start else None
         if transaction is None:
             return None, b"", True
         try:
