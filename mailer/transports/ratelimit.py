@@ -15,15 +15,19 @@ any window of ``period`` seconds at most ``count + burst`` transactions
 start, and over a long run ``count`` per ``period``. Two details keep the
 promise at the server too, and the mean on target:
 
-* ``MARGIN``: starts are spaced as if the period were 1 % longer. The
-  server's clock sees each start a little later than ours, by a varying
-  delay (the network, its own scheduling); the margin absorbs up to half of
-  it (5 ms at 50/s) without the server ever counting one start too many,
-  at the cost of a mean 1 % under the limit.
-* lateness credit: a connection that wakes up for its turn a little late
-  (the event loop was busy) does not push every later turn back; the other
-  half of the margin pays for it. Without it, the mean would drift down by
-  the loop's lateness on every start.
+* a log of the last ``count + burst`` starts: a start is refused while it
+  would make ``count + burst + 1`` in one window. This is what makes the
+  bound exact, whatever the scheduling does.
+* lateness credit: a connection that wakes up late for its turn (the event
+  loop was busy) does not push every later turn back, up to one interval
+  late; the next turn comes sooner, as far as the log allows. Without it the
+  mean would drift down by the loop's lateness on every start.
+* ``MARGIN``: the window is 1 % longer than the period, and the steady rate
+  1 % lower. The server's clock sees each start a little later than ours, by
+  a varying delay (the network, its own scheduling); the margin absorbs up to
+  1 % of the period (10 ms at 1/s windows) of that variation without the
+  server ever counting one start too many, at the cost of a mean 1 % under
+  the limit.
 
 It also slows down on its own when the server says the client is too fast
 (``mailer.replies.is_rate_refusal``: any 421, or a 4.7.x/451/454 reply about
@@ -64,7 +68,10 @@ MARGIN = 0.01
 MAX_SLOWDOWN = 4
 # A relay with no limit set is slowed from the rate of its last second.
 OBSERVED_WINDOW = 1.0
+OBSERVED_SPAN = 0.1
 _RECENT_STARTS = 4096
+# Limits up to this count (plus burst) keep a log of their last starts.
+MAX_LOGGED_STARTS = 100_000
 
 
 @runtime_checkable
@@ -132,8 +139,16 @@ class LocalRateLimiter:
             self._base = rate.interval * (1 + margin)
             self._period = rate.period
             self._burst = rate.burst
-        self._credit_cap = margin * self._period / 4
         self._tat = -math.inf  # when the next start is due, at the steady rate
+        # The last count + burst starts: no window of the period (plus the
+        # margin) may hold one more. Kept only for limits of a sane size;
+        # larger ones rely on the GCRA alone, with a smaller lateness credit.
+        self._window = self._period * (1 + margin)
+        self._log: deque[float] | None = None
+        self._credit_cap = margin * self._period / 2
+        if rate is not None and rate.count + rate.burst <= MAX_LOGGED_STARTS:
+            self._log = deque(maxlen=rate.count + rate.burst)
+            self._credit_cap = math.inf
         self._halvings = 0
         self._measured: float | None = None  # the base of a relay with no limit
         self._step_at = math.inf  # when a slowed rate next doubles back
@@ -166,7 +181,11 @@ class LocalRateLimiter:
         interval = self.interval
         if interval is None:
             return 0.0
-        return max(0.0, self._tat - self._tolerance(interval) - now)
+        due = self._tat - self._tolerance(interval)
+        log = self._log
+        if log is not None and len(log) == log.maxlen:
+            due = max(due, log[0] + self._window)
+        return max(0.0, due - now)
 
     async def wait_ready(self) -> float:
         """Wait until a transaction may start; return the seconds waited."""
@@ -185,8 +204,14 @@ class LocalRateLimiter:
         if interval is not None:
             if self._tat - self._tolerance(interval) > now:
                 return False
-            # Waking up a little late for a turn keeps the schedule (see MARGIN).
-            credit = min(interval / 2, self._credit_cap)
+            log = self._log
+            if log is not None:
+                if len(log) == log.maxlen and log[0] + self._window > now:
+                    return False
+                log.append(now)
+            # Waking up late for a turn keeps the schedule (up to one interval
+            # late), so the mean does not drift down with the loop's lateness.
+            credit = min(interval, self._credit_cap)
             self._tat = max(self._tat, now - credit) + interval
         if self._base is None:
             self._recent.append(now)  # to slow a relay with no limit from its rate
@@ -251,10 +276,16 @@ class LocalRateLimiter:
             )
 
     def _observed_interval(self, now: float) -> float:
-        """Return the mean interval between starts over the last window."""
+        """Return the mean interval between the starts of the last window.
+
+        Over at least ``OBSERVED_SPAN``, so that a few starts at once do not
+        read as a huge rate; a relay with no recent start is read as 1/s.
+        """
         since = now - OBSERVED_WINDOW
-        count = sum(1 for started in self._recent if started > since)
-        return OBSERVED_WINDOW / max(count, 1)
+        recent = [started for started in self._recent if started > since]
+        if not recent:
+            return OBSERVED_WINDOW
+        return max(now - recent[0], OBSERVED_SPAN) / len(recent)
 
 
 def _per_second(interval: float) -> str:
