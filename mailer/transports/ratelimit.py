@@ -22,12 +22,14 @@ promise at the server too, and the mean on target:
   loop was busy) does not push every later turn back, up to one interval
   late; the next turn comes sooner, as far as the log allows. Without it the
   mean would drift down by the loop's lateness on every start.
-* ``MARGIN``: the window is 1 % longer than the period, and the steady rate
-  1 % lower. The server's clock sees each start a little later than ours, by
-  a varying delay (the network, its own scheduling); the margin absorbs up to
-  1 % of the period (10 ms at 1/s windows) of that variation without the
-  server ever counting one start too many, at the cost of a mean 1 % under
-  the limit.
+* ``MARGIN``: the steady rate is 1 % under the limit, and the log's window
+  half a percent longer than the period. The server's clock sees each start
+  a little later than ours, by a varying delay (the network, its own
+  scheduling): the log's half absorbs up to 0.5 % of the period (5 ms for
+  1 s windows) of that variation, so the server never counts one start too
+  many; the other half is slack between the schedule and the log, so that a
+  start a few milliseconds late is not held back again a period later (which
+  would compound and drag the mean down).
 
 It also slows down on its own when the server says the client is too fast
 (``mailer.replies.is_rate_refusal``: any 421, or a 4.7.x/451/454 reply about
@@ -143,7 +145,7 @@ class LocalRateLimiter:
         # The last count + burst starts: no window of the period (plus the
         # margin) may hold one more. Kept only for limits of a sane size;
         # larger ones rely on the GCRA alone, with a smaller lateness credit.
-        self._window = self._period * (1 + margin)
+        self._window = self._period * (1 + margin / 2)
         self._log: deque[float] | None = None
         self._credit_cap = margin * self._period / 2
         if rate is not None and rate.count + rate.burst <= MAX_LOGGED_STARTS:
@@ -163,6 +165,7 @@ class LocalRateLimiter:
     @property
     def interval(self) -> float | None:
         """Return the seconds between starts now, or None when nothing limits them."""
+        self._recover(self._clock())
         base = self._base if self._measured is None else self._measured
         if base is None:
             return None
@@ -210,9 +213,12 @@ class LocalRateLimiter:
                     return False
                 log.append(now)
             # Waking up late for a turn keeps the schedule (up to one interval
-            # late), so the mean does not drift down with the loop's lateness.
-            credit = min(interval, self._credit_cap)
-            self._tat = max(self._tat, now - credit) + interval
+            # late), so the mean does not drift down with the loop's lateness;
+            # after an idle spell the schedule starts again from now.
+            late = now - self._tat
+            if late > min(interval, self._credit_cap):
+                self._tat = now
+            self._tat += interval
         if self._base is None:
             self._recent.append(now)  # to slow a relay with no limit from its rate
         return True
