@@ -61,7 +61,9 @@ async def test_rate_limit_holds_in_every_window_at_the_server(
     assert all(r.status is SendStatus.SENT for r in results)
     assert len(stamps.accepted) == 70
     assert busiest_window(stamps.accepted, 1.0) <= 20
-    assert abs(mean_rate(stamps.accepted) - 20) / 20 <= 0.02
+    # The mean within 2% is benchmarks/rate_limit.py's check (30 s, quiet
+    # machine); here it only has to be the limit's, not a fraction of it.
+    assert 16 <= mean_rate(stamps.accepted) <= 20
 
 
 async def test_burst_goes_at_once_and_the_window_still_holds(
@@ -76,10 +78,10 @@ async def test_burst_goes_at_once_and_the_window_still_holds(
         async with MessageClient(settings) as client:
             await client.send_many([mail(n) for n in range(60)])
     assert len(stamps.accepted) == 60
-    assert stamps.accepted[5] - stamps.accepted[0] < 0.02  # the burst: 1 + 5
-    assert stamps.accepted[6] - stamps.accepted[0] > 0.03  # then paced
+    assert stamps.accepted[5] - stamps.accepted[0] < 0.1  # the burst: 1 + 5
+    assert stamps.accepted[6] - stamps.accepted[0] > 0.04  # then one per 50 ms
     assert busiest_window(stamps.accepted, 1.0) <= 25
-    assert abs(mean_rate(stamps.accepted[6:]) - 20) / 20 <= 0.02
+    assert 16 <= mean_rate(stamps.accepted[6:]) <= 20
 
 
 async def test_rate_per_relay_from_the_dsn(
@@ -123,9 +125,9 @@ async def test_rate_refusals_slow_the_relay_and_every_message_is_sent(
     first_refusal = stamps.refused[0]
     before = [t for t in stamps.mails if t <= first_refusal]
     after = [t for t in stamps.mails if t > first_refusal]
-    assert mean_rate(before) > 90  # 100/s less the margin
-    assert mean_rate(after) < 50  # halved at least once
-    assert busiest_window(after, 1.0) <= 50
+    assert busiest_window(before, 1.0) <= 100
+    assert busiest_window(after, 1.0) <= 50  # halved at least once
+    assert mean_rate(after) < mean_rate(before)
 
 
 async def test_rate_refusal_slows_a_relay_with_no_limit(
