@@ -32,7 +32,8 @@ from mailer.bulk.resume import rows_digest, stream_with_journal
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import Message
-from mailer.delivery.client import generate_message_client
+from mailer.delivery.client import MessageClient, generate_message_client
+from mailer.delivery.hooks import Hooks
 from mailer.delivery.results import SendResult
 from mailer.exceptions import ConfigError, InvalidRecipientsError, MailerError
 from mailer.templates.sets import TemplateSet, load_template_set, render_set
@@ -195,8 +196,17 @@ async def _outcomes(
     journal: Path | str | None,
     stop: asyncio.Event | None,
     on_resume: Callable[[ResumeCounts], None] | None,
+    hooks: Hooks | None = None,
 ) -> AsyncIterator[_Outcome]:
     settings = settings if settings is not None else MailerSettings()
+
+    def client_factory(settings: MailerSettings) -> MessageClient:
+        # Looked up at call time: tests patch mailer.bulk.sending's name.
+        client = generate_message_client(settings)
+        if hooks is not None:
+            client.hooks.extend(hooks)
+        return client
+
     job = _Job(
         template_name,
         load_template_set(template_name, settings.templates_dir),
@@ -236,7 +246,7 @@ async def _outcomes(
             fingerprint=digest,
             rows=lambda: enumerate(_rows(rows), start=1),
             render=job.render,
-            client_factory=generate_message_client,
+            client_factory=client_factory,
             settings=settings,
             stop=stop,
             on_resume=on_resume,
@@ -283,7 +293,7 @@ async def _outcomes(
         if isinstance(recipients, AsyncIterable)
         else from_sync(recipients)
     )
-    async with generate_message_client(settings) as client:
+    async with client_factory(settings) as client:
         async for index, result in client.stream(messages, stop=stop):
             while found:
                 bad = found.popleft()
@@ -304,6 +314,7 @@ async def stream_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
+    hooks: Hooks | None = None,
 ) -> AsyncIterator[tuple[int, SendResult | InvalidRow]]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
@@ -332,6 +343,8 @@ async def stream_messages(
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
         on_resume: Called, when ``journal`` exists, with what it held.
+        hooks: Hooks to run around each send, after those the settings name
+            (see ``mailer.delivery.hooks``).
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
@@ -355,6 +368,7 @@ async def stream_messages(
         journal=journal,
         stop=stop,
         on_resume=on_resume,
+        hooks=hooks,
     ):
         yield outcome.line, outcome.result
 
@@ -371,6 +385,7 @@ async def send_messages(
     keep_results: bool = True,
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
+    hooks: Hooks | None = None,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
@@ -400,6 +415,9 @@ async def send_messages(
         stop: Set it to stop the batch: no new message starts, attempts in
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
+        hooks: Hooks to run around each send, after those the settings name:
+            a before_send hook may change or refuse each message, an
+            after_send hook sees each result (see ``mailer.delivery.hooks``).
 
     Returns:
         The report: counts, per-message results (in input order, every
@@ -429,6 +447,7 @@ async def send_messages(
         journal=journal,
         stop=stop,
         on_resume=resumed,
+        hooks=hooks,
     ):
         if isinstance(outcome.result, InvalidRow):
             report.add_invalid(outcome.result)
