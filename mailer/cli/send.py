@@ -25,6 +25,7 @@ from mailer.cli.common import (
     open_recipients,
     run_command,
 )
+from mailer.cli.logs import LogFormat, configured_logging
 from mailer.cli.shutdown import Shutdown
 from mailer.config.settings import MailerSettings
 from mailer.delivery.results import SendResult, SendStatus
@@ -48,6 +49,14 @@ def send(
     ] = False,
     templates_dir: TemplatesDirOption = None,
     journal: JournalOption = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            help="json: one JSON line per message outcome (and every other "
+            "log record) on stderr, instead of the failure lines.",
+        ),
+    ] = LogFormat.TEXT,
 ) -> None:
     """Send TEMPLATE to every recipient in the file, concurrently."""
     settings = load_settings(templates_dir)
@@ -56,9 +65,19 @@ def send(
         raise typer.Exit(
             run_command(_dry_run(template, source, settings, skip_invalid))
         )
-    raise typer.Exit(
-        run_command(_send(template, source, settings, skip_invalid, report, journal))
-    )
+    with configured_logging(log_format):
+        code = run_command(
+            _send(
+                template,
+                source,
+                settings,
+                skip_invalid,
+                report,
+                journal,
+                quiet_failures=log_format is LogFormat.JSON,
+            )
+        )
+    raise typer.Exit(code)
 
 
 async def _dry_run(
@@ -83,6 +102,8 @@ async def _send(
     skip_invalid: bool,
     report_path: Path | None,
     journal: Path | None = None,
+    *,
+    quiet_failures: bool = False,
 ) -> int:
     started = time.perf_counter()
     progress = Progress(
@@ -138,9 +159,14 @@ async def _send(
             # then dropped: memory stays flat whatever the batch size.
             batch.add(outcome, keep=False)
             report.write({"line": line, **outcome.to_report()})
-            if outcome.status is SendStatus.FAILED and len(failures) < SHOWN_FAILURES:
+            shown = len(failures) < SHOWN_FAILURES and not quiet_failures
+            if outcome.status is SendStatus.FAILED and shown:
                 failures.append(outcome)
-            if outcome.status is SendStatus.PENDING and first_pending is None:
+            if (
+                outcome.status is SendStatus.PENDING
+                and first_pending is None
+                and not quiet_failures
+            ):
                 first_pending = outcome
             progress.advance(task)
         for row in batch.invalid_rows:
@@ -191,7 +217,7 @@ def _print_outcome(
         err.print(f"skipped line {row.line}: {row.error}", markup=False)
     for result in failures:
         err.print(f"failed {', '.join(result.to)}: {result.error}", markup=False)
-    if batch.failed > len(failures):
+    if failures and batch.failed > len(failures):
         err.print(
             f"... and {batch.failed - len(failures)} more failures (see --report)"
         )

@@ -20,7 +20,12 @@ from mailer import (
 from mailer.transports import MemoryTransport
 
 ROWS = [
-    {"email": f"user{n}@example.test", "name": f"User {n}", "customer_id": f"C-{n}", "plan": "pro"}
+    {
+        "email": f"user{n}@example.test",
+        "name": f"User {n}",
+        "customer_id": f"C-{n}",
+        "plan": "pro",
+    }
     for n in range(1, 4)
 ]
 
@@ -28,14 +33,21 @@ ROWS = [
 def unsubscribed(message: Message) -> Message | Refuse:
     if message.to[0].addr_spec == "user2@example.test":
         return Refuse("unsubscribed")
-    return dataclasses.replace(message, headers=(*message.headers, ("X-Batch", "spring")))
+    return dataclasses.replace(
+        message, headers=(*message.headers, ("X-Batch", "spring"))
+    )
 
 
-async def test_send_messages_runs_the_hooks_it_is_given(settings: MailerSettings) -> None:
+async def test_send_messages_runs_the_hooks_it_is_given(
+    settings: MailerSettings,
+) -> None:
     """A before hook tags or refuses each row's message; after_send sees all three results."""
     transport = MemoryTransport()
     seen: list[tuple[str, str]] = []
-    hooks = Hooks(before_send=[unsubscribed], after_send=[lambda m, r: seen.append((m.to[0].addr_spec, r.status.value))])
+    hooks = Hooks(
+        before_send=[unsubscribed],
+        after_send=[lambda m, r: seen.append((m.to[0].addr_spec, r.status.value))],
+    )
     with patch(
         "mailer.bulk.sending.generate_message_client",
         side_effect=lambda s: MessageClient(s, transport=transport),
@@ -53,7 +65,9 @@ async def test_send_messages_runs_the_hooks_it_is_given(settings: MailerSettings
     ]
 
 
-async def test_refusal_is_final_in_the_journal(settings: MailerSettings, tmp_path: Path) -> None:
+async def test_refusal_is_final_in_the_journal(
+    settings: MailerSettings, tmp_path: Path
+) -> None:
     """With a journal a refused message is recorded failed: a resume neither asks the hook again nor sends it."""
     transport = MemoryTransport()
     asked: list[str] = []
@@ -70,15 +84,31 @@ async def test_refusal_is_final_in_the_journal(settings: MailerSettings, tmp_pat
     ):
         for _ in range(2):
             report = await send_messages(
-                "welcome", ROWS, settings=settings, journal=journal, hooks=Hooks(before_send=[counting])
+                "welcome",
+                ROWS,
+                settings=settings,
+                journal=journal,
+                hooks=Hooks(before_send=[counting]),
             )
             results.append(report.results)
     first, second = results
-    assert [r.status for r in first] == [SendStatus.SENT, SendStatus.FAILED, SendStatus.SENT]
-    assert [r.status for r in second] == [SendStatus.SENT, SendStatus.FAILED, SendStatus.SENT]
+    assert [r.status for r in first] == [
+        SendStatus.SENT,
+        SendStatus.FAILED,
+        SendStatus.SENT,
+    ]
+    assert [r.status for r in second] == [
+        SendStatus.SENT,
+        SendStatus.FAILED,
+        SendStatus.SENT,
+    ]
     assert second[1].error is not None
     assert "unsubscribed" in second[1].error
-    assert sorted(asked) == ["user1@example.test", "user2@example.test", "user3@example.test"]
+    assert sorted(asked) == [
+        "user1@example.test",
+        "user2@example.test",
+        "user3@example.test",
+    ]
     assert len(transport.outbox) == 2
 
 
@@ -94,7 +124,9 @@ async def test_hooks_from_settings_apply_to_send_messages(
     ):
         report = await send_messages("welcome", ROWS, settings=settings)
     assert report.sent == 3
-    assert {m.envelope.rcpt_tos for m in transport.outbox} == {("sandbox@example.test",)}
+    assert {m.envelope.rcpt_tos for m in transport.outbox} == {
+        ("sandbox@example.test",)
+    }
     assert sorted(m.header("X-Mailer-Original-To") or "" for m in transport.outbox) == [
         "user1@example.test",
         "user2@example.test",
