@@ -243,11 +243,17 @@ class LocalRateLimiter:
             if self._halvings:
                 self._step_at = now + self.cooldown
             return
+        self._step_at = now + self.cooldown
+        if self._halvings == MAX_SLOWDOWN:
+            # As slow as it goes: pause again, keep the rate, say it once.
+            interval = self.interval
+            assert interval is not None  # noqa: S101 - slowed down before
+            self._tat = max(self._tat, now) + interval
+            return
         if self.interval is None:
             self._measured = self._observed_interval(now)
-        self._halvings = min(self._halvings + 1, MAX_SLOWDOWN)
+        self._halvings += 1
         self._generation += 1
-        self._step_at = now + self.cooldown
         interval = self.interval
         assert interval is not None  # noqa: S101 - measured just above
         self._tat = max(self._tat, now) + interval  # a pause of one new interval

@@ -375,3 +375,27 @@ def test_telemetry_follows_mailer_otel(
         match=r"^MAILER_OTEL: on, but OpenTelemetry is not installed; pip install 'aiomailer\[otel\]'$",
     ):
         telemetry_from_settings(make_settings(otel="on"))
+
+
+def test_opentelemetry_is_loaded_only_when_asked_for() -> None:
+    """`import mailer` and a client with MAILER_OTEL=off load no opentelemetry module; auto does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mailer\n"
+        "from mailer.transports import MemoryTransport\n"
+        "settings = mailer.MailerSettings(_env_file=None, otel={otel!r})\n"
+        "mailer.MessageClient(settings, transport=MemoryTransport())\n"
+        "print(any(m.startswith('opentelemetry') for m in sys.modules))\n"
+    )
+    loaded = {
+        otel: subprocess.run(
+            [sys.executable, "-c", code.format(otel=otel)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for otel in ("off", "auto")
+    }
+    assert loaded == {"off": "False", "auto": "True"}
