@@ -38,6 +38,19 @@ from mailer.replies import Reply
 SCOPE = "mailer"
 
 
+def is_configured() -> bool:
+    """Return whether the application has set a tracer or meter provider.
+
+    With neither, the API hands out no-op spans and instruments that still
+    cost some microseconds per message: ``MAILER_OTEL=auto`` then stays off.
+    """
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return True
+    # The API's default meter provider is a private proxy class.
+    provider = type(metrics.get_meter_provider()).__name__
+    return provider not in {"_ProxyMeterProvider", "NoOpMeterProvider"}
+
+
 class OpenTelemetry:
     """Spans and metrics for each message, through the OpenTelemetry API.
 

@@ -22,15 +22,16 @@ structlog's ``ExtraAdder`` picks them up as they are:
 No field holds a body, a subject, an address or a credential.
 
 OpenTelemetry (``mailer.delivery.otel``, the ``[otel]`` extra) is loaded only
-when ``MAILER_OTEL`` asks for it (``auto``: when the package is installed);
-otherwise a client holds ``None`` and pays one comparison per message.
+when ``MAILER_OTEL`` asks for it (``auto``: when the package is installed and
+the application has configured a provider); otherwise a client holds ``None``
+and pays one comparison per message.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Message
@@ -130,26 +131,29 @@ class Telemetry(Protocol):
 
 
 _UNSET = object()
-_otel_class: object = _UNSET  # the OpenTelemetry class, once looked up (or None)
+_otel: Any = _UNSET  # the mailer.delivery.otel module, once looked up (or None)
 
 
 def telemetry_from_settings(settings: MailerSettings) -> Telemetry | None:
     """Return OpenTelemetry when ``MAILER_OTEL`` asks for it and it is installed.
 
+    ``off``: never. ``auto`` (the default): when the ``[otel]`` extra is
+    installed and the application has set a tracer or meter provider
+    (without one every span would be a no-op that still costs time). ``on``:
+    whenever it is installed, also if the provider is set later.
+
     Raises:
         ConfigError: ``MAILER_OTEL=on`` but the ``[otel]`` extra is missing.
     """
-    global _otel_class  # the import is tried once per process
+    global _otel  # the import is tried once per process
     if settings.otel == "off":
         return None
-    if _otel_class is _UNSET:
+    if _otel is _UNSET:
         try:
-            module = importlib.import_module("mailer.delivery.otel")
+            _otel = importlib.import_module("mailer.delivery.otel")
         except ImportError:
-            _otel_class = None
-        else:
-            _otel_class = module.OpenTelemetry
-    if _otel_class is None:
+            _otel = None
+    if _otel is None:
         if settings.otel == "on":
             raise ConfigError(
                 "MAILER_OTEL: on, but OpenTelemetry is not installed; "
@@ -157,5 +161,7 @@ def telemetry_from_settings(settings: MailerSettings) -> Telemetry | None:
                 key="MAILER_OTEL",
             )
         return None
-    telemetry: Telemetry = _otel_class(settings)  # type: ignore[operator]
+    if settings.otel == "auto" and not _otel.is_configured():
+        return None
+    telemetry: Telemetry = _otel.OpenTelemetry(settings)
     return telemetry

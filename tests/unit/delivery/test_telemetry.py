@@ -363,12 +363,17 @@ async def test_spans_hold_no_secret_body_subject_or_address(
 def test_telemetry_follows_mailer_otel(
     make_settings: Callable[..., MailerSettings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """auto/on use OpenTelemetry when installed, off uses nothing; on without the extra is a ConfigError."""
+    """on uses OpenTelemetry, auto only once a provider is set, off never; on without the extra is a ConfigError."""
+    from mailer.delivery import otel
+
     assert telemetry_from_settings(make_settings(otel="off")) is None
+    assert isinstance(telemetry_from_settings(make_settings(otel="on")), OpenTelemetry)
+    assert telemetry_from_settings(make_settings(otel="auto")) is None  # no provider
+    monkeypatch.setattr(otel, "is_configured", lambda: True)
     assert isinstance(
         telemetry_from_settings(make_settings(otel="auto")), OpenTelemetry
     )
-    monkeypatch.setattr(telemetry_module, "_otel_class", None)  # as if not installed
+    monkeypatch.setattr(telemetry_module, "_otel", None)  # as if not installed
     assert telemetry_from_settings(make_settings(otel="auto")) is None
     with pytest.raises(
         ConfigError,
@@ -378,7 +383,7 @@ def test_telemetry_follows_mailer_otel(
 
 
 def test_opentelemetry_is_loaded_only_when_asked_for() -> None:
-    """`import mailer` and a client with MAILER_OTEL=off load no opentelemetry module; auto does."""
+    """`import mailer` and a client with MAILER_OTEL=off load no opentelemetry module; on does."""
     import subprocess
     import sys
 
@@ -396,6 +401,6 @@ def test_opentelemetry_is_loaded_only_when_asked_for() -> None:
             text=True,
             check=True,
         ).stdout.strip()
-        for otel in ("off", "auto")
+        for otel in ("off", "on")
     }
-    assert loaded == {"off": "False", "auto": "True"}
+    assert loaded == {"off": "False", "on": "True"}

@@ -1,0 +1,166 @@
+"""The cost of hooks and telemetry on throughput: on versus off, in the same run.
+
+The same messages go through MessageClient.send_many under each setting:
+
+  off        MAILER_OTEL=off, no hook, outcome records not enabled (the default)
+  hooks      two before_send hooks (each adds a header) and one after_send hook
+  json logs  every outcome record formatted as JSON (cli/logs.py) to /dev/null
+  otel api   MAILER_OTEL=on with the API only (no SDK: no-op spans; ``auto``
+             stays off without a provider)
+  otel sdk   the OpenTelemetry SDK: every span kept (in memory), metrics read
+  all on     hooks + JSON logs + the SDK
+
+Two transports: ``memory`` (MemoryTransport: the pipeline with no socket, so
+the overhead is as large a share as it can be) and ``smtp`` (a fast SMTP sink
+in another process, 5 connections, PIPELINING). Rounds are interleaved and a
+figure is the median of the rounds; the ratio is to ``off`` in the same round.
+
+    .venv/bin/python benchmarks/hooks_telemetry.py           # ~2 min
+    .venv/bin/python benchmarks/hooks_telemetry.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sinks import Sink
+
+from mailer import Hooks, MailerSettings, Message, MessageClient, SendResult
+from mailer.cli.logs import JSONFormatter
+from mailer.delivery.otel import OpenTelemetry
+from mailer.transports import MemoryTransport, Transport
+
+CONFIGS = ("off", "hooks", "json logs", "otel api", "otel sdk", "all on")
+
+
+def tag(name: str) -> Callable[[Message], Message]:
+    def hook(message: Message) -> Message:
+        return dataclasses.replace(message, headers=(*message.headers, (name, "1")))
+
+    return hook
+
+
+class Counted:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, message: Message, result: SendResult) -> None:
+        self.count += 1
+
+
+def messages(count: int) -> list[Message]:
+    return [
+        Message(to=f"user{n}@example.test", subject=f"n{n}", body=f"body {n}\n" * 20)
+        for n in range(count)
+    ]
+
+
+async def one_run(
+    config: str, transport: Transport | None, port: int | None, count: int
+) -> float:
+    """Send ``count`` messages under ``config``; return messages per second."""
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "from_": "bench@example.test",
+        "otel": "on" if config == "otel api" else "off",
+        "smtp_host": "127.0.0.1",
+        "smtp_tls": "none",
+    }
+    if port is not None:
+        values["smtp_port"] = port
+    settings = MailerSettings(**values)
+    hooks = None
+    if config in ("hooks", "all on"):
+        hooks = Hooks(before_send=[tag("X-A"), tag("X-B")], after_send=[Counted()])
+    telemetry = None
+    providers: list[Any] = []
+    if config in ("otel sdk", "all on"):
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        providers = [tracer_provider, meter_provider]
+        telemetry = OpenTelemetry(
+            settings, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+    logger = logging.getLogger("mailer.outcome")
+    handler: logging.Handler | None = None
+    if config in ("json logs", "all on"):
+        # Opened once per run, before the clock starts.
+        handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115, ASYNC230
+        handler.setFormatter(JSONFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    try:
+        client = MessageClient(
+            settings, transport=transport, hooks=hooks, telemetry=telemetry
+        )
+        batch = messages(count)
+        async with client:
+            started = time.perf_counter()
+            results = await client.send_many(batch)
+            elapsed = time.perf_counter() - started
+        assert all(r.is_sent for r in results), "a message was not sent"
+        return count / elapsed
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.stream.close()  # type: ignore[attr-defined]
+            logger.setLevel(logging.NOTSET)
+            logger.propagate = True
+        for provider in providers:
+            provider.shutdown()
+
+
+async def scenario(name: str, rounds: int, count: int, sink: Sink | None) -> None:
+    rates: dict[str, list[float]] = {config: [] for config in CONFIGS}
+    ratios: dict[str, list[float]] = {config: [] for config in CONFIGS}
+    for _ in range(rounds):
+        this_round: dict[str, float] = {}
+        for config in CONFIGS:
+            transport = MemoryTransport() if sink is None else None
+            port = sink.port if sink is not None else None
+            this_round[config] = await one_run(config, transport, port, count)
+        for config in CONFIGS:
+            rates[config].append(this_round[config])
+            ratios[config].append(this_round[config] / this_round["off"])
+    print(f"{name}: {count} messages, median of {rounds} interleaved rounds")
+    for config in CONFIGS:
+        rate = statistics.median(rates[config])
+        ratio = statistics.median(ratios[config])
+        per_message = 1e6 / rate
+        print(
+            f"  {config:10s} {rate:9.0f} msg/s  {per_message:7.1f} us/msg  "
+            f"{ratio:5.3f} x off"
+        )
+
+
+async def main(quick: bool) -> None:
+    rounds = 3 if quick else 5
+    await scenario("memory", rounds, 2000 if quick else 5000, None)
+    sink = Sink("fast")
+    try:
+        await scenario(
+            "smtp (fast sink, 5 connections)", rounds, 2000 if quick else 5000, sink
+        )
+    finally:
+        sink.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    asyncio.run(main(parser.parse_args().quick))
