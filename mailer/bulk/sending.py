@@ -195,11 +195,15 @@ async def _outcomes(
     journal: Path | str | None,
     stop: asyncio.Event | None,
     on_resume: Callable[[ResumeCounts], None] | None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncIterator[_Outcome]:
     settings = settings if settings is not None else MailerSettings()
     job = _Job(
         template_name,
-        load_template_set(template_name, settings.templates_dir),
+        load_template_set(
+            template_name,
+            settings.templates_dir if templates_dir is None else Path(templates_dir),
+        ),
         settings,
         context,
         sender,
@@ -304,6 +308,7 @@ async def stream_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncIterator[tuple[int, SendResult | InvalidRow]]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
@@ -332,6 +337,8 @@ async def stream_messages(
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
         on_resume: Called, when ``journal`` exists, with what it held.
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
@@ -355,6 +362,7 @@ async def stream_messages(
         journal=journal,
         stop=stop,
         on_resume=on_resume,
+        templates_dir=templates_dir,
     ):
         yield outcome.line, outcome.result
 
@@ -371,6 +379,7 @@ async def send_messages(
     keep_results: bool = True,
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
+    templates_dir: Path | str | None = None,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
@@ -400,6 +409,8 @@ async def send_messages(
         stop: Set it to stop the batch: no new message starts, attempts in
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Returns:
         The report: counts, per-message results (in input order, every
@@ -429,6 +440,7 @@ async def send_messages(
         journal=journal,
         stop=stop,
         on_resume=resumed,
+        templates_dir=templates_dir,
     ):
         if isinstance(outcome.result, InvalidRow):
             report.add_invalid(outcome.result)

@@ -25,7 +25,13 @@ from mailer.testing.outbox import Outbox
 
 if TYPE_CHECKING:
     from mailer.testing.config import isolated_settings
-    from mailer.testing.fakes import OutboxTransport, capture_mail, use_transport
+    from mailer.testing.fakes import (
+        MemoryTransport,
+        MockTransport,
+        OutboxTransport,
+        capture_mail,
+        use_transport,
+    )
     from mailer.testing.mocking import SEND_TARGET, patch_send
     from mailer.testing.server.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
     from mailer.testing.server.server import SMTPTestServer
@@ -38,6 +44,8 @@ _LAZY = {
     "FaultPlan": "mailer.testing.server.faults",
     "FaultRule": "mailer.testing.server.faults",
     "GREETING": "mailer.testing.server.faults",
+    "MemoryTransport": "mailer.testing.fakes",
+    "MockTransport": "mailer.testing.fakes",
     "OutboxTransport": "mailer.testing.fakes",
     "SEND_TARGET": "mailer.testing.mocking",
     "SMTPTestServer": "mailer.testing.server.server",
@@ -70,6 +78,8 @@ __all__ = [
     "FaultRule",
     "Mail",
     "Matcher",
+    "MemoryTransport",
+    "MockTransport",
     "Not",
     "Outbox",
     "OutboxTransport",

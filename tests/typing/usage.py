@@ -74,6 +74,7 @@ async def send_batch() -> BatchReport:
         [{"email": "a@example.test", "name": "A"}],
         journal=Path("batch.journal"),
         stop=stop,
+        templates_dir="templates",
     )
 
 
@@ -120,6 +121,11 @@ def use_matchers_and_outboxes(outbox: Outbox) -> SentMail:
     with outbox.capture() as captured:
         pass
     assert captured == []
+    envelope: tuple[str, tuple[str, ...]] = (
+        outbox.last.mail_from,
+        outbox.last.rcpt_tos,
+    )
+    assert envelope
     return outbox.one(lambda mail: mail.subject == "s")
 
 
