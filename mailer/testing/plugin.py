@@ -29,7 +29,7 @@ from unittest.mock import AsyncMock
 import pytest
 
 from mailer.config.settings import MailerSettings
-from mailer.testing.config import isolated_settings
+from mailer.testing.config import TEST_SENDER, isolated_settings
 from mailer.testing.fakes import capture_mail
 from mailer.testing.mocking import patch_send
 from mailer.testing.outbox import Outbox
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from mailer.testing.tls import TLSBundle
 
 F = TypeVar("F", bound=Callable[..., Any])
-TEST_SENDER = "sender@example.test"
 SERVER_MARKER = "smtp_server"
 FAULTS_MARKER = "smtp_faults"
 
