@@ -11,8 +11,9 @@ at import: each fixture acts only in the tests that ask for it.
   loop; ``smtp_server_threaded`` for synchronous code.
 - ``smtp_tls``: the test CA (one per session).
 
-The first three keep the developer's ``MAILER_*`` variables and ``.env`` out
-of the code under test, whose default sender is then ``sender@example.test``.
+The first three keep the developer's ``.env`` and the ``MAILER_*`` variables
+pytest inherited out of the code under test, whose default sender is then
+``sender@example.test``.
 
 Server options come as keywords (the factory) or from the marker
 ``@pytest.mark.smtp_server(tls="starttls", auth={"user": "pw"})``; faults can
@@ -85,25 +86,34 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+# The MAILER_* variables the test run inherited (the developer's shell, a CI
+# job's environment), read when pytest loads the plugin: before any conftest or
+# test code runs, so nothing a test suite sets itself is among them.
+INHERITED_VARIABLES = {
+    key: value for key, value in os.environ.items() if key.upper().startswith("MAILER_")
+}
+
+
 @pytest.fixture
 def _mailer_test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Give the code under test the kit's configuration, the same for every double.
 
     ``MailerSettings()`` (what ``generate_message_client()`` makes) then reads
-    no ``MAILER_*`` variable from outside the test and no ``.env`` file, and
-    finds ``MAILER_FROM=sender@example.test``. A test that sets ``MAILER_*``
-    variables itself (``monkeypatch.setenv``) sees them, since they are set
-    after this runs.
+    no ``.env`` file and none of the ``MAILER_*`` variables the test run
+    inherited, and finds ``MAILER_FROM=sender@example.test`` unless the test
+    suite set a sender itself. Variables the suite sets (in a fixture, a
+    conftest, the test) are left as they are.
     """
     # A developer's shell or .env (a typo, a real server) must not decide
-    # whether, or where, the tests send: the code under test sees only this.
-    for key in list(os.environ):
-        if key.upper().startswith("MAILER_"):
+    # whether, or where, the tests send: only what the suite sets counts.
+    for key, value in INHERITED_VARIABLES.items():
+        if os.environ.get(key) == value:
             monkeypatch.delenv(key)
     monkeypatch.setitem(MailerSettings.model_config, "env_file", None)
     # Application code rarely passes a sender: it relies on MAILER_FROM, which
     # a project's test run has no reason to set.
-    monkeypatch.setenv("MAILER_FROM", TEST_SENDER)
+    if "MAILER_FROM" not in os.environ:
+        monkeypatch.setenv("MAILER_FROM", TEST_SENDER)
 
 
 @pytest.fixture
@@ -111,10 +121,10 @@ def mail_outbox(_mailer_test_environment: None) -> Iterator[Outbox]:
     """Deliver what generate_message_client()'s clients send into an Outbox.
 
     The whole pipeline runs (rendering, validation, Bcc stripping, bytes);
-    only the SMTP connection is replaced. The code under test sees no
-    ``MAILER_*`` variable from outside the test and no ``.env``, and its
-    default sender is ``sender@example.test`` (set ``MAILER_FROM`` in the test
-    to change it). Restored after the test.
+    only the SMTP connection is replaced. The code under test reads no
+    ``.env`` and none of the ``MAILER_*`` variables pytest inherited, and its
+    default sender is ``sender@example.test`` (set ``MAILER_FROM`` in the
+    suite to change it). Restored after the test.
     """
     with capture_mail() as outbox:
         yield outbox
@@ -146,9 +156,9 @@ def mailer_settings(
 
     The settings it makes come from the keywords alone (with
     ``from_="sender@example.test"`` unless given). For the test's duration,
-    the code under test sees ``mail_outbox``'s configuration: no ``MAILER_*``
-    variable from outside the test, no ``.env``, and
-    ``MAILER_FROM=sender@example.test``.
+    the code under test sees ``mail_outbox``'s configuration: no ``.env``,
+    none of the ``MAILER_*`` variables pytest inherited, and
+    ``MAILER_FROM=sender@example.test`` unless the suite set one.
     """
 
     def make(**overrides: Any) -> MailerSettings:

@@ -251,8 +251,11 @@ def developer_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     """A developer's MAILER_* variables and .env, as a test run might inherit them."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("MAILER_SMTP_HOST=dotenv.example.test\n")
-    monkeypatch.setenv("MAILER_FROM", "env@example.test")
-    monkeypatch.setenv("MAILER_UNKNOWN", "x")
+    inherited = {"MAILER_FROM": "env@example.test", "MAILER_UNKNOWN": "x"}
+    for key, value in inherited.items():
+        monkeypatch.setenv(key, value)
+    # As if pytest had started with them (the plugin notes them when loaded).
+    monkeypatch.setattr("mailer.testing.plugin.INHERITED_VARIABLES", inherited)
 
 
 def test_mailer_settings_keeps_the_environment_and_dotenv_out(
@@ -294,6 +297,22 @@ async def test_mock_send_keeps_the_environment_and_dotenv_out(
     assert result.is_sent
     assert client.settings.from_ == "sender@example.test"
     assert client.settings.smtp_host == "localhost"
+
+
+@pytest.fixture
+def suite_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conftest-style fixture that configures mailer through the environment."""
+    monkeypatch.setenv("MAILER_FROM", "Shop <shop@example.test>")
+    monkeypatch.setenv("MAILER_TEMPLATES_DIR", str(EXAMPLES / "templates"))
+
+
+async def test_a_suites_own_configuration_survives_the_doubles(
+    suite_configuration: None, mail_outbox: Outbox, mock_send: AsyncMock
+) -> None:
+    """Variables a fixture set before the doubles' fixtures are the code's settings."""
+    report = await send_messages("welcome", [ANN])
+    assert report.sent == 1
+    assert mail_outbox.one().from_ == ("shop@example.test",)
 
 
 async def test_a_sender_set_in_the_test_replaces_the_default(
