@@ -13,17 +13,21 @@ for anyone adding a section:
   small application function it tests. Every test in it must pass.
 * Any other block is a script. It runs in a fresh interpreter, with top-level
   ``await`` allowed, in a temporary directory holding ``templates/`` (a copy of
-  examples/templates), ``recipients.csv`` (examples/recipients.csv) and a
-  ``.env`` that points at an SMTPTestServer on 127.0.0.1 (plain SMTP, no login,
+  examples/templates), ``recipients.csv`` (examples/recipients.csv), the same
+  two under ``examples/`` (as in a clone of this repository) and a ``.env``
+  that points at an SMTPTestServer on 127.0.0.1 (plain SMTP, no login,
   ``MAILER_FROM=Example Shop <shop@example.test>``). A script that sends must
   get its mail there, and when a ```text block follows it (only blank lines
   between), what it prints must match that block (``...`` matches anything).
 * A block that needs a service the harness does not start says so on the line
   right before its fence: ``<!-- readme-test: needs=postgres -->``. Each need
-  is a key of SERVICES below, naming a fixture that starts the service and
-  returns the ``MAILER_*`` lines to add (to the script's .env; to the test
-  run's environment). A need that SERVICES does not know is a failure, never a
-  skip: add the fixture, or write the block so that it needs nothing.
+  is a key of SERVICES below, naming a fixture (module or session scope) that
+  starts the service and returns the variables that reach it, such as
+  ``{"MAILER_QUEUE_DSN": dsn}``: a script gets them in its .env and its
+  environment, the test run in its environment (where the plugin's doubles
+  keep them from the code under test, as any inherited MAILER_* variable). A
+  need that SERVICES does not know is a failure, never a skip: add the
+  fixture, or write the block so that it needs nothing.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ SENDER = "Example Shop <shop@example.test>"
 BLOCK_TIMEOUT = 120.0  # seconds; generous for a loaded 2-core machine
 
 # need -> the name of a fixture (module or session scope) that starts the service
-# and returns the MAILER_* lines that reach it: Mapping[str, str].
+# and returns the variables that reach it: Mapping[str, str].
 SERVICES: dict[str, str] = {}
 
 PYTHON_ALIASES = frozenset({"py", "python3", "pycon", "py3", "ipython"})
@@ -152,10 +156,15 @@ SCRIPTS = [fence for fence in PYTHON if not fence.is_test_file]
 
 
 def prepare_project(root: Path) -> Path:
-    """Lay out a user's project: templates/ and recipients.csv, as the README has them."""
+    """Lay out a project as the README has it: a user's, and this repository's.
+
+    ``templates/`` and ``recipients.csv`` (a user's project), and the same files
+    under ``examples/``, for snippets written from a clone of this repository.
+    """
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(EXAMPLES / "templates", root / "templates")
-    shutil.copy(EXAMPLES / "recipients.csv", root / "recipients.csv")
+    for base in (root, root / "examples"):
+        shutil.copytree(EXAMPLES / "templates", base / "templates")
+        shutil.copy(EXAMPLES / "recipients.csv", base / "recipients.csv")
     return root
 
 
@@ -169,7 +178,7 @@ def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 def services_for(fences: list[Fence], request: pytest.FixtureRequest) -> dict[str, str]:
-    """Start what the blocks need (SERVICES) and return their MAILER_* lines."""
+    """Start what the blocks need (SERVICES) and return their variables."""
     lines: dict[str, str] = {}
     for need in sorted({need for fence in fences for need in fence.needs}):
         fixture = SERVICES.get(need)
@@ -336,7 +345,7 @@ async def run_script(
         RUNNER,
         script.name,
         cwd=directory,
-        env=child_environment({}),
+        env=child_environment(extra),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -393,7 +402,7 @@ async def test_the_script_runner_allows_top_level_await_and_reports_failures(
 @pytest.fixture(scope="module")
 def readme_example_service() -> dict[str, str]:
     """Stand in for a service a block may need (as a PostgreSQL fixture would)."""
-    return {"MAILER_TIMEOUT": "7"}
+    return {"MAILER_TIMEOUT": "7", "EXAMPLE_URL": "example://service"}
 
 
 async def test_a_block_gets_the_services_it_names(
@@ -406,11 +415,16 @@ async def test_a_block_gets_the_services_it_names(
     monkeypatch.setitem(SERVICES, "example", "readme_example_service")
     fence = read_fences(
         "<!-- readme-test: needs=example -->\n"
-        "```python\nfrom mailer import MailerSettings\n"
+        "```python\nimport os\nfrom mailer import MailerSettings\n"
+        "print(MailerSettings(_env_file=None).timeout, os.environ['EXAMPLE_URL'])\n"
         "print(MailerSettings().timeout)\n```\n"
     )[0]
     extra = services_for([fence], request)
-    assert await run_script(fence, tmp_path, readme_server, extra) == (0, "7.0\n", "")
+    assert await run_script(fence, tmp_path, readme_server, extra) == (
+        0,
+        "7.0 example://service\n7.0\n",
+        "",
+    )
 
 
 def test_a_need_nobody_provides_fails_and_says_where_to_add_it(
