@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Page, async_playwright
+
+from mailer.inbox.service import DevInbox, open_dev_inbox
 
 MAILER = [sys.executable, "-m", "mailer"]
 BANNER = re.compile(r"listening on 127\.0\.0\.1:(\d+)(?: and (http://\S+?),)?")
@@ -83,3 +86,58 @@ def inbox_process(tmp_path: Path) -> InboxStarter:
             await asyncio.wait_for(process.wait(), timeout=30)
 
     return start
+
+
+EXAMPLE_TEMPLATES = Path(__file__).resolve().parents[3] / "examples" / "templates"
+# Flags that work on this kind of machine: no sandbox as root, and no
+# background traffic to Google's hosts (the network is closed).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def templates_dir(tmp_path: Path) -> Path:
+    """A copy of the example template sets, safe to edit."""
+    import shutil
+
+    folder = tmp_path / "templates"
+    shutil.copytree(EXAMPLE_TEMPLATES, folder)
+    return folder
+
+
+@pytest.fixture
+async def dev_inbox(tmp_path: Path, templates_dir: Path) -> AsyncIterator[DevInbox]:
+    """The whole dev inbox (store, SMTP, web) in the test's loop, on free ports."""
+    async with await open_dev_inbox(
+        directory=tmp_path / "box",
+        smtp_port=0,
+        http_port=0,
+        templates_dir=templates_dir,
+    ) as inbox:
+        yield inbox
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    """A page of Debian's Chromium, driven by Playwright (never a downloaded browser)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS
+        )
+        try:
+            context = await browser.new_context(accept_downloads=True)
+            yield await context.new_page()
+            await context.close()
+        finally:
+            await browser.close()
