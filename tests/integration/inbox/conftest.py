@@ -126,14 +126,20 @@ async def dev_inbox(tmp_path: Path, templates_dir: Path) -> AsyncIterator[DevInb
         yield inbox
 
 
-@pytest.fixture
-async def page() -> AsyncIterator[Page]:
-    """A page of Debian's Chromium, driven by Playwright (never a downloaded browser)."""
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium; a missing one fails (never skips) the browser tests."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get)")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def page(chromium: str) -> AsyncIterator[Page]:
+    """A page of Debian's Chromium, driven by Playwright (never a downloaded browser)."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_FLAGS
+            executable_path=chromium, args=CHROMIUM_FLAGS
         )
         try:
             context = await browser.new_context(accept_downloads=True)
