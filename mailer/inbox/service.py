@@ -12,7 +12,7 @@ part needs the ``web`` extra; ``web_missing()`` says whether it is installed.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +34,9 @@ DEFAULT_SMTP_PORT = 1025
 def web_missing() -> str | None:
     """Return the install command when the web extra is missing, else None."""
     for module in ("starlette", "uvicorn"):
-        if importlib.util.find_spec(module) is None:
+        try:
+            importlib.import_module(module)
+        except ImportError:
             return WEB_EXTRA
     return None
 
