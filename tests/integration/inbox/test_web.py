@@ -307,7 +307,8 @@ async def test_the_testing_client_gives_sent_mail_for_outbox_assertions(
     outbox.assert_sent(
         Mail(bcc=["audit@example.test"], tls="none", subject=Contains("Reset"))
     )
-    assert found.session is not None and found.session.auth_username is None
+    assert found.session is not None
+    assert found.session.auth_username is None
     with pytest.raises(AssertionError, match="Nearest miss"):
         await client.wait_for(subject="Never sent", timeout=0.3)
     assert await client.clear() == 1
