@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +18,10 @@ from .conftest import clean_env
 ROOT = Path(__file__).resolve().parents[3]
 MAILER = [sys.executable, "-m", "mailer"]
 InboxStarter = Callable[..., Any]
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("MAILER_")}
 
 
 def fetch(url: str) -> tuple[int, bytes]:
