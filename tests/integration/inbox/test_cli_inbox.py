@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .conftest import clean_env
-
 ROOT = Path(__file__).resolve().parents[3]
 MAILER = [sys.executable, "-m", "mailer"]
 InboxStarter = Callable[..., Any]
