@@ -13,6 +13,10 @@ from html.parser import HTMLParser
 # Content of these elements is never visible text.
 _INVISIBLE = frozenset({"script", "style", "head", "title", "template"})
 _SPACES = re.compile(r"\s+")
+# Elements that start a new line of text.
+_BLOCKS = frozenset(
+    {"br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "table", "ul", "ol"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,7 @@ class _Reader(HTMLParser):
             )
         elif tag == "a" and values.get("href"):
             self._link = (values.get("href") or "", [])
-        elif tag in ("br", "p", "div", "tr", "li", "h1", "h2", "h3", "table"):
+        elif tag in _BLOCKS:
             self.pieces.append("\n")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -68,6 +72,8 @@ class _Reader(HTMLParser):
             self.handle_starttag(tag, attrs)
 
     def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCKS:
+            self.pieces.append("\n")
         if tag in _INVISIBLE:
             self._hidden = max(0, self._hidden - 1)
         elif tag == "a" and self._link is not None:
