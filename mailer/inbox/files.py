@@ -9,13 +9,14 @@ from pathlib import Path
 TEMPORARY_SUFFIX = ".tmp"
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Write ``data`` to ``path`` so that it is whole or absent, never truncated.
 
     The bytes go to a hidden temporary file in the same folder, are flushed to
-    disk, and the file is renamed over ``path`` (atomic on POSIX). On any error
-    (a full disk, a file-size limit, a folder that vanished) the temporary file
-    is removed and the error raised; ``path`` is left as it was.
+    disk (with ``durable``), and the file is renamed over ``path`` (atomic on
+    POSIX). On any error (a full disk, a file-size limit, a folder that
+    vanished) the temporary file is removed and the error raised; ``path`` is
+    left as it was.
 
     Raises:
         OSError: The file could not be written.
@@ -25,8 +26,9 @@ def write_atomically(path: Path, data: bytes) -> None:
         with open(temporary, "wb") as file:
             file.write(data)
             file.flush()
-            # Without it a power cut can leave an empty file under the new name.
-            os.fsync(file.fileno())
+            if durable:
+                # Without it a power cut can leave an empty file under the new name.
+                os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -203,7 +203,7 @@ class InboxHandler:
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = self.directory / f"{stamp}-{number:05d}.eml"
-        await asyncio.to_thread(write_atomically, path, record.raw)
+        await asyncio.to_thread(write_atomically, path, record.raw, durable=False)
         return path
 
     def _folder(self) -> str:

@@ -86,7 +86,10 @@ def bind(host: str, port: int) -> socket.socket:
     if not is_loopback(host):
         raise ValueError(f"the web inbox only listens on loopback, not {host!r}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say
+    # TCP, and without it every keep-alive response waits 40 ms (Nagle and
+    # delayed ACKs) between its headers and its body.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
