@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit integration clean browser
+.PHONY: demo test lint typecheck unit integration clean browser screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,3 +49,7 @@ integration: $(STAMP) browser
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# The README's pictures of the web inbox (docs/inbox-*.png).
+screenshots: $(STAMP) browser
+	$(BIN)/python docs/screenshots.py
