@@ -3,7 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from mailer.bulk.recipients import InvalidRow, Recipient, RecipientFile
-from mailer.bulk.report import BatchReport
+from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.sending import send_messages, stream_messages
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
@@ -12,6 +12,7 @@ from mailer.delivery.client import MessageClient, generate_message_client
 from mailer.delivery.control import SendRequest
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
+from mailer.delivery.state import AttemptObserver, MessageAttempts, OutgoingMessage
 from mailer.exceptions import (
     AuthenticationError,
     ConfigError,
@@ -37,7 +38,7 @@ from mailer.exceptions import (
     UnsafeTemplateError,
     UnsupportedError,
 )
-from mailer.replies import RecipientStatus, Reply
+from mailer.replies import RecipientStatus, Reply, Verdict
 from mailer.templates.sets import render
 from mailer.templates.strings import render_string
 from mailer.transports.base import Delivery
@@ -52,6 +53,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Address",
+    "AttemptObserver",
     "AuthenticationError",
     "BatchReport",
     "ConfigError",
@@ -69,8 +71,10 @@ __all__ = [
     "MailerError",
     "MailerSettings",
     "Message",
+    "MessageAttempts",
     "MessageClient",
     "MessageError",
+    "OutgoingMessage",
     "Recipient",
     "RecipientFile",
     "RecipientStatus",
@@ -78,6 +82,7 @@ __all__ = [
     "RejectedError",
     "RelaysUnavailableError",
     "Reply",
+    "ResumeCounts",
     "RetryPolicy",
     "SendRequest",
     "SendResult",
@@ -90,6 +95,7 @@ __all__ = [
     "UndefinedVariableError",
     "UnsafeTemplateError",
     "UnsupportedError",
+    "Verdict",
     "__version__",
     "generate_message_client",
     "render",
