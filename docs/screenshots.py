@@ -37,6 +37,7 @@ FLAGS = [
 
 
 async def main() -> None:
+    """Fill an inbox and photograph its pages."""
     with tempfile.TemporaryDirectory() as scratch:
         async with await open_dev_inbox(
             directory=Path(scratch),
@@ -44,14 +45,18 @@ async def main() -> None:
             http_port=0,
             templates_dir=EXAMPLES / "templates",
         ) as inbox:
-            assert inbox.web is not None
+            if inbox.web is None:
+                raise SystemExit("the web page did not start")
             invoice = EmailMessage()
             invoice["From"] = "Example Shop <shop@example.test>"
             invoice["To"] = "Bob <bob@example.test>"
             invoice["Subject"] = "Your invoice INV-2041"
             invoice.set_content("Your invoice is attached. Total: 42.00 EUR.")
             invoice.add_attachment(
-                b"%PDF-1.4\n", maintype="application", subtype="pdf", filename="INV-2041.pdf"
+                b"%PDF-1.4\n",
+                maintype="application",
+                subtype="pdf",
+                filename="INV-2041.pdf",
             )
             await aiosmtplib.send(
                 invoice,
