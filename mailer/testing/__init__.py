@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         capture_mail,
         use_transport,
     )
+    from mailer.testing.inbox import InboxClient, InboxError
     from mailer.testing.mocking import SEND_TARGET, patch_send
     from mailer.testing.server.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
     from mailer.testing.server.server import SMTPTestServer
@@ -44,6 +45,8 @@ _LAZY = {
     "FaultPlan": "mailer.testing.server.faults",
     "FaultRule": "mailer.testing.server.faults",
     "GREETING": "mailer.testing.server.faults",
+    "InboxClient": "mailer.testing.inbox",
+    "InboxError": "mailer.testing.inbox",
     "MemoryTransport": "mailer.testing.fakes",
     "MockTransport": "mailer.testing.fakes",
     "OutboxTransport": "mailer.testing.fakes",
@@ -76,6 +79,8 @@ __all__ = [
     "Contains",
     "FaultPlan",
     "FaultRule",
+    "InboxClient",
+    "InboxError",
     "Mail",
     "Matcher",
     "MemoryTransport",

@@ -28,6 +28,7 @@ from mailer.testing import (
     AnyOf,
     Contains,
     FaultRule,
+    InboxClient,
     Mail,
     Not,
     Outbox,
@@ -145,3 +146,12 @@ def use_the_threaded_server() -> int:
 
 def render_untrusted(source: str) -> Message:
     return render_string("Hi", source, trusted=False, to="a@example.test")
+
+
+async def use_the_inbox_client() -> list[SentMail]:
+    inbox = InboxClient("http://127.0.0.1:8025", timeout=5)
+    await inbox.clear()
+    outbox: Outbox = await inbox.outbox("is:unread")
+    outbox.assert_nothing_sent()
+    found: list[SentMail] = await inbox.wait_for(subject=Contains("Hi"), timeout=1)
+    return found + inbox.wait_for_blocking(Mail(to=Addr("a@example.test")), count=1)
