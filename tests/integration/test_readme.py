@@ -39,8 +39,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,9 @@ BLOCK_TIMEOUT = 120.0  # seconds; generous for a loaded 2-core machine
 
 # need -> the name of a fixture (module or session scope) that starts the service
 # and returns the variables that reach it: Mapping[str, str].
-SERVICES: dict[str, str] = {}
+SERVICES: dict[str, str] = {
+    "inbox": "readme_inbox",  # `mailer inbox` with its web API, in its own process
+}
 
 PYTHON_ALIASES = frozenset({"py", "python3", "pycon", "py3", "ipython"})
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
@@ -190,6 +193,49 @@ def services_for(fences: list[Fence], request: pytest.FixtureRequest) -> dict[st
             )
         lines.update(request.getfixturevalue(fixture))
     return lines
+
+
+# -- services ------------------------------------------------------------------
+
+INBOX_BANNER = re.compile(r"listening on 127\.0\.0\.1:(\d+) and (http://\S+?),")
+
+
+@pytest.fixture(scope="module")
+def readme_inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Run `mailer inbox` (SMTP and web, free ports) as a user would, for needs=inbox.
+
+    Returns ``INBOX_URL`` and the ``MAILER_*`` lines of an application that
+    sends to it (the README's .env for the inbox).
+    """
+    folder = tmp_path_factory.mktemp("readme-inbox")
+    command = ["inbox", "--port", "0", "--http-port", "0", "--dir", str(folder)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailer", *command],
+        cwd=folder,
+        env=child_environment({}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Should it never print its banner, the read below ends when this kills it.
+    watchdog = threading.Timer(BLOCK_TIMEOUT, process.kill)
+    watchdog.start()
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        watchdog.cancel()
+        found = INBOX_BANNER.search(banner)
+        assert found, f"mailer inbox did not start: {banner!r}"
+        yield {
+            "INBOX_URL": found[2],
+            "MAILER_SMTP_HOST": "127.0.0.1",
+            "MAILER_SMTP_PORT": found[1],
+            "MAILER_FROM": SENDER,
+        }
+    finally:
+        watchdog.cancel()
+        process.terminate()
+        process.communicate(timeout=30)
 
 
 # -- the rules -----------------------------------------------------------------
