@@ -197,6 +197,7 @@ async def _outcomes(
     stop: asyncio.Event | None,
     on_resume: Callable[[ResumeCounts], None] | None,
     hooks: Hooks | None = None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncIterator[_Outcome]:
     settings = settings if settings is not None else MailerSettings()
 
@@ -209,7 +210,10 @@ async def _outcomes(
 
     job = _Job(
         template_name,
-        load_template_set(template_name, settings.templates_dir),
+        load_template_set(
+            template_name,
+            settings.templates_dir if templates_dir is None else Path(templates_dir),
+        ),
         settings,
         context,
         sender,
@@ -315,6 +319,7 @@ async def stream_messages(
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
     hooks: Hooks | None = None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncIterator[tuple[int, SendResult | InvalidRow]]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
@@ -345,6 +350,8 @@ async def stream_messages(
         on_resume: Called, when ``journal`` exists, with what it held.
         hooks: Hooks to run around each send, after those the settings name
             (see ``mailer.delivery.hooks``).
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
@@ -369,6 +376,7 @@ async def stream_messages(
         stop=stop,
         on_resume=on_resume,
         hooks=hooks,
+        templates_dir=templates_dir,
     ):
         yield outcome.line, outcome.result
 
@@ -386,6 +394,7 @@ async def send_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     hooks: Hooks | None = None,
+    templates_dir: Path | str | None = None,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
@@ -418,6 +427,8 @@ async def send_messages(
         hooks: Hooks to run around each send, after those the settings name:
             a before_send hook may change or refuse each message, an
             after_send hook sees each result (see ``mailer.delivery.hooks``).
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Returns:
         The report: counts, per-message results (in input order, every
@@ -448,6 +459,7 @@ async def send_messages(
         stop=stop,
         on_resume=resumed,
         hooks=hooks,
+        templates_dir=templates_dir,
     ):
         if isinstance(outcome.result, InvalidRow):
             report.add_invalid(outcome.result)
