@@ -183,6 +183,8 @@ async def use_a_rate_limiter() -> bool:
     )
     await limiter.wait_ready()
     return limiter.try_acquire()
+
+
 async def use_the_inbox_client() -> list[SentMail]:
     inbox = InboxClient("http://127.0.0.1:8025", timeout=5)
     await inbox.clear()
