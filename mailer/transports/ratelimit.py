@@ -22,14 +22,14 @@ promise at the server too, and the mean on target:
   loop was busy) does not push every later turn back, up to one interval
   late; the next turn comes sooner, as far as the log allows. Without it the
   mean would drift down by the loop's lateness on every start.
-* ``MARGIN``: the steady rate is 1 % under the limit, and the log's window
-  half a percent longer than the period. The server's clock sees each start
-  a little later than ours, by a varying delay (the network, its own
-  scheduling): the log's half absorbs up to 0.5 % of the period (5 ms for
+* ``MARGIN``: the steady rate is 1.5 % under the limit, and the log's
+  window 1 % longer than the period. The server's clock sees each start a
+  little later than ours, by a varying delay (the network, its own
+  scheduling): the log's 1 % absorbs up to 1 % of the period (10 ms for
   1 s windows) of that variation, so the server never counts one start too
-  many; the other half is slack between the schedule and the log, so that a
-  start a few milliseconds late is not held back again a period later (which
-  would compound and drag the mean down).
+  many; the other half percent is slack between the schedule and the log, so
+  that a start a few milliseconds late is not held back again a period
+  later (which would compound and drag the mean down).
 
 It also slows down on its own when the server says the client is too fast
 (``mailer.replies.is_rate_refusal``: any 421, or a 4.7.x/451/454 reply about
@@ -65,7 +65,7 @@ from mailer.replies import Reply
 logger = logging.getLogger("mailer.ratelimit")
 
 # Starts are spaced as if the period were this much longer (see the module).
-MARGIN = 0.01
+MARGIN = 0.015
 # A rate refusal halves the rate; this many halvings at most (1/16).
 MAX_SLOWDOWN = 4
 # A relay with no limit set is slowed from the rate of its last second.
@@ -145,9 +145,9 @@ class LocalRateLimiter:
         # The last count + burst starts: no window of the period (plus the
         # margin) may hold one more. Kept only for limits of a sane size;
         # larger ones rely on the GCRA alone, with a smaller lateness credit.
-        self._window = self._period * (1 + margin / 2)
+        self._window = self._period * (1 + margin * 2 / 3)
         self._log: deque[float] | None = None
-        self._credit_cap = margin * self._period / 2
+        self._credit_cap = margin * self._period / 3
         if rate is not None and rate.count + rate.burst <= MAX_LOGGED_STARTS:
             self._log = deque(maxlen=rate.count + rate.burst)
             self._credit_cap = math.inf

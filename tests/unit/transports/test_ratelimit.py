@@ -59,15 +59,15 @@ def test_no_limit_always_admits() -> None:
 
 
 def test_starts_are_spaced_by_the_interval_plus_the_margin() -> None:
-    """At 10/s one start is allowed, the next only 1.01/10 s later."""
+    """At 10/s one start is allowed, the next only 1.015/10 s later."""
     clock = Clock()
     limiter = LocalRateLimiter(RateLimit(10, 1.0), clock=clock)
     assert limiter.try_acquire()
     assert not limiter.try_acquire()
-    assert limiter.delay() == pytest.approx(0.101)
+    assert limiter.delay() == pytest.approx(0.1015)
     clock.now += 0.1
     assert not limiter.try_acquire()
-    clock.now += 0.001
+    clock.now += 0.0015
     assert limiter.try_acquire()
 
 
@@ -89,17 +89,17 @@ def test_no_window_holds_more_than_count_plus_burst(
     limiter = LocalRateLimiter(rate, clock=clock)
     times = run_backlog(limiter, clock, rate.count * 6, lateness)
     assert busiest_window(times, rate.period) <= rate.count + rate.burst
-    # ...nor a window 0.5% longer (what absorbs the server's jitter).
-    assert busiest_window(times, rate.period * 1.005) <= rate.count + rate.burst
+    # ...nor a window 1% longer (what absorbs the server's jitter).
+    assert busiest_window(times, rate.period * 1.01) <= rate.count + rate.burst
 
 
 @pytest.mark.parametrize(
-    ("lateness", "shortfall"), [(0.0, 0.011), (0.004, 0.011), (0.01, 0.02)]
+    ("lateness", "shortfall"), [(0.0, 0.016), (0.004, 0.016), (0.01, 0.02)]
 )
 def test_mean_stays_near_the_limit_when_waiters_wake_late(
     lateness: float, shortfall: float
 ) -> None:
-    """Waking up a few ms late keeps the mean within 1% of 50/s (2% at up to 10 ms)."""
+    """Waking up a few ms late keeps the mean within 1.6% of 50/s (2% at up to 10 ms)."""
     clock = Clock()
     limiter = LocalRateLimiter(RateLimit(50, 1.0), clock=clock)
     times = run_backlog(limiter, clock, 1500, lateness)
@@ -112,7 +112,7 @@ def test_burst_after_idle_then_paced() -> None:
     clock = Clock()
     limiter = LocalRateLimiter(RateLimit(10, 1.0, burst=3), clock=clock)
     assert [limiter.try_acquire() for _ in range(5)] == [True] * 4 + [False]
-    clock.now += 0.101
+    clock.now += 0.1015
     assert limiter.try_acquire()
     assert not limiter.try_acquire()
 
@@ -132,7 +132,7 @@ async def test_rate_refusal_halves_the_rate_and_pauses() -> None:
     limiter = LocalRateLimiter(RateLimit(10, 1.0), clock=clock, cooldown=60)
     assert limiter.try_acquire()
     await limiter.record_refusal(REFUSAL, generation=limiter.generation)
-    assert limiter.interval == pytest.approx(0.202)
+    assert limiter.interval == pytest.approx(0.203)
     assert limiter.is_slowed
     clock.now += 0.2
     assert not limiter.try_acquire()
@@ -147,9 +147,9 @@ async def test_refusal_of_an_older_transaction_does_not_halve_again() -> None:
     before = limiter.generation
     for _ in range(5):
         await limiter.record_refusal(REFUSAL, generation=before)
-    assert limiter.interval == pytest.approx(0.0202)
+    assert limiter.interval == pytest.approx(0.0203)
     await limiter.record_refusal(REFUSAL, generation=limiter.generation)
-    assert limiter.interval == pytest.approx(0.0404)
+    assert limiter.interval == pytest.approx(0.0406)
 
 
 async def test_slow_down_stops_at_one_sixteenth() -> None:
@@ -158,7 +158,7 @@ async def test_slow_down_stops_at_one_sixteenth() -> None:
     limiter = LocalRateLimiter(RateLimit(160, 1.0, burst=5), clock=clock)
     for _ in range(10):
         await limiter.record_refusal(REFUSAL, generation=limiter.generation)
-    assert limiter.interval == pytest.approx(1.01 / 160 * 2**MAX_SLOWDOWN)
+    assert limiter.interval == pytest.approx(1.015 / 160 * 2**MAX_SLOWDOWN)
 
 
 async def test_rate_doubles_back_after_each_quiet_cooldown(
@@ -172,21 +172,21 @@ async def test_rate_doubles_back_after_each_quiet_cooldown(
     )
     await limiter.record_refusal(REFUSAL, generation=limiter.generation)
     await limiter.record_refusal(REFUSAL, generation=limiter.generation)
-    assert limiter.interval == pytest.approx(0.404)
+    assert limiter.interval == pytest.approx(0.406)
     clock.now += 29.9
     assert limiter.delay() >= 0
-    assert limiter.interval == pytest.approx(0.404)
+    assert limiter.interval == pytest.approx(0.406)
     clock.now += 0.2
     limiter.delay()
-    assert limiter.interval == pytest.approx(0.202)
+    assert limiter.interval == pytest.approx(0.203)
     clock.now += 30
     assert not limiter.is_slowed
-    assert limiter.interval == pytest.approx(0.101)
+    assert limiter.interval == pytest.approx(0.1015)
     assert (
         "relay a:25 refused a transaction for its rate (421 4.7.0 rate limit exceeded)"
         in caplog.text
     )
-    assert "rate back to 9.9/s" in caplog.text
+    assert "rate back to 9.85/s" in caplog.text
 
 
 async def test_relay_without_limit_slows_to_half_its_observed_rate() -> None:
