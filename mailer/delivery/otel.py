@@ -162,28 +162,31 @@ class _MessageTrace:
     ) -> None:
         """Set the message span's outcome, end it, and count the message."""
         span = self._span
-        span.set_attribute("mailer.status", result.status.value)
-        span.set_attribute("mailer.attempts", result.attempts)
-        span.set_attribute("mailer.ambiguous", result.ambiguous)
+        attributes: dict[str, Any] = {
+            "mailer.status": result.status.value,
+            "mailer.attempts": result.attempts,
+            "mailer.ambiguous": result.ambiguous,
+        }
         if result.message_id is not None:
-            span.set_attribute("mailer.message_id", result.message_id)
+            attributes["mailer.message_id"] = result.message_id
         if relay is not None:
-            span.set_attribute("mailer.relay", relay)
+            attributes["mailer.relay"] = relay
         if result.reply is not None:
-            span.set_attribute("mailer.reply.code", result.reply.code)
+            attributes["mailer.reply.code"] = result.reply.code
             if result.reply.enhanced_status is not None:
-                span.set_attribute(
-                    "mailer.reply.enhanced_status", result.reply.enhanced_status
+                attributes["mailer.reply.enhanced_status"] = (
+                    result.reply.enhanced_status
                 )
+        span.set_attributes(attributes)
         if result.status is not SendStatus.SENT:
             # The status line only: an error's text may quote addresses.
             span.set_status(Status(StatusCode.ERROR, result.status.value))
         span.end(end_time=time.time_ns())
-        attributes = _relay_attributes(relay)
-        self._telemetry.counters[result.status].add(1, attributes)
+        relay_attributes = _relay_attributes(relay)
+        self._telemetry.counters[result.status].add(1, relay_attributes)
         if result.ambiguous:
-            self._telemetry.ambiguous.add(1, attributes)
-        self._telemetry.latency.record(duration, attributes)
+            self._telemetry.ambiguous.add(1, relay_attributes)
+        self._telemetry.latency.record(duration, relay_attributes)
 
 
 def _relay_attributes(relay: str | None) -> dict[str, str]:
