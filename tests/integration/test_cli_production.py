@@ -145,6 +145,7 @@ async def test_hooks_named_in_settings_run_in_the_cli(
         "failed zoe@example.test: refused by shop_hooks.stamp: zoe unsubscribed"
         in stderr
     )
+    assert "after 0 attempt(s)" not in stderr  # text mode: no outcome records
     smtp_server.outbox.assert_sent(
         Mail(headers={"X-Campaign": "welcome-2026"}), count=3
     )
