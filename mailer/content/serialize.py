@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from mailer.content import mime
 from mailer.content.addresses import Address
+from mailer.content.attachments import Attachment
 from mailer.content.mime import CRLF
 
 if TYPE_CHECKING:
@@ -103,9 +104,12 @@ def build_message(
     fields.append(f"Message-ID: {message_id}{CRLF}")
     for name, value in message.headers:
         fields.append(mime.fold(name, mime.unstructured_tokens(value, name=name)))
+    if message.unsubscribe is not None:
+        for name, value in message.unsubscribe.headers():
+            fields.append(mime.fold(name, value.split(" ")))
     fields.append(f"MIME-Version: 1.0{CRLF}")
 
-    if message.html is None:
+    if message.html is None and not message.attachments:
         cte, body = mime.encode_text_body(message.body, final_newline_is_free=False)
         fields.append(f'Content-Type: text/plain; charset="utf-8"{CRLF}')
         fields.append(f"Content-Transfer-Encoding: {cte}{CRLF}")
@@ -113,27 +117,76 @@ def build_message(
         # The body ends with CRLF; an empty body ends at the blank line itself.
         return head + b"\r\n" + body
 
-    text_cte, text = mime.encode_text_body(message.body, final_newline_is_free=True)
-    html_cte, html = mime.encode_text_body(message.html, final_newline_is_free=True)
-    boundary = mime.new_boundary(text, html)
-    fields.append(f'Content-Type: multipart/alternative; boundary="{boundary}"{CRLF}')
-    head = "".join(fields).encode("utf-8")
+    part_head, part_body = _body_tree(message)
+    head = "".join(fields).encode("utf-8") + part_head
+    return b"".join((head, b"\r\n", *part_body))
+
+
+# A MIME part as pieces: its header bytes (each field ending with CRLF) and its
+# body as a list of byte strings, joined only once, for the whole message.
+Part = tuple[bytes, list[bytes]]
+
+
+def _text_part(text: str, subtype: str) -> tuple[Part, bytes]:
+    cte, body = mime.encode_text_body(text, final_newline_is_free=True)
+    head = (
+        f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}'
+        f"Content-Transfer-Encoding: {cte}{CRLF}"
+    ).encode("ascii")
+    return (head, [body]), body
+
+
+def _multipart(
+    subtype: str, parts: list[Part], texts: list[bytes], extra: str = ""
+) -> Part:
+    # Attachments are base64, which never holds "=_": only text parts are searched.
+    boundary = mime.new_boundary(*texts)
+    head = (
+        f'Content-Type: multipart/{subtype}; boundary="{boundary}"{extra}{CRLF}'
+    ).encode("ascii")
     delimiter = f"--{boundary}".encode("ascii")
-    return b"".join(
-        (
-            head,
-            b"\r\n",
-            delimiter,
-            b'\r\nContent-Type: text/plain; charset="utf-8"\r\n',
-            b"Content-Transfer-Encoding: " + text_cte.encode("ascii") + b"\r\n\r\n",
-            text,
-            b"\r\n",
-            delimiter,
-            b'\r\nContent-Type: text/html; charset="utf-8"\r\n',
-            b"Content-Transfer-Encoding: " + html_cte.encode("ascii") + b"\r\n\r\n",
-            html,
-            b"\r\n",
-            delimiter,
-            b"--\r\n",
+    body: list[bytes] = []
+    for part_head, part_body in parts:
+        body += [delimiter, b"\r\n", part_head, b"\r\n", *part_body, b"\r\n"]
+    body += [delimiter, b"--\r\n"]
+    return head, body
+
+
+def _attachment_part(attachment: Attachment) -> Part:
+    # Built once per attachment object and shared by every message carrying it.
+    head, body = attachment.mime_part()
+    return head, [body]
+
+
+def _body_tree(message: Message) -> Part:
+    """Return the smallest correct MIME tree for the message's body and files.
+
+    multipart/mixed holds the attachments after the body; multipart/related
+    holds inline parts (with a Content-ID) after the text or alternative part
+    they belong to; multipart/alternative holds text then HTML. Each level is
+    there only when needed.
+    """
+    text_part, text = _text_part(message.body, "plain")
+    texts = [text]
+    body = text_part
+    if message.html is not None:
+        html_part, html = _text_part(message.html, "html")
+        texts.append(html)
+        body = _multipart("alternative", [text_part, html_part], texts)
+    inline = [a for a in message.attachments if _is_related(a)]
+    files = [a for a in message.attachments if not _is_related(a)]
+    if inline:
+        root = "multipart/alternative" if message.html is not None else "text/plain"
+        body = _multipart(
+            "related",
+            [body, *(_attachment_part(a) for a in inline)],
+            texts,
+            extra=f'; type="{root}"',
         )
-    )
+    if files:
+        body = _multipart("mixed", [body, *(_attachment_part(a) for a in files)], texts)
+    return body
+
+
+def _is_related(attachment: Attachment) -> bool:
+    return attachment.disposition == "inline" and attachment.content_id is not None
