@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mailer.records import Attachment, SentMail, SessionInfo
+from mailer.records import DKIMSignatureInfo, SentAttachment, SentMail, SessionInfo
+from mailer.testing.attachments import Attachment
 from mailer.testing.mail import Mail
 from mailer.testing.matchers import (
     Addr,
@@ -66,6 +67,7 @@ __all__ = [
     "AnyOf",
     "Attachment",
     "Contains",
+    "DKIMSignatureInfo",
     "FaultPlan",
     "FaultRule",
     "Mail",
@@ -76,6 +78,7 @@ __all__ = [
     "Predicate",
     "Regex",
     "SMTPTestServer",
+    "SentAttachment",
     "SentMail",
     "SessionInfo",
     "TLSBundle",
