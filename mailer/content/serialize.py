@@ -7,7 +7,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mailer.content import mime
 from mailer.content.addresses import Address
@@ -48,6 +48,39 @@ def _shared_address_field(name: str, addresses: tuple[Address, ...]) -> str:
     return mime.fold(name, mime.address_tokens(addresses))
 
 
+class Serialized(NamedTuple):
+    """A serialised message: the Message-ID and Date it was given, and its bytes."""
+
+    message_id: str
+    date: str
+    content: bytes
+
+
+def serialize_message(
+    message: Message,
+    sender: Address,
+    *,
+    message_id: str | None = None,
+    date: str | None = None,
+) -> Serialized:
+    """Return the message's Message-ID, Date and wire-ready bytes.
+
+    This is the one place where a message gets its Message-ID and Date when
+    none is given: a fresh ID in the sender's domain, and now.
+
+    Args:
+        message: The validated message.
+        sender: The From address (the message's own sender or the default).
+        message_id: Reuse this Message-ID (angle brackets included).
+        date: Write this Date header value (a journal resume reuses it, so
+            the bytes, and a DKIM signature over them, are the same).
+    """
+    message_id = message_id or new_message_id(sender)
+    date = date or format_date()
+    content = build_message(message, sender=sender, message_id=message_id, date=date)
+    return Serialized(message_id, date, content)
+
+
 def serialize(
     message: Message,
     sender: Address,
@@ -57,20 +90,10 @@ def serialize(
 ) -> tuple[str, bytes]:
     """Return the message's Message-ID and its wire-ready bytes.
 
-    This is the one place where a message gets its Message-ID and Date when
-    none is given: a fresh ID in the sender's domain, and now.
-
-    Args:
-        message: The validated message.
-        sender: The From address (the message's own sender or the default).
-        message_id: Reuse this Message-ID (angle brackets included).
-        date: Write this Date header value.
+    See ``serialize_message``, which also returns the Date it wrote.
     """
-    message_id = message_id or new_message_id(sender)
-    content = build_message(
-        message, sender=sender, message_id=message_id, date=date or format_date()
-    )
-    return message_id, content
+    serialized = serialize_message(message, sender, message_id=message_id, date=date)
+    return serialized.message_id, serialized.content
 
 
 def build_message(

@@ -51,12 +51,14 @@ class SendRequest:
             been delivered already).
         recipients: Send only to these envelope recipients.
         observer: Told before and after each attempt (the journal).
+        date: Reuse this Date (a resend: the same bytes, the same signature).
     """
 
     message: Message
     message_id: str | None = None
     recipients: tuple[str, ...] | None = None
     observer: AttemptObserver | None = None
+    date: str | None = None
 
     @property
     def is_plain(self) -> bool:
@@ -65,6 +67,7 @@ class SendRequest:
             self.message_id is None
             and self.recipients is None
             and self.observer is None
+            and self.date is None
         )
 
 

@@ -26,6 +26,7 @@ from mailer.testing.outbox import Outbox
 
 if TYPE_CHECKING:
     from mailer.testing.config import isolated_settings
+    from mailer.testing.dkim import make_dkim_key, verify_dkim
     from mailer.testing.fakes import OutboxTransport, capture_mail, use_transport
     from mailer.testing.mocking import SEND_TARGET, patch_send
     from mailer.testing.server.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
@@ -48,6 +49,8 @@ _LAZY = {
     "use_transport": "mailer.testing.fakes",
     "TLSBundle": "mailer.testing.tls",
     "isolated_settings": "mailer.testing.config",
+    "make_dkim_key": "mailer.testing.dkim",
+    "verify_dkim": "mailer.testing.dkim",
 }
 
 
@@ -85,6 +88,8 @@ __all__ = [
     "ThreadedSMTPTestServer",
     "capture_mail",
     "isolated_settings",
+    "make_dkim_key",
     "patch_send",
     "use_transport",
+    "verify_dkim",
 ]
