@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailer.bulk.attachments import RowAttachments, check_attachments_size
 from mailer.bulk.recipients import (
     InvalidRow,
     Recipient,
@@ -38,6 +39,9 @@ from mailer.exceptions import ConfigError, InvalidRecipientsError, MailerError
 from mailer.templates.sets import TemplateSet, load_template_set, render_set
 
 RecipientRow = Recipient | InvalidRow | Mapping[str, Any]
+# Recipients columns with a meaning beyond the templates.
+LOCALE_KEY = "locale"
+UNSUBSCRIBE_KEY = "unsubscribe_url"
 RecipientSource = Iterable[RecipientRow] | AsyncIterable[RecipientRow]
 
 
@@ -60,8 +64,13 @@ def render_row(
     context: Mapping[str, Any] | None = None,
     sender: str | None = None,
     templates: TemplateSet | None = None,
+    attachments: RowAttachments | None = None,
 ) -> Message:
     """Render the template for one recipient (shared context under the row's own).
+
+    A ``locale`` column picks the set's ``NAME/<locale>/`` folder when it
+    has one; an ``unsubscribe_url`` column adds the one-click unsubscribe
+    headers.
 
     Args:
         template_name: The template set.
@@ -70,6 +79,8 @@ def render_row(
         context: Variables shared by every row.
         sender: The From address.
         templates: The set, already loaded (a batch loads it once).
+        attachments: The files every message carries, and the column naming
+            each row's own.
 
     Raises:
         MailerError: The row does not render into a valid message.
@@ -78,9 +89,26 @@ def render_row(
     to: str | Address = recipient.email
     if recipient.name:
         to = Address.create(recipient.email, recipient.name, field="to")
-    if templates is None:
+    locale = values.get(LOCALE_KEY)
+    if locale:
+        # Cached per (set, locale): a batch compiles each locale once.
+        templates = load_template_set(
+            template_name, settings.templates_dir, locale=str(locale)
+        )
+    elif templates is None:
         templates = load_template_set(template_name, settings.templates_dir)
-    return render_set(templates, to=to, context=values, sender=sender)
+    unsubscribe = values.get(UNSUBSCRIBE_KEY) or None
+    files = attachments.for_row(recipient) if attachments else ()
+    if files:
+        check_attachments_size(files, settings)
+    return render_set(
+        templates,
+        to=to,
+        context=values,
+        sender=sender,
+        attachments=files,
+        unsubscribe=unsubscribe,
+    )
 
 
 def check_rows(
@@ -90,8 +118,20 @@ def check_rows(
     settings: MailerSettings,
     context: Mapping[str, Any] | None = None,
     sender: str | None = None,
+    attachments: RowAttachments | None = None,
+    on_valid: Callable[[Recipient, Message], None] | None = None,
 ) -> tuple[int, list[InvalidRow]]:
     """Render and validate every row without keeping the messages.
+
+    Args:
+        template_name: The template set.
+        recipients: The rows.
+        settings: For the templates directory.
+        context: Variables shared by every row.
+        sender: The From address.
+        attachments: The files of each row (missing files are bad rows).
+        on_valid: Called with each valid row and its message (a dry run
+            lists what would be sent).
 
     Returns:
         How many rows are valid, and every bad row with its line number.
@@ -104,18 +144,21 @@ def check_rows(
             errors.append(row)
             continue
         try:
-            render_row(
+            message = render_row(
                 template_name,
                 row,
                 settings=settings,
                 context=context,
                 sender=sender,
                 templates=templates,
+                attachments=attachments,
             )
         except MailerError as exc:
             errors.append(InvalidRow(row.line, str(exc)))
         else:
             valid += 1
+            if on_valid is not None:
+                on_valid(row, message)
     return valid, errors
 
 
@@ -155,6 +198,7 @@ async def _outcomes(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
+    attachments: RowAttachments | None = None,
 ) -> AsyncIterator[_Outcome]:
     templates = load_template_set(template_name, settings.templates_dir)
     if sender is None and settings.default_sender is None:
@@ -172,7 +216,12 @@ async def _outcomes(
     if check_first:
         assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
         _, errors = check_rows(
-            template_name, recipients, settings=settings, context=context, sender=sender
+            template_name,
+            recipients,
+            settings=settings,
+            context=context,
+            sender=sender,
+            attachments=attachments,
         )
         if errors and not skip_invalid:
             raise InvalidRecipientsError(errors)
@@ -191,6 +240,7 @@ async def _outcomes(
                 context=context,
                 sender=sender,
                 templates=templates,
+                attachments=attachments,
             )
 
         journaled = stream_with_journal(
@@ -225,6 +275,7 @@ async def _outcomes(
                 context=context,
                 sender=sender,
                 templates=templates,
+                attachments=attachments,
             )
         except MailerError as exc:
             if not check_first:
@@ -274,6 +325,7 @@ async def stream_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
+    attachments: RowAttachments | None = None,
 ) -> AsyncIterator[tuple[int, SendResult | InvalidRow]]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
@@ -302,6 +354,8 @@ async def stream_messages(
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
         on_resume: Called, when ``journal`` exists, with what it held.
+        attachments: Files for every message and per row (see
+            ``RowAttachments``); a row naming a missing file is bad.
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
@@ -325,6 +379,7 @@ async def stream_messages(
         journal=journal,
         stop=stop,
         on_resume=on_resume,
+        attachments=attachments,
     ):
         yield outcome.line, outcome.result
 
@@ -341,6 +396,7 @@ async def send_messages(
     keep_results: bool = True,
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
+    attachments: RowAttachments | None = None,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
@@ -370,6 +426,8 @@ async def send_messages(
         stop: Set it to stop the batch: no new message starts, attempts in
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
+        attachments: Files for every message and per row (see
+            ``RowAttachments``); a row naming a missing file is bad.
 
     Returns:
         The report: counts, per-message results (in input order, every
@@ -399,6 +457,7 @@ async def send_messages(
         journal=journal,
         stop=stop,
         on_resume=resumed,
+        attachments=attachments,
     ):
         if isinstance(outcome.result, InvalidRow):
             report.add_invalid(outcome.result)

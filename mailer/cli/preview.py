@@ -10,12 +10,17 @@ import typer
 from mailer.bulk.recipients import Recipient
 from mailer.bulk.sending import render_row
 from mailer.cli.common import (
+    AttachColumnOption,
+    AttachmentsDirOption,
+    AttachOption,
     RecipientsOption,
     TemplateOption,
     TemplatesDirOption,
+    describe_attachments,
     fail,
     load_settings,
     open_recipients,
+    row_attachments,
 )
 from mailer.content.addresses import Address
 from mailer.exceptions import MailerError
@@ -34,10 +39,14 @@ def preview(
         bool, typer.Option("--raw", help="Print the whole MIME message.")
     ] = False,
     templates_dir: TemplatesDirOption = None,
+    attach: AttachOption = None,
+    attach_column: AttachColumnOption = None,
+    attachments_dir: AttachmentsDirOption = None,
 ) -> None:
     """Render TEMPLATE for one recipient (the first, or --line) and print it."""
     settings = load_settings(templates_dir)
     source = open_recipients(recipients)
+    files = row_attachments(attach, attach_column, attachments_dir)
     for row in source:
         if isinstance(row, Recipient) and (line is None or row.line == line):
             break
@@ -45,7 +54,7 @@ def preview(
         where = f" on line {line}" if line is not None else ""
         raise fail(f"no recipient row{where} in {recipients}")
     try:
-        message = render_row(template, row, settings=settings)
+        message = render_row(template, row, settings=settings, attachments=files)
         sender = message.sender or settings.default_sender or PREVIEW_SENDER
         content = message.to_bytes(sender)
     except MailerError as exc:
@@ -60,6 +69,10 @@ def preview(
             print(f"{header}: {value}")
     if message.bcc:
         print(f"Bcc (envelope only): {', '.join(mail.bcc)}")
+    if message.unsubscribe is not None:
+        print(f"List-Unsubscribe: {mail.header('List-Unsubscribe')}")
+    if message.attachments:
+        print(f"Attachments: {describe_attachments(message.attachments)}")
     print()
     _print_block(mail.text or "")
     if mail.html is not None:

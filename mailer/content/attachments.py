@@ -353,6 +353,18 @@ class Attachment:
                 field="attachment.path",
             ) from None
 
+    def encoded_size(self) -> int:
+        """Return the size of the base64 body on the wire, without encoding it.
+
+        Raises:
+            MessageError: The file does not exist or cannot be read.
+        """
+        if self._part is not None:
+            return len(self._part[1])
+        encoded = 4 * ((self.size() + 2) // 3)
+        lines = (encoded + 75) // 76
+        return encoded + 2 * max(lines - 1, 0)
+
     def mime_part(self) -> tuple[bytes, bytes]:
         """Return the attachment's MIME part: its header fields and base64 body.
 
