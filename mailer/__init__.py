@@ -2,12 +2,15 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from mailer.bulk.attachments import RowAttachments
 from mailer.bulk.recipients import InvalidRow, Recipient, RecipientFile
 from mailer.bulk.report import BatchReport
 from mailer.bulk.sending import send_messages, stream_messages
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
+from mailer.content.attachments import Attachment
 from mailer.content.message import Envelope, Message
+from mailer.content.unsubscribe import Unsubscribe
 from mailer.delivery.client import MessageClient, generate_message_client
 from mailer.delivery.control import SendRequest
 from mailer.delivery.results import SendResult, SendStatus
@@ -52,6 +55,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Address",
+    "Attachment",
     "AuthenticationError",
     "BatchReport",
     "ConfigError",
@@ -79,6 +83,7 @@ __all__ = [
     "RelaysUnavailableError",
     "Reply",
     "RetryPolicy",
+    "RowAttachments",
     "SendRequest",
     "SendResult",
     "SendStatus",
@@ -89,6 +94,7 @@ __all__ = [
     "TemplateSyntaxError",
     "UndefinedVariableError",
     "UnsafeTemplateError",
+    "Unsubscribe",
     "UnsupportedError",
     "__version__",
     "generate_message_client",

@@ -140,7 +140,7 @@ def build_message(
         # The body ends with CRLF; an empty body ends at the blank line itself.
         return head + b"\r\n" + body
 
-    part_head, part_body = _body_tree(message)
+    part_head, part_body = _body_tree(message, message_id)
     head = "".join(fields).encode("utf-8") + part_head
     return b"".join((head, b"\r\n", *part_body))
 
@@ -160,10 +160,10 @@ def _text_part(text: str, subtype: str) -> tuple[Part, bytes]:
 
 
 def _multipart(
-    subtype: str, parts: list[Part], texts: list[bytes], extra: str = ""
+    subtype: str, parts: list[Part], texts: list[bytes], seed: str, extra: str = ""
 ) -> Part:
     # Attachments are base64, which never holds "=_": only text parts are searched.
-    boundary = mime.new_boundary(*texts)
+    boundary = mime.new_boundary(*texts, seed=f"{seed}/{subtype}")
     head = (
         f'Content-Type: multipart/{subtype}; boundary="{boundary}"{extra}{CRLF}'
     ).encode("ascii")
@@ -181,7 +181,7 @@ def _attachment_part(attachment: Attachment) -> Part:
     return head, [body]
 
 
-def _body_tree(message: Message) -> Part:
+def _body_tree(message: Message, message_id: str) -> Part:
     """Return the smallest correct MIME tree for the message's body and files.
 
     multipart/mixed holds the attachments after the body; multipart/related
@@ -195,7 +195,7 @@ def _body_tree(message: Message) -> Part:
     if message.html is not None:
         html_part, html = _text_part(message.html, "html")
         texts.append(html)
-        body = _multipart("alternative", [text_part, html_part], texts)
+        body = _multipart("alternative", [text_part, html_part], texts, message_id)
     inline = [a for a in message.attachments if _is_related(a)]
     files = [a for a in message.attachments if not _is_related(a)]
     if inline:
@@ -204,10 +204,13 @@ def _body_tree(message: Message) -> Part:
             "related",
             [body, *(_attachment_part(a) for a in inline)],
             texts,
+            message_id,
             extra=f'; type="{root}"',
         )
     if files:
-        body = _multipart("mixed", [body, *(_attachment_part(a) for a in files)], texts)
+        body = _multipart(
+            "mixed", [body, *(_attachment_part(a) for a in files)], texts, message_id
+        )
     return body
 
 

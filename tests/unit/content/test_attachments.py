@@ -96,7 +96,7 @@ class TestValue:
     def test_from_file_reads_a_binary_file_object(self) -> None:
         """A binary file object is read at once; its name gives the file name."""
         handle = io.BytesIO(b"col\n")
-        handle.name = "/tmp/exports/rows.csv"  # type: ignore[attr-defined]
+        handle.name = "exports/rows.csv"  # type: ignore[attr-defined]
         attachment = Attachment.from_file(handle)
         assert (attachment.filename, attachment.read()) == ("rows.csv", b"col\n")
 
@@ -158,7 +158,7 @@ class TestValue:
 class TestEncoding:
     def test_non_ascii_filename_arrives_as_written(self) -> None:
         """A non-ASCII name goes out per RFC 2231 (and RFC 2047 in name=) and reads back."""
-        name = "Rechnung März 2026 – Übersicht.pdf"
+        name = "Rechnung März 2026 — Übersicht.pdf"
         mail = sent(
             Message(
                 to="a@example.test",
