@@ -47,12 +47,15 @@ def test_explain_names_the_differing_field() -> None:
 
 def test_mail_matches_attachments_in_any_order() -> None:
     """Mail(attachments=[...]) pairs matchers off one to one, in any order."""
-    assert Mail(
-        attachments=[
-            Attachment(filename="invoice.pdf"),
-            Attachment(content_id="logo@example.test", disposition="inline"),
-        ]
-    ) == MAIL
+    assert (
+        Mail(
+            attachments=[
+                Attachment(filename="invoice.pdf"),
+                Attachment(content_id="logo@example.test", disposition="inline"),
+            ]
+        )
+        == MAIL
+    )
     assert Mail(attachments=[Attachment(filename="invoice.pdf")]) != MAIL
     miss = Mail(
         attachments=[Attachment(filename="x.pdf"), Attachment(filename="logo.png")]
@@ -64,6 +67,7 @@ def test_mail_matches_attachments_in_any_order() -> None:
 
 def test_mail_matches_a_message_before_it_is_sent() -> None:
     """A mocked send receives a Message: its attachments match the same way."""
-    assert Mail(
-        attachments=[Attachment(filename="logo.png", size=3), "invoice.pdf"]
-    ) == MESSAGE
+    assert (
+        Mail(attachments=[Attachment(filename="logo.png", size=3), "invoice.pdf"])
+        == MESSAGE
+    )
