@@ -88,6 +88,9 @@ def not_started(request: SendRequest, reason: str) -> SendResult:
     )
 
 
+# Whether the current send holds a ``fresh`` permit (a one-item list, so the
+# holder can give it up where the context variable cannot be reset).
+_FRESH: contextvars.ContextVar[list[bool]] = contextvars.ContextVar("mailer_fresh")
 _CURRENT: contextvars.ContextVar[BatchControl | None] = contextvars.ContextVar(
     "mailer_batch", default=None
 )
@@ -112,6 +115,11 @@ class BatchControl:
             raise ValueError("in_flight must be at least 1")
         self.in_flight = in_flight
         self.slots = asyncio.Semaphore(in_flight)
+        # New sends prepare their bytes as they start: at most in_flight of
+        # them may be started and not yet waiting to retry, so that the waiting
+        # room holds retries, not a hundred serialised messages (with a 1 MB
+        # attachment, 100 x 1.4 MB) queued for a slot.
+        self.fresh = asyncio.Semaphore(in_flight)
         self.grace = grace
         self.halted = asyncio.Event()
         self.reason = ""
@@ -151,7 +159,10 @@ class BatchControl:
         assert task is not None  # noqa: S101 - always called from a task
         self._sends.add(task)
         token = _CURRENT.set(self)
+        holding = _FRESH.set([False])
         try:
+            await self.fresh.acquire()
+            _FRESH.get()[0] = True
             return await send(request)
         except asyncio.CancelledError:
             if not self.abandoning:
@@ -159,8 +170,16 @@ class BatchControl:
             # Cut off by the end of the grace before send() could say more.
             return not_started(request, "abandoned at shutdown")
         finally:
+            self._release_fresh()
+            _FRESH.reset(holding)
             _CURRENT.reset(token)
             self._sends.discard(task)
+
+    def _release_fresh(self) -> None:
+        held = _FRESH.get(None)
+        if held is not None and held[0]:
+            held[0] = False
+            self.fresh.release()
 
     @contextlib.asynccontextmanager
     async def watching(self, stop: asyncio.Event | None) -> AsyncIterator[None]:
@@ -215,6 +234,8 @@ class BatchControl:
 
     async def sleep(self, delay: float) -> bool:
         """Wait ``delay`` seconds; return False if the batch stopped meanwhile."""
+        # A send waiting to retry makes room for a new one (see ``fresh``).
+        self._release_fresh()
         try:
             await asyncio.wait_for(self.halted.wait(), delay)
         except TimeoutError:
