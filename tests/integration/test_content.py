@@ -299,3 +299,45 @@ def verify(raw: bytes, record: str) -> bool:
     except InvalidSignature:
         return False
     return True
+
+
+async def test_an_attachment_over_the_servers_size_is_refused_before_mail_from(
+    settings_for: Callable[..., MailerSettings],
+) -> None:
+    """A message the server's SIZE cannot take is never uploaded; nothing arrives."""
+    async with SMTPTestServer(size_limit=100_000) as server:
+        message = Message(
+            to="ann@example.test",
+            subject="big",
+            body="b",
+            attachments=[Attachment(os.urandom(200_000), filename="big.bin")],
+        )
+        async with MessageClient(settings_for(server)) as client:
+            [result] = await client.send_many([message])
+        assert not result.is_sent
+        assert result.error is not None
+        assert "accepts messages of at most 100,000 bytes (SIZE)" in result.error
+        assert server.outbox == []
+        assert not any(
+            line.startswith("C: MAIL") for t in server.transcripts for line in t
+        )
+
+
+async def test_an_attachment_over_max_message_size_is_refused_before_connecting(
+    settings_for: Callable[..., MailerSettings], smtp_server: SMTPTestServer
+) -> None:
+    """MAILER_MAX_MESSAGE_SIZE counts attachments and is checked before any connection."""
+    message = Message(
+        to="ann@example.test",
+        subject="big",
+        body="b",
+        attachments=[Attachment(os.urandom(20_000), filename="big.bin")],
+    )
+    async with MessageClient(
+        settings_for(smtp_server, max_message_size=10_000)
+    ) as client:
+        [result] = await client.send_many([message])
+    assert result.error is not None
+    assert result.error.startswith("size: the message is ")
+    assert "over MAILER_MAX_MESSAGE_SIZE=10,000" in result.error
+    assert smtp_server.sessions_opened == 0
