@@ -152,6 +152,7 @@ class BatchControl(SendControl):
         self.reason = ""
         self.abandoning = False
         self._gate = asyncio.Lock()
+        self._at_gate = 0  # sends waiting for the gate
         self._proven = False
         self._holder: MessageAttempts | None = None
         self._sends: set[asyncio.Task[object]] = set()
@@ -239,8 +240,15 @@ class BatchControl(SendControl):
         """Wait for the right to start an attempt; return False if the batch stopped."""
         if self.halted.is_set():
             return False
-        if not self._proven:
-            await self._gate.acquire()
+        # Behind the gate, attempts start in the order they arrived: a send that
+        # comes when the gate has just opened queues behind those still
+        # passing through it, rather than overtaking them.
+        if not self._proven or self._at_gate:
+            self._at_gate += 1
+            try:
+                await self._gate.acquire()
+            finally:
+                self._at_gate -= 1
             if self.is_proven:  # another attempt opened the gate while we waited
                 self._gate.release()
             else:
