@@ -186,7 +186,12 @@ class DKIMSigner:
         self.key = key
         dkim = require("dkim")
         self._dkim: Any = dkim
-        self._canonicalize = (b"relaxed", b"relaxed")
+        self._policy = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+        # RSASSA-PKCS1-v1_5 over the SHA-256 digest dkimpy computed.
+        padding = require("cryptography.hazmat.primitives.asymmetric.padding")
+        hashes = require("cryptography.hazmat.primitives.hashes")
+        utils = require("cryptography.hazmat.primitives.asymmetric.utils")
+        self._rsa_options = (padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
 
     def __repr__(self) -> str:
         return f"DKIMSigner(d={self.domain!r}, s={self.selector!r}, {self.key!r})"
@@ -202,19 +207,22 @@ class DKIMSigner:
     def signature(self, content: bytes) -> bytes:
         """Return the DKIM-Signature header field (ending with CRLF) for ``content``."""
         dkim = self._dkim
-        message = dkim.DKIM(
-            content,
-            signature_algorithm=self.key.algorithm.encode("ascii"),
-            linesep=b"\r\n",
-        )
+        parsed_headers, message_body = dkim.rfc822_parse(content)
+        wanted = set(SIGNED_HEADERS)
+        # Only the headers that are signed are canonicalised and hashed.
+        headers_to_sign = [
+            (name, value)
+            for name, value in parsed_headers
+            if name.lower().decode("ascii", "replace") in wanted
+        ]
         present = {
-            name.lower().decode("ascii", "replace") for name, _ in message.headers
+            name.lower().decode("ascii", "replace") for name, _ in headers_to_sign
         }
         signed = [b"from"] + [
             name.encode("ascii") for name in SIGNED_HEADERS if name in present
         ]
-        policy = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-        body = policy.canonicalize_body(message.body)
+        policy = self._policy
+        body = policy.canonicalize_body(message_body)
         hasher = dkim.HASH_ALGORITHMS[self.key.algorithm.encode("ascii")]
         body_hash = base64.b64encode(hasher(body).digest())
         fields = [
@@ -237,7 +245,7 @@ class DKIMSigner:
         )
         value = dkim.RE_BTAG.sub(b"\\1", value)
         digest = hasher()
-        headers = policy.canonicalize_headers(message.headers)
+        headers = policy.canonicalize_headers(headers_to_sign)
         dkim.hash_headers(
             digest, policy, headers, signed, (header_name, b" " + value), dict(fields)
         )
@@ -254,14 +262,7 @@ class DKIMSigner:
         if self.key.kind == "ed25519":
             # RFC 8463 3: Ed25519 signs the SHA-256 hash of the header data.
             return bytes(self.key.private.sign(digest))  # type: ignore[call-arg]
-        padding = require("cryptography.hazmat.primitives.asymmetric.padding")
-        hashes = require("cryptography.hazmat.primitives.hashes")
-        utils = require("cryptography.hazmat.primitives.asymmetric.utils")
-        return bytes(
-            self.key.private.sign(  # type: ignore[call-arg]
-                digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())
-            )
-        )
+        return bytes(self.key.private.sign(digest, *self._rsa_options))  # type: ignore[call-arg]
 
 
 def is_aligned(from_domain: str, dkim_domain: str) -> bool:
