@@ -92,9 +92,8 @@ def render_row(
     locale = values.get(LOCALE_KEY)
     if locale:
         # Cached per (set, locale): a batch compiles each locale once.
-        templates = load_template_set(
-            template_name, settings.templates_dir, locale=str(locale)
-        )
+        root = templates.root if templates is not None else settings.templates_dir
+        templates = load_template_set(template_name, root, locale=str(locale))
     elif templates is None:
         templates = load_template_set(template_name, settings.templates_dir)
     unsubscribe = values.get(UNSUBSCRIBE_KEY) or None
@@ -245,11 +244,15 @@ async def _outcomes(
     stop: asyncio.Event | None,
     on_resume: Callable[[ResumeCounts], None] | None,
     attachments: RowAttachments | None = None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncIterator[_Outcome]:
     settings = settings if settings is not None else MailerSettings()
     job = _Job(
         template_name,
-        load_template_set(template_name, settings.templates_dir),
+        load_template_set(
+            template_name,
+            settings.templates_dir if templates_dir is None else Path(templates_dir),
+        ),
         settings,
         context,
         sender,
@@ -356,6 +359,7 @@ async def stream_messages(
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
     attachments: RowAttachments | None = None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncIterator[tuple[int, SendResult | InvalidRow]]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
@@ -386,6 +390,8 @@ async def stream_messages(
         on_resume: Called, when ``journal`` exists, with what it held.
         attachments: Files for every message and per row (see
             ``RowAttachments``); a row naming a missing file is bad.
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
@@ -410,6 +416,7 @@ async def stream_messages(
         stop=stop,
         on_resume=on_resume,
         attachments=attachments,
+        templates_dir=templates_dir,
     ):
         yield outcome.line, outcome.result
 
@@ -427,6 +434,7 @@ async def send_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     attachments: RowAttachments | None = None,
+    templates_dir: Path | str | None = None,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
@@ -458,6 +466,8 @@ async def send_messages(
             ``pending`` (and stay pending in the journal).
         attachments: Files for every message and per row (see
             ``RowAttachments``); a row naming a missing file is bad.
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Returns:
         The report: counts, per-message results (in input order, every
@@ -488,6 +498,7 @@ async def send_messages(
         stop=stop,
         on_resume=resumed,
         attachments=attachments,
+        templates_dir=templates_dir,
     ):
         if isinstance(outcome.result, InvalidRow):
             report.add_invalid(outcome.result)

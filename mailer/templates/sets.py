@@ -114,6 +114,31 @@ def load_template_set(
 
 @lru_cache(maxsize=256)
 def _load_cached(name: str, root: Path, locale: str | None) -> TemplateSet:
+    return compile_template_set(name, root, locale=locale)
+
+
+def compile_template_set(
+    name: str, templates_dir: Path | str, *, locale: str | None = None
+) -> TemplateSet:
+    """Compile template set ``name`` from its files now, bypassing the cache.
+
+    For tools that show templates while they are edited (the inbox's
+    previews); ``load_template_set`` compiles each set once per process.
+
+    Args:
+        name: The set's folder name.
+        templates_dir: The folder holding the sets.
+        locale: Compile ``NAME/<locale>/`` (which must exist) instead of ``NAME/``.
+
+    Raises:
+        TemplateNotFoundError: The set or one of its required files is missing.
+        TemplateSyntaxError: A template does not parse (the error has the line).
+    """
+    if not _SET_NAME.fullmatch(name):
+        raise TemplateNotFoundError(
+            f"template {name!r}: not a template set name", template=name
+        )
+    root = Path(templates_dir).resolve()
     base = root / name
     folder = base if locale is None else base / locale
     if not root.is_dir():

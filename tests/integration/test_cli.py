@@ -160,6 +160,8 @@ async def test_inbox_command_saves_and_lists_each_message(
         "inbox",
         "--port",
         "0",
+        "--http-port",
+        "0",
         "--dir",
         str(tmp_path / "box"),
         cwd=tmp_path,
