@@ -163,6 +163,8 @@ def render_preview(
     root = templates_dir.resolve()
     try:
         subject = _render(templates.subject, context, root)
+        if templates.text is not None:
+            preview.text = _render(templates.text, context, root)
         # inline("logo.png") in body.html gives a cid: URL, as when sending.
         images = InlineImages(name, templates.folders, templates.root)
         preview.html = (
@@ -170,12 +172,9 @@ def render_preview(
             if templates.html
             else None
         )
-        preview.text = (
-            _render(templates.text, context, root)
-            if templates.text is not None
+        if templates.text is None:
             # An HTML-first set: the text part is derived as when sending.
-            else html_to_text(preview.html or "", template=name)
-        )
+            preview.text = html_to_text(preview.html or "", template=name)
         preview.subject = _check(templates, subject, preview)
     except _RenderError as exc:
         preview.problem = exc.problem
