@@ -422,10 +422,10 @@ def _check_known_keys(values: dict[str, Any]) -> None:
 
 
 _DSN_OPTION = {field: option for option, field in OPTIONS.items()} | {
-    "smtp_host": "host",
-    "smtp_port": "port",
-    "smtp_username": "user name",
-    "smtp_password": "password",
+    "smtp_host": "the host part",
+    "smtp_port": "the port part",
+    "smtp_username": "the user name (in the user-info part)",
+    "smtp_password": "the password (in the user-info part)",
 }
 # The plain-text rules, worded for MAILER_SMTP_TLS or for a relay of MAILER_DSN.
 _CLEAR_MAIL = (
