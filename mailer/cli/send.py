@@ -16,6 +16,7 @@ from mailer.bulk.sending import check_rows, stream_messages
 from mailer.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_USAGE,
     JournalOption,
     RecipientsOption,
     TemplateOption,
@@ -153,6 +154,11 @@ async def _send(
         if journal is not None:
             print(f"stopped: run the same command to resume from {journal}")
         return shutdown.exit_code
+    if batch.pending:
+        # No signal stopped it: an error every message would hit did (a
+        # refused login, an unreachable server...), which is a configuration
+        # error, and the pending line says which setting to check.
+        return EXIT_USAGE
     return EXIT_OK if batch.ok else EXIT_FAILED
 
 

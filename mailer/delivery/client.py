@@ -19,7 +19,12 @@ from mailer.config.settings import MailerSettings
 from mailer.content.message import Message
 from mailer.content.serialize import serialize
 from mailer.delivery.bounded import stream_batch
-from mailer.delivery.control import BatchControl, SendControl, SendRequest
+from mailer.delivery.control import (
+    BatchControl,
+    SendControl,
+    SendRequest,
+    fatal_reason,
+)
 from mailer.delivery.limits import check_message_limits
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
@@ -207,9 +212,9 @@ class MessageClient(AsyncCloseable):
             )
         except DeliveryError as exc:
             self.redactor.error(exc)
-            verdict = attempts.record_error(exc)
+            verdict = attempts.record_error(exc, control.judge(exc))
             if verdict is Verdict.FATAL:
-                control.stop(f"stopped after: {exc}")
+                control.stop(fatal_reason(exc, self.settings))
         except Exception as exc:
             # A bug, not a server reply: record it so nothing is left "sending".
             self.redactor.error(exc)

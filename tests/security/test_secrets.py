@@ -73,7 +73,7 @@ async def run_cli(folder: Path, *args: str) -> tuple[int, str, str]:
     return process.returncode, stdout.decode(), stderr.decode()
 
 
-@pytest.mark.parametrize(("password", "exit_code"), [(WRONG, 1), (PASSWORD, 0)])
+@pytest.mark.parametrize(("password", "exit_code"), [(WRONG, 2), (PASSWORD, 0)])
 async def test_the_cli_never_prints_or_reports_the_password(
     watched_server,
     tmp_path: Path,
