@@ -74,6 +74,22 @@ class SendRequest:
         )
 
 
+class StopEvent(asyncio.Event):
+    """A stop for ``stream``/``send_many``/``send_messages`` that says why.
+
+    Any ``asyncio.Event`` stops a batch (the pending messages then say
+    "interrupted"); this one carries the reason the pending messages report.
+    """
+
+    reason = "interrupted"
+
+    def set_reason(self, reason: str) -> None:
+        """Set the event with ``reason`` (the first reason given is kept)."""
+        if not self.is_set():
+            self.reason = reason
+            self.set()
+
+
 def as_request(item: Message | SendRequest) -> SendRequest:
     """Return ``item`` as a SendRequest (a plain message has no option)."""
     return item if isinstance(item, SendRequest) else SendRequest(item)
@@ -219,7 +235,7 @@ class BatchControl(SendControl):
 
     async def _watch(self, stop: asyncio.Event) -> None:
         await stop.wait()
-        self.stop("interrupted")
+        self.stop(getattr(stop, "reason", "interrupted"))
         if self._sends:
             await asyncio.wait(set(self._sends), timeout=self.grace)
         self.abandoning = True
