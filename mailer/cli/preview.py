@@ -7,19 +7,22 @@ from typing import Annotated
 
 import typer
 
-from mailer.bulk.recipients import Recipient
+from mailer.bulk.recipients import InvalidRow, Recipient
 from mailer.bulk.sending import render_row
 from mailer.cli.common import (
+    EnvFileOption,
     RecipientsOption,
     TemplateOption,
     TemplatesDirOption,
     fail,
     load_settings,
     open_recipients,
+    settings_note,
 )
 from mailer.content.addresses import Address
 from mailer.exceptions import MailerError
 from mailer.records import SentMail
+from mailer.templates.sets import load_template_set
 
 PREVIEW_SENDER = Address.parse("preview@example.test", field="sender")
 
@@ -28,24 +31,46 @@ def preview(
     template: TemplateOption,
     recipients: RecipientsOption,
     line: Annotated[
-        int | None, typer.Option("--line", help="Preview the row on this line.")
+        int | None,
+        typer.Option(
+            "--line",
+            metavar="N",
+            help="Preview the row on line N of the file (line 1 of a CSV file is "
+            "its header).",
+        ),
     ] = None,
     raw: Annotated[
         bool, typer.Option("--raw", help="Print the whole MIME message.")
     ] = False,
     templates_dir: TemplatesDirOption = None,
+    env_file: EnvFileOption = None,
 ) -> None:
     """Render TEMPLATE for one recipient (the first, or --line) and print it."""
-    settings = load_settings(templates_dir)
+    settings = load_settings(templates_dir, env_file)
     source = open_recipients(recipients)
+    try:
+        # Loaded before a row is picked: an error in the set is about the set,
+        # not about the row that happened to be previewed.
+        templates = load_template_set(template, settings.templates_dir)
+    except MailerError as exc:
+        raise fail(f"{exc}{settings_note()}") from None
+    if line is not None and line < 1:
+        raise fail(f"--line {line}: lines are numbered from 1")
+    if line == 1 and source.kind == "csv":
+        raise fail(
+            f"--line 1: line 1 of {recipients} is the header row; "
+            "the first recipient is on line 2"
+        )
     for row in source:
+        if line is not None and row.line == line and isinstance(row, InvalidRow):
+            raise fail(f"line {line}: {row.error}")
         if isinstance(row, Recipient) and (line is None or row.line == line):
             break
     else:
         where = f" on line {line}" if line is not None else ""
         raise fail(f"no recipient row{where} in {recipients}")
     try:
-        message = render_row(template, row, settings=settings)
+        message = render_row(template, row, settings=settings, templates=templates)
         sender = message.sender or settings.default_sender or PREVIEW_SENDER
         content = message.to_bytes(sender)
     except MailerError as exc:
