@@ -35,7 +35,12 @@ from mailer.content.addresses import Address
 from mailer.content.message import Message
 from mailer.delivery.client import generate_message_client
 from mailer.delivery.results import SendResult, SendStatus
-from mailer.exceptions import ConfigError, InvalidRecipientsError, MailerError
+from mailer.exceptions import (
+    ConfigError,
+    InvalidRecipientsError,
+    MailerError,
+    UndefinedVariableError,
+)
 from mailer.templates.sets import TemplateSet, load_template_set, render_set
 
 RecipientRow = Recipient | InvalidRow | Mapping[str, Any]
@@ -153,6 +158,7 @@ def _check(
     """
     valid = 0
     errors: list[InvalidRow] = []
+    columns = getattr(recipients, "columns", None)  # a CSV file's header
 
     def checked_rows() -> Iterator[Recipient | InvalidRow]:
         nonlocal valid
@@ -165,6 +171,8 @@ def _check(
                 continue
             try:
                 job.render(row)
+            except UndefinedVariableError as exc:
+                errors.append(InvalidRow(row.line, _missing_value(exc, columns)))
             except MailerError as exc:
                 errors.append(InvalidRow(row.line, str(exc)))
             else:
@@ -173,6 +181,27 @@ def _check(
     # One pass: each row is digested as it is checked, and nothing is kept.
     digest = rows_digest(checked_rows())
     return _Checked(valid, errors, digest)
+
+
+def _missing_value(
+    error: UndefinedVariableError, columns: tuple[str, ...] | None
+) -> str:
+    """Say why a row lacks a variable its template uses, in the file's terms.
+
+    For a CSV file, a name missing from the header is the same mistake on every
+    row, said the same way (so it can be said once): the column is missing.
+    A name in the header lacks a value on this row only: its cell is empty.
+    """
+    variable = error.variable
+    if columns is None or not variable.isidentifier():
+        return str(error)
+    used_by = error.template.split("/", 1)[-1]
+    if variable not in columns:
+        return f"column {variable!r} is used by {used_by} but is not in the header"
+    return (
+        f"column {variable!r} is empty on this row, and {used_by} uses it (write "
+        f'{{{{ {variable} | default("...") }}}} in the template to allow it)'
+    )
 
 
 @dataclass(frozen=True, slots=True)

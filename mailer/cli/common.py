@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from mailer.bulk.recipients import RecipientFile
+from mailer.bulk.recipients import InvalidRow, RecipientFile
 from mailer.config.envfile import env_file_paths
 from mailer.config.settings import MailerSettings
 from mailer.exceptions import (
@@ -66,8 +66,7 @@ def run_command(coroutine: Coroutine[Any, Any, int]) -> int:
     try:
         return asyncio.run(coroutine)
     except InvalidRecipientsError as exc:
-        for row in exc.rows:
-            err.print(f"line {row.line}: {row.error}", markup=False)
+        print_bad_rows(exc.rows)
         raise fail(str(exc)) from None
     except (ConfigError, TemplateNotFoundError) as exc:
         raise fail(f"{exc}{settings_note()}") from None
@@ -76,6 +75,28 @@ def run_command(coroutine: Coroutine[Any, Any, int]) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return EXIT_INTERRUPTED
+
+
+def print_bad_rows(rows: Sequence[InvalidRow], *, verb: str = "") -> None:
+    """Print bad rows on stderr, one line per distinct reason.
+
+    The same mistake on many rows (a column the template needs and the file
+    lacks) is said once, with the number of rows, instead of once per row.
+    """
+    lines_by_error: dict[str, list[int]] = {}
+    for row in rows:
+        lines_by_error.setdefault(row.error, []).append(row.line)
+    for error, lines in lines_by_error.items():
+        where = f"line {lines[0]}" if len(lines) == 1 else _line_span(lines)
+        err.print(f"{verb}{where}: {error}", markup=False)
+
+
+def _line_span(lines: list[int]) -> str:
+    """Return ``2000 rows (lines 2-2001)``, or the first line numbers when scattered."""
+    if lines == list(range(lines[0], lines[0] + len(lines))):
+        return f"{len(lines)} rows (lines {lines[0]}-{lines[-1]})"
+    shown = ", ".join(str(line) for line in lines[:5])
+    return f"{len(lines)} rows (lines {shown}{', ...' if len(lines) > 5 else ''})"
 
 
 def load_settings(

@@ -36,6 +36,7 @@ from mailer.cli.common import (
     fail,
     load_settings,
     open_recipients,
+    print_bad_rows,
     run_command,
     settings_note,
 )
@@ -169,8 +170,7 @@ async def _dry_run(
     valid, errors = check_rows(template, source, settings=settings)
     if errors and not skip_invalid:
         raise InvalidRecipientsError(errors)
-    for row in errors:
-        err.print(f"line {row.line}: {row.error}", markup=False)
+    print_bad_rows(errors)
     print(
         f"dry run: {valid} message(s) would be sent, {len(errors)} invalid row(s); "
         "nothing was sent"
@@ -382,8 +382,7 @@ def _print_outcome(
     *,
     stopped_itself: bool,
 ) -> None:
-    for row in batch.invalid_rows:
-        err.print(f"skipped line {row.line}: {row.error}", markup=False)
+    print_bad_rows(batch.invalid_rows, verb="skipped ")
     for result in failures:
         err.print(f"failed {', '.join(result.to)}: {result.error}", markup=False)
     if batch.failed > len(failures):
