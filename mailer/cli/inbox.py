@@ -18,12 +18,17 @@ from mailer.records import SentMail
 
 
 def inbox(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 1025,
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port to listen on.")
+    ] = 1025,
     host: Annotated[
-        str, typer.Option(help="Loopback address to listen on.")
+        str, typer.Option(metavar="ADDR", help="Loopback address to listen on.")
     ] = "127.0.0.1",
     directory: Annotated[
-        Path, typer.Option("--dir", help="Where to save each message as .eml.")
+        Path,
+        typer.Option(
+            "--dir", metavar="DIR", help="Where to save each message as .eml."
+        ),
     ] = Path("mailer-inbox"),
 ) -> None:
     """Run a local SMTP inbox for development (loopback only) until Ctrl-C."""

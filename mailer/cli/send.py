@@ -11,7 +11,6 @@ from typing import Annotated, Any, TextIO
 import typer
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
@@ -178,6 +177,15 @@ async def _dry_run(
     return EXIT_OK
 
 
+class _CountColumn(ProgressColumn):
+    """Messages done of the batch's total; nothing while the rows are checked."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        return Text(f"{int(task.completed)}/{int(task.total)}")
+
+
 class _RateColumn(ProgressColumn):
     """Messages per second, as a progress bar column."""
 
@@ -198,7 +206,7 @@ async def _send(
     progress = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
-        MofNCompleteColumn(),
+        _CountColumn(),
         _RateColumn(),
         TimeRemainingColumn(),
         TimeElapsedColumn(),
