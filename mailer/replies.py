@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import re
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -142,7 +143,9 @@ class Misconfiguration(enum.Enum):
     STARTTLS_REQUIRED = "starttls required"  # 530 ... STARTTLS
     LOGIN_REQUIRED = "login required"  # any other 530 (RFC 4954: authentication)
     LOGIN_REFUSED = "login refused"  # the credentials were refused
-    TLS = "tls"  # TLS could not be set up or the certificate was refused
+    NO_LOGIN = "no login"  # credentials set, but the server offers no AUTH
+    NO_STARTTLS = "no starttls"  # STARTTLS required, and the server does not offer it
+    TLS = "tls"  # the TLS handshake or the certificate failed
 
     def __str__(self) -> str:
         return self.value
@@ -174,9 +177,13 @@ def misconfiguration(error: BaseException) -> Misconfiguration | None:
     connection means a server restarting, which is worth a retry.
     """
     if isinstance(error, AuthenticationError):
+        if error.reply is None:  # no AUTH offered: nothing was refused
+            return Misconfiguration.NO_LOGIN
         return Misconfiguration.LOGIN_REFUSED
     if isinstance(error, TLSError):
-        return Misconfiguration.TLS
+        if any(isinstance(e, ssl.SSLError) for e in _chain(error)):
+            return Misconfiguration.TLS
+        return Misconfiguration.NO_STARTTLS
     if isinstance(error, RelaysUnavailableError):
         kinds = {misconfiguration(each) for each in error.errors.values()}
         return kinds.pop() if len(kinds) == 1 else None

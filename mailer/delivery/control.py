@@ -318,6 +318,12 @@ _HINTS = {
     "MAILER_SMTP_PASSWORD",
     Misconfiguration.LOGIN_REFUSED: "check MAILER_SMTP_USERNAME and "
     "MAILER_SMTP_PASSWORD",
+    Misconfiguration.NO_LOGIN: "the server offers no login: leave "
+    "MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD empty (a local inbox needs "
+    "none), or set MAILER_SMTP_TLS=starttls if it offers login only over TLS",
+    Misconfiguration.NO_STARTTLS: "the server offers no STARTTLS: for a local "
+    "server without TLS (such as mailer inbox) set MAILER_SMTP_TLS=none; on "
+    "port 465 use MAILER_SMTP_TLS=tls",
     Misconfiguration.TLS: "check MAILER_SMTP_TLS (and MAILER_SMTP_CA_FILE for a "
     "private CA)",
 }
@@ -331,6 +337,12 @@ _HINTS_DSN = {
     Misconfiguration.STARTTLS_REQUIRED: "add ?tls=starttls to the relay in MAILER_DSN",
     Misconfiguration.LOGIN_REQUIRED: "add user:password@ to the relay in MAILER_DSN",
     Misconfiguration.LOGIN_REFUSED: "check the user name and password in MAILER_DSN",
+    Misconfiguration.NO_LOGIN: "the server offers no login: remove user:password@ "
+    "from the relay in MAILER_DSN, or add ?tls=starttls if it offers login only "
+    "over TLS",
+    Misconfiguration.NO_STARTTLS: "the server offers no STARTTLS: for a local "
+    "server without TLS add ?tls=none to the relay in MAILER_DSN; on port 465 "
+    "use smtps://",
     Misconfiguration.TLS: "check the scheme and tls= in MAILER_DSN (and ca_file= "
     "for a private CA)",
 }

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from mailer.inbox.server import start_inbox
 from mailer.testing import SMTPTestServer
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+REPOSITORY = Path(__file__).resolve().parents[2]
+EXAMPLES = REPOSITORY / "examples"
 MAILER = [sys.executable, "-m", "mailer"]
 
 
@@ -130,3 +132,60 @@ async def test_an_implicit_tls_port_while_env_says_plain(
     assert_stopped_after_one_attempt(
         *result, hint="check MAILER_SMTP_PORT and MAILER_SMTP_TLS"
     )
+
+
+# What a user changes in .env when a line says so: the hint, then the edit.
+FIXES = {
+    "check MAILER_SMTP_HOST and MAILER_SMTP_PORT": "point",
+    "set MAILER_SMTP_TLS=none": "MAILER_SMTP_TLS=none",
+    "leave MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD empty": "no login",
+}
+
+
+async def test_a_new_env_from_the_example_reaches_the_dev_inbox_by_following_the_errors(
+    tmp_path: Path,
+) -> None:
+    """.env.example copied as is, pointed at `mailer inbox`: each error names the key to change, and the batch then goes out."""
+    env_text = (REPOSITORY / ".env.example").read_text(encoding="utf-8")
+    env_text = env_text.replace(
+        "MAILER_TEMPLATES_DIR=examples/templates",
+        f"MAILER_TEMPLATES_DIR={EXAMPLES / 'templates'}",
+    )
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(env_text, encoding="utf-8")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    async with await start_inbox() as inbox:
+
+        def edit(fix: str) -> None:
+            lines = dotenv.read_text(encoding="utf-8").splitlines()
+            changes = {
+                "point": {
+                    "MAILER_SMTP_HOST": inbox.host,
+                    "MAILER_SMTP_PORT": str(inbox.port),
+                },
+                "MAILER_SMTP_TLS=none": {"MAILER_SMTP_TLS": "none"},
+                "no login": {"MAILER_SMTP_USERNAME": "", "MAILER_SMTP_PASSWORD": ""},
+            }[fix]
+            for index, line in enumerate(lines):
+                key = line.split("=", 1)[0]
+                if key in changes:
+                    lines[index] = f"{key}={changes[key]}"
+            dotenv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+        followed = []
+        for _ in range(len(FIXES) + 1):
+            code, stdout, stderr, _ = await send(tmp_path, clean)
+            if code == 0:
+                break
+            assert code == 2, stderr
+            last = stderr.strip().splitlines()[-1]
+            assert f"(settings from {dotenv} and the environment)" in last
+            hints = [hint for hint in FIXES if hint in last]
+            assert hints, f"no setting to change in: {last}"
+            followed.append(hints[0])
+            assert len(inbox.messages) == 0
+            edit(FIXES[hints[0]])
+        assert code == 0, stderr
+        assert "4 sent, 0 failed, 0 invalid (4 total)" in stdout
+        assert len(inbox.messages) == 4
+    assert followed == list(FIXES)
