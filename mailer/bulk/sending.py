@@ -241,11 +241,15 @@ async def _outcomes(
     stop: asyncio.Event | None,
     on_resume: Callable[[ResumeCounts], None] | None,
     on_checked: Callable[[int], None] | None = None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncIterator[_Outcome]:
     settings = settings if settings is not None else MailerSettings()
     job = _Job(
         template_name,
-        load_template_set(template_name, settings.templates_dir),
+        load_template_set(
+            template_name,
+            settings.templates_dir if templates_dir is None else Path(templates_dir),
+        ),
         settings,
         context,
         sender,
@@ -413,6 +417,7 @@ async def stream_messages(
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
     on_checked: Callable[[int], None] | None = None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncGenerator[tuple[int, SendResult | InvalidRow], None]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
@@ -446,6 +451,8 @@ async def stream_messages(
         on_checked: Called, once the check pass is over, with the number of
             valid rows: the messages the batch will yield (for a progress
             bar's total).
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
@@ -470,6 +477,7 @@ async def stream_messages(
         stop=stop,
         on_resume=on_resume,
         on_checked=on_checked,
+        templates_dir=templates_dir,
     ):
         yield outcome.line, outcome.result
 
@@ -486,6 +494,7 @@ async def send_messages(
     keep_results: bool = True,
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
+    templates_dir: Path | str | None = None,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
@@ -517,6 +526,8 @@ async def send_messages(
             ``pending`` (and stay pending in the journal). Set during the
             check pass, it ends the batch before anything is sent: the report
             is empty.
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Returns:
         The report: counts, per-message results (in input order, every
@@ -546,6 +557,7 @@ async def send_messages(
         journal=journal,
         stop=stop,
         on_resume=resumed,
+        templates_dir=templates_dir,
     ):
         if isinstance(outcome.result, InvalidRow):
             report.add_invalid(outcome.result)

@@ -1,8 +1,9 @@
-"""Run ``mailer preview``: render one row and print it, sending nothing."""
+"""Run ``mailer preview``: render one row and print it, or serve every set's preview."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,8 +12,7 @@ from mailer.bulk.recipients import InvalidRow, Recipient
 from mailer.bulk.sending import render_row
 from mailer.cli.common import (
     EnvFileOption,
-    RecipientsOption,
-    TemplateOption,
+    OptionalTemplateOption,
     TemplatesDirOption,
     fail,
     load_settings,
@@ -28,8 +28,16 @@ PREVIEW_SENDER = Address.parse("preview@example.test", field="sender")
 
 
 def preview(
-    template: TemplateOption,
-    recipients: RecipientsOption,
+    template: OptionalTemplateOption = None,
+    recipients: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipients",
+            "-r",
+            metavar="FILE",
+            help="A .csv or .jsonl file (with --serve: sample data for every set).",
+        ),
+    ] = None,
     line: Annotated[
         int | None,
         typer.Option(
@@ -42,11 +50,35 @@ def preview(
     raw: Annotated[
         bool, typer.Option("--raw", help="Print the whole MIME message.")
     ] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Serve every template set's preview on a web page that reloads "
+            "when a file changes.",
+        ),
+    ] = False,
+    http_port: Annotated[
+        int,
+        typer.Option(
+            metavar="PORT", help="With --serve: the web page's port (0: any free)."
+        ),
+    ] = 8025,
     templates_dir: TemplatesDirOption = None,
     env_file: EnvFileOption = None,
 ) -> None:
-    """Render TEMPLATE for one recipient (the first, or --line) and print it."""
+    """Render TEMPLATE for one recipient (the first, or --line) and print it.
+
+    With --serve, show every template set in the browser instead.
+    """
     settings = load_settings(templates_dir, env_file)
+    if serve:
+        from mailer.cli.previews import serve_previews
+
+        serve_previews(settings.templates_dir, recipients, http_port)
+        return
+    if template is None or recipients is None:
+        raise fail("give --template and --recipients (or --serve for the web page)")
     source = open_recipients(recipients)
     try:
         # Loaded before a row is picked: an error in the set is about the set,
