@@ -192,3 +192,43 @@ async def test_verbose_shows_the_dialogue_with_auth_hidden(
         ):
             assert secret not in dialogue
     assert err_batch.decode().count(" C: RCPT TO:<") == 4
+
+
+async def test_a_report_on_a_full_disk_stops_a_real_batch_without_hanging(
+    tmp_path: Path, smtp_server: SMTPTestServer
+) -> None:
+    """--report /dev/full over real SMTP lanes: the batch stops, no hang, exit 2, the journal agrees with the summary (issue 11.10)."""
+    rows = rows_file(tmp_path, 300)
+    process = await start(
+        tmp_path,
+        env_for(smtp_server),
+        "-t",
+        "welcome",
+        "-r",
+        str(rows),
+        "--report",
+        "/dev/full",
+        "--journal",
+        "batch.db",
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 2, stderr.decode()
+    summary = re.search(
+        r"(\d+) sent, 0 failed, (\d+) pending, 0 invalid \(300 total\)",
+        stdout.decode(),
+    )
+    assert summary is not None, stdout.decode() + stderr.decode()
+    sent, pending = map(int, summary.groups())
+    assert sent == len(smtp_server.outbox)
+    assert pending > 0
+    assert "could not be written: No space left on device" in stderr.decode()
+    status = await asyncio.create_subprocess_exec(
+        *MAILER,
+        "status",
+        "--journal",
+        "batch.db",
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+    )
+    said, _ = await asyncio.wait_for(status.communicate(), timeout=60)
+    assert f"{pending} pending, 0 sending, {sent} sent, 0 failed" in said.decode()
