@@ -136,7 +136,15 @@ def send(
     writer = _open_report(report)
     with showing_dialogue(verbose):
         code = run_command(
-            _send(template, source, settings, skip_invalid, writer, journal)
+            _send(
+                template,
+                source,
+                settings,
+                skip_invalid,
+                writer,
+                journal,
+                show_progress=not verbose,  # -v lines and a bar would mix
+            )
         )
     raise typer.Exit(code)
 
@@ -201,6 +209,8 @@ async def _send(
     skip_invalid: bool,
     report: ReportWriter,
     journal: Path | None = None,
+    *,
+    show_progress: bool = True,
 ) -> int:
     started = time.perf_counter()
     progress = Progress(
@@ -212,7 +222,7 @@ async def _send(
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,
+        disable=not (show_progress and err.is_terminal),
     )
     task = progress.add_task("checking", total=None)
     checked = False
