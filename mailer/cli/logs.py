@@ -67,6 +67,9 @@ def configured_logging(log_format: LogFormat) -> Iterator[None]:
         logger = logging.getLogger("mailer")
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JSONFormatter())
+        # Not the DEBUG records of the SMTP dialogue that -v turns on: they
+        # have their own lines.
+        handler.setLevel(logging.INFO)
         level, propagate = logger.level, logger.propagate
         logger.setLevel(logging.INFO)
         logger.propagate = False

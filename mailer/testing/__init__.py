@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mailer.records import Attachment, SentMail, SessionInfo
+from mailer.records import DKIMSignatureInfo, SentAttachment, SentMail, SessionInfo
+from mailer.testing.attachments import Attachment
 from mailer.testing.mail import Mail
 from mailer.testing.matchers import (
     Addr,
@@ -25,6 +26,7 @@ from mailer.testing.outbox import Outbox
 
 if TYPE_CHECKING:
     from mailer.testing.config import isolated_settings
+    from mailer.testing.dkim import make_dkim_key, verify_dkim
     from mailer.testing.fakes import (
         MemoryTransport,
         MockTransport,
@@ -58,6 +60,8 @@ _LAZY = {
     "use_transport": "mailer.testing.fakes",
     "TLSBundle": "mailer.testing.tls",
     "isolated_settings": "mailer.testing.config",
+    "make_dkim_key": "mailer.testing.dkim",
+    "verify_dkim": "mailer.testing.dkim",
 }
 
 
@@ -77,6 +81,7 @@ __all__ = [
     "AnyOf",
     "Attachment",
     "Contains",
+    "DKIMSignatureInfo",
     "FaultPlan",
     "FaultRule",
     "InboxClient",
@@ -91,12 +96,15 @@ __all__ = [
     "Predicate",
     "Regex",
     "SMTPTestServer",
+    "SentAttachment",
     "SentMail",
     "SessionInfo",
     "TLSBundle",
     "ThreadedSMTPTestServer",
     "capture_mail",
     "isolated_settings",
+    "make_dkim_key",
     "patch_send",
     "use_transport",
+    "verify_dkim",
 ]
