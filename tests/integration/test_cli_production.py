@@ -198,6 +198,8 @@ async def test_bad_hook_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     )
     code, _, stderr = await run_send(tmp_path, env)
     assert code == 2
-    assert stderr.strip() == (
-        "error: MAILER_BEFORE_SEND: cannot import no_such_hooks:stamp: No module named 'no_such_hooks'"
+    [line] = stderr.splitlines()  # one line, no traceback
+    assert line.startswith(
+        "error: MAILER_BEFORE_SEND: cannot import no_such_hooks:stamp: "
+        "No module named 'no_such_hooks'"
     )
