@@ -93,6 +93,7 @@ class ConnectionPool:
             self._message_timeout,
         )
         task = asyncio.get_running_loop().create_task(lane.run())
+        lane.task = task
         self._lanes[task] = lane
         task.add_done_callback(self._lane_ended)
 
@@ -108,7 +109,13 @@ class ConnectionPool:
                 self._start_lane()
 
     async def aclose(self) -> None:
-        """Finish queued work, QUIT every connection and stop the lanes."""
+        """Finish queued work, QUIT every connection and stop the lanes.
+
+        Work whose senders gave up (their tasks were cancelled) is not waited
+        for: the lanes holding only such work stop at once.
+        """
         self._queue.close()
+        for lane in list(self._lanes.values()):
+            lane.close_soon()
         if self._lanes:
             await asyncio.gather(*self._lanes, return_exceptions=True)
