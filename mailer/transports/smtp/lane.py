@@ -221,7 +221,7 @@ class Lane:
         Returns:
             The transaction and its envelope commands, or ``(None, b"")``.
         """
-        while not self._closing and self._has_room(connection):
+        while self._has_room(connection):
             transaction = self._queue.take_nowait()
             if transaction is None:
                 break
