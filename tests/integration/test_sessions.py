@@ -451,3 +451,23 @@ async def test_a_task_owning_a_client_cancelled_mid_flight_ends_promptly() -> No
         elapsed = time.monotonic() - started
         await wait_until(lambda: server.active_sessions == 0)
     assert elapsed < QUIT_TIMEOUT + 2
+
+
+async def test_closing_while_one_sender_gave_up_still_sends_the_other() -> None:
+    """aclose: the lane stuck on abandoned work stops; a waiting message still goes."""
+    async with SMTPTestServer(pipelining=False) as server:
+        stall = server.faults.delay(END_OF_DATA, 120, times=1)
+        client = MessageClient(server.settings(concurrency=1, message_timeout=120))
+        first = asyncio.create_task(client.send(message(1)))
+        await wait_until(lambda: stall.fired == 1)
+        second = asyncio.create_task(client.send(message(2)))
+        await asyncio.sleep(0.05)  # queued behind the stalled message
+        first.cancel()
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            await client.aclose()
+            result = await second
+        elapsed = time.monotonic() - started
+    assert result.is_sent
+    assert [m.subject for m in server.outbox] == ["Message 2"]
+    assert elapsed < QUIT_TIMEOUT + 2

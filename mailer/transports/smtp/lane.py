@@ -82,6 +82,8 @@ class Lane:
 
     Attributes:
         task: The task running ``run()``, set by the pool.
+        is_cut_short: The lane stopped because the pool closed and nobody
+            waited for the work it held (its task is then cancelled).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Lane:
         self._held: set[Transaction] = set()  # taken, in the current exchange
         self._closing = False
         self.task: asyncio.Task[None] | None = None
+        self.is_cut_short = False  # stopped by close_soon, with work abandoned
 
     async def run(self) -> None:
         """Send queued transactions until the queue is closed and empty."""
@@ -255,4 +258,5 @@ class Lane:
         if not (self._closing and self._held and self.task is not None):
             return
         if all(transaction.is_abandoned for transaction in self._held):
+            self.is_cut_short = True
             self.task.cancel()

@@ -96,6 +96,10 @@ class TransactionQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    def has_live_work(self) -> bool:
+        """Return whether a queued transaction still has a sender waiting for it."""
+        return any(not transaction.is_abandoned for transaction in self._items)
+
     def take_nowait(self) -> Transaction | None:
         """Return the next live transaction, or None when none is queued."""
         while self._items:
