@@ -72,7 +72,7 @@ async def send_one(
         return await client.send(mail)
 
 
-async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
+async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> None:
     """Poll a cheap server-side condition until it holds."""
     async with asyncio.timeout(within):
         # Sessions end as the loop gets to them; there is no event to await.
@@ -345,6 +345,32 @@ async def test_a_session_out_of_step_is_closed_with_quit() -> None:
     assert (result.is_sent, result.attempts) == (True, 2)
     assert server.sessions_opened == 2
     assert client_lines(server.transcripts[0])[-1] == "QUIT"
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [("MAIL FROM", "354 go ahead"), ("DATA", "250 2.0.0 ok"), ("RCPT TO", "220 hi")],
+)
+async def test_a_reply_out_of_step_closes_the_session_and_the_retry_goes_on(
+    scripted_server: ScriptedServerFactory, pipelining: bool, command: str, reply: str
+) -> None:
+    """A reply no server gives in step (354 to MAIL, 250 to DATA): a new session."""
+    answered: list[str] = []
+
+    def once(line: str) -> str | None:
+        if line.startswith(command) and not answered:
+            answered.append(line)
+            return reply
+        return None
+
+    async with scripted_server(pipelining=pipelining, answer=once) as server:
+        settings = scripted_settings(server.port, concurrency=1)
+        async with MessageClient(settings) as client:
+            result = await client.send(message())
+    assert (result.is_sent, result.attempts, result.ambiguous) == (True, 2, False)
+    assert server.sessions == 2
+    assert len(server.messages) == 1
 
 
 # -- 12.5: TLS and AUTH mismatches name the setting to change --------------------
