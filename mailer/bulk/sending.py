@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailer.bulk.attachments import RowAttachments, check_attachments_size
 from mailer.bulk.recipients import (
     InvalidRow,
     Recipient,
@@ -38,6 +39,9 @@ from mailer.exceptions import ConfigError, InvalidRecipientsError, MailerError
 from mailer.templates.sets import TemplateSet, load_template_set, render_set
 
 RecipientRow = Recipient | InvalidRow | Mapping[str, Any]
+# Recipients columns with a meaning beyond the templates.
+LOCALE_KEY = "locale"
+UNSUBSCRIBE_KEY = "unsubscribe_url"
 RecipientSource = Iterable[RecipientRow] | AsyncIterable[RecipientRow]
 
 
@@ -60,8 +64,13 @@ def render_row(
     context: Mapping[str, Any] | None = None,
     sender: str | None = None,
     templates: TemplateSet | None = None,
+    attachments: RowAttachments | None = None,
 ) -> Message:
     """Render the template for one recipient (shared context under the row's own).
+
+    A ``locale`` column picks the set's ``NAME/<locale>/`` folder when it
+    has one; an ``unsubscribe_url`` column adds the one-click unsubscribe
+    headers.
 
     Args:
         template_name: The template set.
@@ -70,6 +79,8 @@ def render_row(
         context: Variables shared by every row.
         sender: The From address.
         templates: The set, already loaded (a batch loads it once).
+        attachments: The files every message carries, and the column naming
+            each row's own.
 
     Raises:
         MailerError: The row does not render into a valid message.
@@ -78,9 +89,25 @@ def render_row(
     to: str | Address = recipient.email
     if recipient.name:
         to = Address.create(recipient.email, recipient.name, field="to")
-    if templates is None:
+    locale = values.get(LOCALE_KEY)
+    if locale:
+        # Cached per (set, locale): a batch compiles each locale once.
+        root = templates.root if templates is not None else settings.templates_dir
+        templates = load_template_set(template_name, root, locale=str(locale))
+    elif templates is None:
         templates = load_template_set(template_name, settings.templates_dir)
-    return render_set(templates, to=to, context=values, sender=sender)
+    unsubscribe = values.get(UNSUBSCRIBE_KEY) or None
+    files = attachments.for_row(recipient) if attachments else ()
+    if files:
+        check_attachments_size(files, settings)
+    return render_set(
+        templates,
+        to=to,
+        context=values,
+        sender=sender,
+        attachments=files,
+        unsubscribe=unsubscribe,
+    )
 
 
 def check_rows(
@@ -90,8 +117,20 @@ def check_rows(
     settings: MailerSettings,
     context: Mapping[str, Any] | None = None,
     sender: str | None = None,
+    attachments: RowAttachments | None = None,
+    on_valid: Callable[[Recipient, Message], None] | None = None,
 ) -> tuple[int, list[InvalidRow]]:
     """Render and validate every row without keeping the messages.
+
+    Args:
+        template_name: The template set.
+        recipients: The rows.
+        settings: For the templates directory.
+        context: Variables shared by every row.
+        sender: The From address.
+        attachments: The files of each row (missing files are bad rows).
+        on_valid: Called with each valid row and its message (a dry run
+            lists what would be sent).
 
     Returns:
         How many rows are valid, and every bad row with its line number.
@@ -102,8 +141,9 @@ def check_rows(
         settings,
         context,
         sender,
+        attachments,
     )
-    checked = _check(job, recipients)
+    checked = _check(job, recipients, on_valid)
     return checked.valid, checked.errors
 
 
@@ -116,6 +156,7 @@ class _Job:
     settings: MailerSettings
     context: Mapping[str, Any] | None
     sender: str | None
+    attachments: RowAttachments | None = None
 
     def render(self, row: Recipient) -> Message:
         return render_row(
@@ -125,6 +166,7 @@ class _Job:
             context=self.context,
             sender=self.sender,
             templates=self.templates,
+            attachments=self.attachments,
         )
 
 
@@ -135,7 +177,11 @@ class _Checked:
     digest: str  # of every row, so a journal notices another (or edited) file
 
 
-def _check(job: _Job, recipients: Iterable[RecipientRow]) -> _Checked:
+def _check(
+    job: _Job,
+    recipients: Iterable[RecipientRow],
+    on_valid: Callable[[Recipient, Message], None] | None = None,
+) -> _Checked:
     """Render every row once, keeping nothing but the count, the errors, a digest."""
     valid = 0
     errors: list[InvalidRow] = []
@@ -148,11 +194,13 @@ def _check(job: _Job, recipients: Iterable[RecipientRow]) -> _Checked:
                 errors.append(row)
                 continue
             try:
-                job.render(row)
+                message = job.render(row)
             except MailerError as exc:
                 errors.append(InvalidRow(row.line, str(exc)))
             else:
                 valid += 1
+                if on_valid is not None:
+                    on_valid(row, message)
 
     # One pass: each row is digested as it is checked, and nothing is kept.
     digest = rows_digest(checked_rows())
@@ -195,14 +243,20 @@ async def _outcomes(
     journal: Path | str | None,
     stop: asyncio.Event | None,
     on_resume: Callable[[ResumeCounts], None] | None,
+    attachments: RowAttachments | None = None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncIterator[_Outcome]:
     settings = settings if settings is not None else MailerSettings()
     job = _Job(
         template_name,
-        load_template_set(template_name, settings.templates_dir),
+        load_template_set(
+            template_name,
+            settings.templates_dir if templates_dir is None else Path(templates_dir),
+        ),
         settings,
         context,
         sender,
+        attachments,
     )
     if sender is None and settings.default_sender is None:
         raise ConfigError(
@@ -304,6 +358,8 @@ async def stream_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
+    attachments: RowAttachments | None = None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncIterator[tuple[int, SendResult | InvalidRow]]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
@@ -332,6 +388,10 @@ async def stream_messages(
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
         on_resume: Called, when ``journal`` exists, with what it held.
+        attachments: Files for every message and per row (see
+            ``RowAttachments``); a row naming a missing file is bad.
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
@@ -355,6 +415,8 @@ async def stream_messages(
         journal=journal,
         stop=stop,
         on_resume=on_resume,
+        attachments=attachments,
+        templates_dir=templates_dir,
     ):
         yield outcome.line, outcome.result
 
@@ -371,6 +433,8 @@ async def send_messages(
     keep_results: bool = True,
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
+    attachments: RowAttachments | None = None,
+    templates_dir: Path | str | None = None,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
@@ -400,6 +464,10 @@ async def send_messages(
         stop: Set it to stop the batch: no new message starts, attempts in
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
+        attachments: Files for every message and per row (see
+            ``RowAttachments``); a row naming a missing file is bad.
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Returns:
         The report: counts, per-message results (in input order, every
@@ -429,6 +497,8 @@ async def send_messages(
         journal=journal,
         stop=stop,
         on_resume=resumed,
+        attachments=attachments,
+        templates_dir=templates_dir,
     ):
         if isinstance(outcome.result, InvalidRow):
             report.add_invalid(outcome.result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mailer.cli import demo, inbox, preview, send, status
+from mailer.cli import demo, dkim, inbox, preview, send, status
 
 app = typer.Typer(
     add_completion=False,
@@ -17,6 +17,7 @@ app.command()(status.status)
 app.command()(preview.preview)
 app.command()(demo.demo)
 app.command()(inbox.inbox)
+app.add_typer(dkim.app, name="dkim")
 
 
 def main() -> None:

@@ -8,15 +8,17 @@ stopped (SIGTERM).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from mailer.bulk.attachments import RowAttachments
 from mailer.bulk.recipients import RecipientFile
 from mailer.config.settings import MailerSettings
+from mailer.content.attachments import Attachment
 from mailer.exceptions import InvalidRecipientsError, MailerError
 
 # soft_wrap: an error is one line, whatever the terminal width.
@@ -81,3 +83,59 @@ JournalOption = Annotated[
         "command again to resume (what was sent is not sent again).",
     ),
 ]
+AttachOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--attach",
+        help="Attach this file to every message (repeat for more files).",
+    ),
+]
+AttachColumnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--attach-column",
+        help="Recipients column naming each row's files (';'-separated), "
+        "relative to --attachments-dir.",
+    ),
+]
+AttachmentsDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--attachments-dir", help="Where --attach-column's files are (and only there)."
+    ),
+]
+
+
+def row_attachments(
+    attach: list[Path] | None, column: str | None, directory: Path | None
+) -> RowAttachments | None:
+    """Return the batch's attachments from the options, or fail with one line."""
+    if not attach and column is None and directory is None:
+        return None
+    if directory is not None and column is None:
+        raise fail("--attachments-dir: use it with --attach-column")
+    try:
+        return RowAttachments.from_paths(
+            attach or (), column=column, directory=directory
+        )
+    except MailerError as exc:
+        raise fail(str(exc)) from None
+
+
+def describe_attachments(attachments: Iterable[Attachment]) -> str:
+    """Return ``name (size)`` for each attachment, comma-separated."""
+    return ", ".join(
+        f"{a.filename} ({format_size(a.size())}"
+        + (", inline" if a.disposition == "inline" else "")
+        + ")"
+        for a in attachments
+    )
+
+
+def format_size(size: int) -> str:
+    """Return a byte count for people: 812 B, 14.2 KB, 5.0 MB."""
+    if size < 1000:
+        return f"{size} B"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} KB"
+    return f"{size / 1_000_000:.1f} MB"

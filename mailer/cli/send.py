@@ -10,23 +10,30 @@ from typing import Annotated, Any, TextIO
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from mailer.bulk.recipients import InvalidRow, RecipientFile
+from mailer.bulk.attachments import RowAttachments
+from mailer.bulk.recipients import InvalidRow, Recipient, RecipientFile
 from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.sending import check_rows, stream_messages
 from mailer.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    AttachColumnOption,
+    AttachmentsDirOption,
+    AttachOption,
     JournalOption,
     RecipientsOption,
     TemplateOption,
     TemplatesDirOption,
+    describe_attachments,
     err,
     load_settings,
     open_recipients,
+    row_attachments,
     run_command,
 )
 from mailer.cli.shutdown import Shutdown
 from mailer.config.settings import MailerSettings
+from mailer.content.message import Message
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.exceptions import InvalidRecipientsError
 
@@ -48,23 +55,46 @@ def send(
     ] = False,
     templates_dir: TemplatesDirOption = None,
     journal: JournalOption = None,
+    attach: AttachOption = None,
+    attach_column: AttachColumnOption = None,
+    attachments_dir: AttachmentsDirOption = None,
 ) -> None:
     """Send TEMPLATE to every recipient in the file, concurrently."""
     settings = load_settings(templates_dir)
     source = open_recipients(recipients)
+    files = row_attachments(attach, attach_column, attachments_dir)
     if dry_run:
         raise typer.Exit(
-            run_command(_dry_run(template, source, settings, skip_invalid))
+            run_command(_dry_run(template, source, settings, skip_invalid, files))
         )
     raise typer.Exit(
-        run_command(_send(template, source, settings, skip_invalid, report, journal))
+        run_command(
+            _send(template, source, settings, skip_invalid, report, journal, files)
+        )
     )
 
 
 async def _dry_run(
-    template: str, source: RecipientFile, settings: MailerSettings, skip_invalid: bool
+    template: str,
+    source: RecipientFile,
+    settings: MailerSettings,
+    skip_invalid: bool,
+    attachments: RowAttachments | None = None,
 ) -> int:
-    valid, errors = check_rows(template, source, settings=settings)
+    listed: dict[str, int] = {}
+
+    def show(row: Recipient, message: Message) -> None:
+        # One line per distinct set of files: not 10,000 identical lines.
+        if not message.attachments:
+            return
+        files = describe_attachments(message.attachments)
+        if files not in listed:
+            listed[files] = row.line
+            print(f"line {row.line}: attachments: {files}")
+
+    valid, errors = check_rows(
+        template, source, settings=settings, attachments=attachments, on_valid=show
+    )
     if errors and not skip_invalid:
         raise InvalidRecipientsError(errors)
     for row in errors:
@@ -83,6 +113,7 @@ async def _send(
     skip_invalid: bool,
     report_path: Path | None,
     journal: Path | None = None,
+    attachments: RowAttachments | None = None,
 ) -> int:
     started = time.perf_counter()
     progress = Progress(
@@ -129,6 +160,7 @@ async def _send(
             journal=journal,
             stop=shutdown.stop,
             on_resume=resumed,
+            attachments=attachments,
         )
         async for line, outcome in outcomes:
             if isinstance(outcome, InvalidRow):

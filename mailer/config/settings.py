@@ -178,6 +178,20 @@ class MailerSettings(BaseSettings):
         10.0, ge=0, le=3600, allow_inf_nan=False, description="In-flight on Ctrl-C."
     )
 
+    # DKIM signing (issue 13; see mailer/content/dkim.py).
+    dkim_domain: str | None = Field(
+        None, description="Signing domain (d=); aligned with the From domain."
+    )
+    dkim_selector: str | None = Field(
+        None, description="Selector (s=): the key is at SELECTOR._domainkey.DOMAIN."
+    )
+    dkim_private_key_file: Path | None = Field(
+        None, description="PEM private key file (RSA >= 1024 bits, or Ed25519)."
+    )
+    dkim_private_key: SecretStr | None = Field(
+        None, description="The PEM private key itself (a secret; \\n for newlines)."
+    )
+
     # The DSN's relays, validated once (see _validated_relays).
     _relays: tuple[MailerSettings, ...] | None = PrivateAttr(None)
     _relay_mode: RelayMode = PrivateAttr("single")
@@ -282,6 +296,58 @@ class MailerSettings(BaseSettings):
                 f"{ENV_PREFIX}SMTP_TLS: "
                 + _CLEAR_LOGIN.format(tls="'none'", host=self.smtp_host, fix="tls")
             )
+        return self
+
+    @field_validator("dkim_domain", mode="after")
+    @classmethod
+    def _dkim_domain_is_host(cls, value: str | None) -> str | None:
+        if value is not None and not _HOSTNAME.fullmatch(value):
+            raise ValueError("not a domain name")
+        return value
+
+    @field_validator("dkim_selector", mode="after")
+    @classmethod
+    def _dkim_selector_is_label(cls, value: str | None) -> str | None:
+        if value is not None and not _HOSTNAME.fullmatch(value):
+            raise ValueError("letters, digits, '-' and '.' only (a DNS name part)")
+        return value
+
+    @_model_validator(mode="after")
+    def _dkim_consistent(self) -> MailerSettings:
+        given = [
+            name
+            for name in (
+                "dkim_domain",
+                "dkim_selector",
+                "dkim_private_key_file",
+                "dkim_private_key",
+            )
+            if getattr(self, name) is not None
+        ]
+        if not given:
+            return self
+        if self.dkim_private_key is not None and self.dkim_private_key_file is not None:
+            raise ValueError(
+                f"{ENV_PREFIX}DKIM_PRIVATE_KEY: set either it or "
+                f"{ENV_PREFIX}DKIM_PRIVATE_KEY_FILE, not both"
+            )
+        for name in ("dkim_domain", "dkim_selector"):
+            if getattr(self, name) is None:
+                raise ValueError(
+                    f"{ENV_PREFIX}{name.upper()}: required when "
+                    f"{ENV_PREFIX}{given[0].upper()} is set (DKIM signing)"
+                )
+        if self.dkim_private_key is None and self.dkim_private_key_file is None:
+            raise ValueError(
+                f"{ENV_PREFIX}DKIM_PRIVATE_KEY_FILE: required with "
+                f"{ENV_PREFIX}DKIM_DOMAIN (or set {ENV_PREFIX}DKIM_PRIVATE_KEY)"
+            )
+        from mailer.config.signing import check_alignment, dkim_signer
+
+        signer = dkim_signer(self)  # the key is read and checked at start-up
+        sender = self.default_sender
+        if signer is not None and sender is not None:
+            check_alignment(signer, sender, field=f"{ENV_PREFIX}FROM")
         return self
 
     @field_validator("smtp_tls_fingerprint", mode="after")

@@ -181,7 +181,12 @@ class Address:
     def __str__(self) -> str:
         if not self.display_name:
             return self.addr_spec
-        return f"{self.display_name} <{self.addr_spec}>"
+        name = self.display_name
+        if _NAME_SPECIALS.search(name):
+            # Quoted (RFC 5322 3.2.4), so that str() parses back to this address.
+            escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+            name = f'"{escaped}"'
+        return f"{name} <{self.addr_spec}>"
 
 
 @lru_cache(maxsize=4096)

@@ -15,8 +15,9 @@ from collections.abc import (
 from functools import partial
 
 from mailer.config.settings import MailerSettings
+from mailer.config.signing import check_alignment, dkim_signer
 from mailer.content.message import Message
-from mailer.content.serialize import serialize
+from mailer.content.serialize import serialize_message
 from mailer.delivery.bounded import stream_batch
 from mailer.delivery.control import BatchControl, SendControl, SendRequest
 from mailer.delivery.limits import check_message_limits
@@ -65,26 +66,37 @@ class MessageClient(AsyncCloseable):
             else transport_from_settings(self.settings)
         )
         self.retry_policy = RetryPolicy.from_settings(self.settings)
+        self.dkim_signer = dkim_signer(self.settings)
 
     async def aclose(self) -> None:
         """Close the transport's connections."""
         await self.transport.aclose()
 
     def prepare(
-        self, message: Message, /, *, message_id: str | None = None
+        self,
+        message: Message,
+        /,
+        *,
+        message_id: str | None = None,
+        date: str | None = None,
     ) -> OutgoingMessage:
-        """Assign a Message-ID and Date and serialise the message.
+        """Assign a Message-ID and Date, serialise the message and sign it (DKIM).
+
+        It is signed here, once: every retry sends these same bytes.
 
         Args:
             message: The message.
             message_id: Reuse this Message-ID (angle brackets included) instead
                 of making a new one: a resend then carries the same ID, so
                 receivers can tell it is the same message.
+            date: Reuse this Date (a journal resume), so that the bytes and
+                their DKIM signature are those of the first attempt.
 
         Raises:
-            ConfigError: The message has no sender and ``MAILER_FROM`` is not set.
+            ConfigError: The message has no sender and ``MAILER_FROM`` is not
+                set, or its sender does not align with ``MAILER_DKIM_DOMAIN``.
             MessageError: The message is over ``MAILER_MAX_RECIPIENTS`` or
-                ``MAILER_MAX_MESSAGE_SIZE``.
+                ``MAILER_MAX_MESSAGE_SIZE``, or a file attachment is unreadable.
         """
         sender = message.sender or self.settings.default_sender
         if sender is None:
@@ -92,10 +104,18 @@ class MessageClient(AsyncCloseable):
                 "MAILER_FROM: not set, and the message has no sender",
                 key="MAILER_FROM",
             )
-        message_id, content = serialize(message, sender, message_id=message_id)
+        serialized = serialize_message(
+            message, sender, message_id=message_id, date=date
+        )
+        content = serialized.content
+        if self.dkim_signer is not None:
+            check_alignment(self.dkim_signer, sender, field="sender")
+            content = self.dkim_signer.sign(content)
         envelope = message.envelope(sender)
         check_message_limits(envelope, content, self.settings)
-        return OutgoingMessage(message, envelope, content, message_id)
+        return OutgoingMessage(
+            message, envelope, content, serialized.message_id, serialized.date
+        )
 
     async def send(
         self,
@@ -105,6 +125,7 @@ class MessageClient(AsyncCloseable):
         message_id: str | None = None,
         recipients: Sequence[str] | None = None,
         observer: AttemptObserver | None = None,
+        date: str | None = None,
     ) -> SendResult:
         """Send one message, retrying the recipients that were deferred.
 
@@ -121,6 +142,7 @@ class MessageClient(AsyncCloseable):
             recipients: Send only to these envelope recipients (to finish a
                 message that others have accepted already).
             observer: Told before and after each attempt (the journal).
+            date: Reuse this Date (with ``message_id``: a journal resume).
 
         Returns:
             The result: attempts, each recipient's final status, the server's
@@ -138,12 +160,15 @@ class MessageClient(AsyncCloseable):
             message_id=message_id,
             recipients=None if recipients is None else tuple(recipients),
             observer=observer,
+            date=date,
         )
         return await self._send_one(request, _ALONE)
 
     async def _send_one(self, request: SendRequest, control: SendControl) -> SendResult:
         """Send one message under ``control`` (a batch's, or the null one)."""
-        outgoing = self.prepare(request.message, message_id=request.message_id)
+        outgoing = self.prepare(
+            request.message, message_id=request.message_id, date=request.date
+        )
         attempts = MessageAttempts(outgoing, request.recipients)
         try:
             return await self._send_attempts(attempts, request.observer, control)
@@ -336,6 +361,7 @@ class MessageClient(AsyncCloseable):
                     message_id=request.message_id,
                     recipients=request.recipients,
                     observer=request.observer,
+                    date=request.date,
                 )
             return await self._send_one(request, control)
         except MailerError as exc:

@@ -53,12 +53,14 @@ class SendRequest:
             been delivered already).
         recipients: Send only to these envelope recipients.
         observer: Told before and after each attempt (the journal).
+        date: Reuse this Date (a resend: the same bytes, the same signature).
     """
 
     message: Message
     message_id: str | None = None
     recipients: tuple[str, ...] | None = None
     observer: AttemptObserver | None = None
+    date: str | None = None
 
     @property
     def is_plain(self) -> bool:
@@ -67,6 +69,7 @@ class SendRequest:
             self.message_id is None
             and self.recipients is None
             and self.observer is None
+            and self.date is None
         )
 
 
@@ -138,11 +141,18 @@ class BatchControl(SendControl):
             raise ValueError("in_flight must be at least 1")
         self.in_flight = in_flight
         self.slots = asyncio.Semaphore(in_flight)
+        # New sends prepare their bytes as they start: at most in_flight of
+        # them may be started and not yet waiting to retry, so that the waiting
+        # room holds retries, not a hundred serialised messages (with a 1 MB
+        # attachment, 100 x 1.4 MB) queued for a slot.
+        self.fresh = asyncio.Semaphore(in_flight)
+        self._fresh_holders: set[asyncio.Task[object]] = set()
         self.grace = grace
         self.halted = asyncio.Event()
         self.reason = ""
         self.abandoning = False
         self._gate = asyncio.Lock()
+        self._at_gate = 0  # sends waiting for the gate
         self._proven = False
         self._holder: MessageAttempts | None = None
         self._sends: set[asyncio.Task[object]] = set()
@@ -186,6 +196,8 @@ class BatchControl(SendControl):
         assert task is not None  # noqa: S101 - always called from a task
         self._sends.add(task)
         try:
+            await self.fresh.acquire()
+            self._fresh_holders.add(task)
             return await send(request, self)
         except asyncio.CancelledError:
             if not self.abandoning:
@@ -193,7 +205,13 @@ class BatchControl(SendControl):
             # Cut off by the end of the grace before send() could say more.
             return not_started(request, "abandoned at shutdown")
         finally:
+            self._release_fresh(task)
             self._sends.discard(task)
+
+    def _release_fresh(self, task: asyncio.Task[object] | None) -> None:
+        if task in self._fresh_holders:
+            self._fresh_holders.discard(task)
+            self.fresh.release()
 
     @contextlib.asynccontextmanager
     async def watching(self, stop: asyncio.Event | None) -> AsyncIterator[None]:
@@ -222,8 +240,15 @@ class BatchControl(SendControl):
         """Wait for the right to start an attempt; return False if the batch stopped."""
         if self.halted.is_set():
             return False
-        if not self._proven:
-            await self._gate.acquire()
+        # Behind the gate, attempts start in the order they arrived: a send that
+        # comes when the gate has just opened queues behind those still
+        # passing through it, rather than overtaking them.
+        if not self._proven or self._at_gate:
+            self._at_gate += 1
+            try:
+                await self._gate.acquire()
+            finally:
+                self._at_gate -= 1
             if self.is_proven:  # another attempt opened the gate while we waited
                 self._gate.release()
             else:
@@ -248,6 +273,8 @@ class BatchControl(SendControl):
 
     async def sleep(self, delay: float) -> bool:
         """Wait ``delay`` seconds; return False if the batch stopped meanwhile."""
+        # A send waiting to retry makes room for a new one (see ``fresh``).
+        self._release_fresh(asyncio.current_task())
         try:
             await asyncio.wait_for(self.halted.wait(), delay)
         except TimeoutError:

@@ -28,12 +28,13 @@ from mailer.transports.base import Delivery
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
-    """A message ready for a transport: its envelope, bytes and Message-ID."""
+    """A message ready for a transport: its envelope, bytes, Message-ID and Date."""
 
     message: Message
     envelope: Envelope
     content: bytes
     message_id: str
+    date: str = ""  # recorded by the journal, so a resume rebuilds the same bytes
 
 
 class AttemptObserver(Protocol):

@@ -110,7 +110,7 @@ class Exchange:
                     current.phase = Phase.DATA
                     in_data = current
                     current, group = self._next_group()
-                    session.write(wire_content(in_data.content) + group)
+                    session.write(wire_content(in_data.content, group))
                     continue
                 # Refused, or its sender gave up before the content: the
                 # transaction ends here, and the session goes on.

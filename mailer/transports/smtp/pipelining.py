@@ -50,14 +50,16 @@ MAX_LINE_LENGTH = 8192
 MAX_REPLY_LENGTH = 4 * MAX_LINE_LENGTH
 
 
-def wire_content(content: bytes) -> bytes:
+def wire_content(content: bytes, after: bytes = b"") -> bytes:
     """Return the message content as sent after DATA: CRLF, dot-stuffed, ``.`` line.
 
     Args:
         content: The serialised message.
+        after: Commands written in the same write (the next envelope).
 
     Returns:
-        The bytes to write after the 354 reply, ending with ``CRLF.CRLF``.
+        The bytes to write after the 354 reply, ending with ``CRLF.CRLF``
+        (and ``after``).
     """
     crlf = content.count(CRLF)
     if content.count(b"\r") == crlf == content.count(b"\n"):
@@ -70,7 +72,11 @@ def wire_content(content: bytes) -> bytes:
     # with CRLF line ends, such a line follows "\n" or opens the content.
     if normal.startswith(b"."):
         normal = b"." + normal
-    return normal.replace(b"\n.", b"\n..") + b".\r\n"
+    if b"\n." in normal:
+        normal = normal.replace(b"\n.", b"\n..")
+    # One copy of the content, not three: with attachments it is megabytes,
+    # and every message in flight holds its copies at once.
+    return b"".join((normal, b".\r\n", after))
 
 
 def envelope_commands(envelope: Envelope, options: list[str], encoding: str) -> bytes:
