@@ -424,10 +424,16 @@ def _check_identity(
             path=str(path),
         )
     if meta.get("fingerprint") != identity.fingerprint:
+        started = meta.get("source")
+        # The same name twice told nothing: say which case this is.
+        what = (
+            f"{started} changed since the journal was started"
+            if started == identity.source
+            else f"it was started for the recipients {started}, not {identity.source}"
+        )
         raise JournalError(
-            f"{path} is the journal of another batch: its recipients "
-            f"({meta.get('source')}) differ from these ({identity.source}), "
-            "or the file changed since; use a new journal file for this batch",
+            f"{path} is the journal of another batch: {what}; use a new journal "
+            "file for this batch (or the original file to resume it)",
             path=str(path),
         )
 

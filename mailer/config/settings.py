@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from dotenv import dotenv_values
 from pydantic import (
     AliasChoices,
     Field,
@@ -19,9 +18,14 @@ from pydantic import (
     field_validator,
 )
 from pydantic import model_validator as _model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from mailer.config.dsn import OPTIONS, Relay, RelayMode, TLSMode, parse_dsn
+from mailer.config.envfile import LiteralDotEnvSource, env_file_paths, read_env_file
 from mailer.content.addresses import Address
 from mailer.exceptions import ConfigError, MailerError
 
@@ -66,9 +70,11 @@ class MailerSettings(BaseSettings):
     """How to reach the SMTP server and how to send; read from ``MAILER_*`` variables.
 
     Values come, highest priority first, from keyword arguments, the environment,
-    and the ``.env`` file in the current directory. Unknown ``MAILER_*`` keys are
-    errors (a typo must not silently drop a setting); other keys in ``.env`` are
-    left alone. Errors name the key and never echo the value.
+    and the ``.env`` file in the current directory (or ``_env_file=PATH``).
+    ``.env`` values are taken literally: ``$`` is never expanded (see
+    ``mailer.config.envfile``). Unknown ``MAILER_*`` keys are errors (a typo
+    must not silently drop a setting); other keys in ``.env`` are left alone.
+    Errors name the key and never echo the value.
     """
 
     model_config = SettingsConfigDict(
@@ -195,6 +201,28 @@ class MailerSettings(BaseSettings):
     # The DSN's relays, validated once (see _validated_relays).
     _relays: tuple[MailerSettings, ...] | None = PrivateAttr(None)
     _relay_mode: RelayMode = PrivateAttr("single")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read ``.env`` with our literal reader instead of python-dotenv's default.
+
+        The default expands ``${VAR}``, even in single quotes, so a password
+        holding ``$`` silently changed; ours reads every value as written.
+        """
+        # The source pydantic-settings made knows which file: .env or _env_file.
+        env_file = getattr(dotenv_settings, "env_file", None)
+        encoding = getattr(dotenv_settings, "env_file_encoding", None) or "utf-8"
+        literal = LiteralDotEnvSource(
+            settings_cls, env_file, env_names=env_names(), encoding=encoding
+        )
+        return init_settings, env_settings, literal, file_secret_settings
 
     def __init__(self, **values: Any) -> None:
         """Load and validate the settings.
@@ -476,8 +504,8 @@ def _check_known_keys(values: dict[str, Any]) -> None:
         raise ConfigError(f"{key}: unknown setting{_suggest(key, known)}", key=key)
     env_file = values.get("_env_file", MailerSettings.model_config.get("env_file"))
     keys = [k for k in os.environ if k.upper().startswith(ENV_PREFIX)]
-    if isinstance(env_file, str | Path) and Path(env_file).is_file():
-        keys += [k for k in dotenv_values(env_file) if k.upper().startswith(ENV_PREFIX)]
+    for path in env_file_paths(env_file):
+        keys += [k for k in read_env_file(path) if k.upper().startswith(ENV_PREFIX)]
     allowed = set(known.values())
     for key in keys:
         if key.upper() not in allowed:
@@ -488,10 +516,10 @@ def _check_known_keys(values: dict[str, Any]) -> None:
 
 
 _DSN_OPTION = {field: option for option, field in OPTIONS.items()} | {
-    "smtp_host": "host",
-    "smtp_port": "port",
-    "smtp_username": "user name",
-    "smtp_password": "password",
+    "smtp_host": "the host part",
+    "smtp_port": "the port part",
+    "smtp_username": "the user name (in the user-info part)",
+    "smtp_password": "the password (in the user-info part)",
 }
 # The plain-text rules, worded for MAILER_SMTP_TLS or for a relay of MAILER_DSN.
 _CLEAR_MAIL = (

@@ -231,11 +231,13 @@ def _validated(addr: str, display_name: str, field: str) -> Address:
         raise InvalidAddressError(
             f"{field}: one address per entry, got {excerpt(addr)}", field=field
         )
-    local, _, domain = addr.rpartition("@")
+    local, at, domain = addr.rpartition("@")
     checked_domain = _LOCALHOST.sub(r"\1test", domain)
     try:
         result = email_validator.validate_email(
-            f"{local}@{checked_domain}",
+            # Without an @, the validator's own reason ("must have an @-sign"),
+            # not the one for "@broken" ("something before the @-sign").
+            f"{local}@{checked_domain}" if at else addr,
             check_deliverability=False,
             test_environment=True,
             allow_smtputf8=True,

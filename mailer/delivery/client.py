@@ -14,19 +14,25 @@ from collections.abc import (
 )
 from functools import partial
 
+from mailer.config.secrets import Redactor
 from mailer.config.settings import MailerSettings
 from mailer.config.signing import check_alignment, dkim_signer
 from mailer.content.message import Message
 from mailer.content.serialize import serialize_message
 from mailer.delivery.bounded import stream_batch
-from mailer.delivery.control import BatchControl, SendControl, SendRequest
+from mailer.delivery.control import (
+    BatchControl,
+    SendControl,
+    SendRequest,
+    fatal_reason,
+)
 from mailer.delivery.limits import check_message_limits
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
 from mailer.delivery.state import AttemptObserver, MessageAttempts, OutgoingMessage
 from mailer.exceptions import ConfigError, DeliveryError, MailerError
 from mailer.replies import Verdict, classify_reply
-from mailer.transports.base import AsyncCloseable, Transport
+from mailer.transports.base import AsyncCloseable, Delivery, Transport
 from mailer.transports.factory import transport_from_settings
 
 logger = logging.getLogger("mailer")
@@ -67,6 +73,9 @@ class MessageClient(AsyncCloseable):
         )
         self.retry_policy = RetryPolicy.from_settings(self.settings)
         self.dkim_signer = dkim_signer(self.settings)
+        # Every reply and error a transport hands back passes through it before
+        # it becomes a result, a journal entry, a log record or a raised error.
+        self.redactor = Redactor.from_settings(self.settings)
 
     async def aclose(self) -> None:
         """Close the transport's connections."""
@@ -221,15 +230,19 @@ class MessageClient(AsyncCloseable):
         attempts.begin()
         try:
             attempts.in_flight = True
-            delivery = await self.transport.deliver(
-                attempts.envelope(), attempts.outgoing.content
+            delivery = self._redacted(
+                await self.transport.deliver(
+                    attempts.envelope(), attempts.outgoing.content
+                )
             )
         except DeliveryError as exc:
-            verdict = attempts.record_error(exc)
+            self.redactor.error(exc)
+            verdict = attempts.record_error(exc, control.judge(exc))
             if verdict is Verdict.FATAL:
-                control.stop(f"stopped after: {exc}")
+                control.stop(fatal_reason(exc, self.settings))
         except Exception as exc:
             # A bug, not a server reply: record it so nothing is left "sending".
+            self.redactor.error(exc)
             attempts.in_flight = False
             attempts.record_error(exc)
             if observer is not None:
@@ -247,6 +260,19 @@ class MessageClient(AsyncCloseable):
         if observer is not None:
             await _notify(observer.attempt_ended(attempts, retry_in=retry_in), control)
         return retry_in
+
+    def _redacted(self, delivery: Delivery) -> Delivery:
+        """Return ``delivery`` with every password form hidden in its replies."""
+        if not self.redactor:
+            return delivery
+        return Delivery(
+            delivery.accepted,
+            {
+                rcpt: self.redactor.reply(reply)
+                for rcpt, reply in delivery.refused.items()
+            },
+            self.redactor.reply(delivery.reply),
+        )
 
     async def send_many(
         self,

@@ -14,7 +14,10 @@ adds what a batch needs beyond running sends side by side:
   end ``pending``, and so does every message pulled after it: none is dropped;
 * the first-attempt gate: until one attempt ends without a fatal error,
   attempts run one at a time, so a refused login costs one login, not one per
-  connection (a burst of bad logins can lock the account);
+  connection (a burst of bad logins can lock the account). While the gate is
+  shut, any failure every message would hit (``replies.misconfiguration``: a
+  refused connection, no greeting, 530 STARTTLS required...) is fatal too: the
+  batch stops after that one attempt instead of trying every message;
 * the shutdown grace: after a stop, attempts in flight get ``grace`` seconds,
   then they are cut off and reported ``pending`` (ambiguous if the message may
   have been delivered).
@@ -33,10 +36,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
+from mailer.config.settings import MailerSettings
 from mailer.content.message import Message
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.state import AttemptObserver, MessageAttempts
-from mailer.replies import Verdict
+from mailer.replies import Misconfiguration, Verdict, classify_error, misconfiguration
 
 # Sends a batch runs beyond its transactions in flight: room for the messages
 # waiting for a retry. Each holds its serialised bytes in memory.
@@ -71,6 +75,22 @@ class SendRequest:
             and self.observer is None
             and self.date is None
         )
+
+
+class StopEvent(asyncio.Event):
+    """A stop for ``stream``/``send_many``/``send_messages`` that says why.
+
+    Any ``asyncio.Event`` stops a batch (the pending messages then say
+    "interrupted"); this one carries the reason the pending messages report.
+    """
+
+    reason = "interrupted"
+
+    def set_reason(self, reason: str) -> None:
+        """Set the event with ``reason`` (the first reason given is kept)."""
+        if not self.is_set():
+            self.reason = reason
+            self.set()
 
 
 def as_request(item: Message | SendRequest) -> SendRequest:
@@ -125,6 +145,10 @@ class SendControl:
 
     def stop(self, reason: str) -> None:
         """Stop taking new attempts (a batch keeps the first reason given)."""
+
+    def judge(self, error: BaseException) -> Verdict:
+        """Return what a failed attempt means here; on its own, ``classify_error``."""
+        return classify_error(error)
 
 
 class BatchControl(SendControl):
@@ -229,7 +253,7 @@ class BatchControl(SendControl):
 
     async def _watch(self, stop: asyncio.Event) -> None:
         await stop.wait()
-        self.stop("interrupted")
+        self.stop(getattr(stop, "reason", "interrupted"))
         if self._sends:
             await asyncio.wait(set(self._sends), timeout=self.grace)
         self.abandoning = True
@@ -258,6 +282,19 @@ class BatchControl(SendControl):
                 return False
         return True
 
+    def judge(self, error: BaseException) -> Verdict:
+        """Return what a failed attempt means for the batch.
+
+        Until an attempt has gone through, a failure that every message would
+        hit (``misconfiguration``) is fatal: the batch stops after it, and the
+        messages not sent end ``pending``, instead of each being tried
+        ``MAILER_MAX_ATTEMPTS`` times. Nothing was sent yet, so running the
+        batch again once the setting is fixed loses and doubles nothing.
+        """
+        if not self._proven and misconfiguration(error) is not None:
+            return Verdict.FATAL
+        return classify_error(error)
+
     @property
     def is_proven(self) -> bool:
         """Return whether an attempt has ended without a fatal error yet."""
@@ -280,3 +317,59 @@ class BatchControl(SendControl):
         except TimeoutError:
             return True
         return False
+
+
+def fatal_reason(error: BaseException, settings: MailerSettings) -> str:
+    """Return why a batch stopped after ``error``, with the setting to check.
+
+    Args:
+        error: The failure every message would hit.
+        settings: The settings in use (the hint names ``MAILER_DSN`` when it
+            gave the relays).
+    """
+    kind = misconfiguration(error)
+    hint = _HINTS_DSN if settings.dsn is not None else _HINTS
+    check = f"; {hint[kind]}" if kind is not None else ""
+    return f"stopped: every message would fail the same way: {error}{check}"
+
+
+_HINTS = {
+    Misconfiguration.UNREACHABLE: "check MAILER_SMTP_HOST and MAILER_SMTP_PORT "
+    "(is the server running?)",
+    Misconfiguration.NOT_SMTP: "check MAILER_SMTP_PORT and MAILER_SMTP_TLS "
+    "(port 465 is usually MAILER_SMTP_TLS=tls, 587 starttls; a local inbox none)",
+    Misconfiguration.CLIENT_REFUSED: "the server refuses this client; check "
+    "MAILER_SMTP_HOST (is it your relay?)",
+    Misconfiguration.STARTTLS_REQUIRED: "set MAILER_SMTP_TLS=starttls",
+    Misconfiguration.LOGIN_REQUIRED: "set MAILER_SMTP_USERNAME and "
+    "MAILER_SMTP_PASSWORD",
+    Misconfiguration.LOGIN_REFUSED: "check MAILER_SMTP_USERNAME and "
+    "MAILER_SMTP_PASSWORD",
+    Misconfiguration.NO_LOGIN: "the server offers no login: leave "
+    "MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD empty (a local inbox needs "
+    "none), or set MAILER_SMTP_TLS=starttls if it offers login only over TLS",
+    Misconfiguration.NO_STARTTLS: "the server offers no STARTTLS: for a local "
+    "server without TLS (such as mailer inbox) set MAILER_SMTP_TLS=none; on "
+    "port 465 use MAILER_SMTP_TLS=tls",
+    Misconfiguration.TLS: "check MAILER_SMTP_TLS (and MAILER_SMTP_CA_FILE for a "
+    "private CA)",
+}
+_HINTS_DSN = {
+    Misconfiguration.UNREACHABLE: "check the host and port in MAILER_DSN "
+    "(is the server running?)",
+    Misconfiguration.NOT_SMTP: "check the port and the scheme in MAILER_DSN "
+    "(port 465 is usually smtps://, 587 smtp:// with tls=starttls)",
+    Misconfiguration.CLIENT_REFUSED: "the server refuses this client; check the "
+    "host in MAILER_DSN (is it your relay?)",
+    Misconfiguration.STARTTLS_REQUIRED: "add ?tls=starttls to the relay in MAILER_DSN",
+    Misconfiguration.LOGIN_REQUIRED: "add user:password@ to the relay in MAILER_DSN",
+    Misconfiguration.LOGIN_REFUSED: "check the user name and password in MAILER_DSN",
+    Misconfiguration.NO_LOGIN: "the server offers no login: remove user:password@ "
+    "from the relay in MAILER_DSN, or add ?tls=starttls if it offers login only "
+    "over TLS",
+    Misconfiguration.NO_STARTTLS: "the server offers no STARTTLS: for a local "
+    "server without TLS add ?tls=none to the relay in MAILER_DSN; on port 465 "
+    "use smtps://",
+    Misconfiguration.TLS: "check the scheme and tls= in MAILER_DSN (and ca_file= "
+    "for a private CA)",
+}

@@ -8,10 +8,12 @@ import time
 
 import aiosmtplib
 
+from mailer.config.secrets import Redactor
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Envelope
 from mailer.exceptions import RecipientsRefusedError, UnsupportedError
 from mailer.replies import RecipientStatus, Reply, classify_reply
+from mailer.transports.smtp.dialogue import DialogueSMTP
 from mailer.transports.smtp.greeting import greet
 from mailer.transports.smtp.limits import check_server_size
 from mailer.transports.smtp.login import log_in
@@ -44,7 +46,8 @@ class SMTPConnection:
         # itself. aiosmtplib's None would mean "upgrade if offered", which
         # silently continues in clear (AUTH included) when a server, or an
         # attacker in the middle, hides STARTTLS.
-        self._smtp = aiosmtplib.SMTP(
+        self._smtp: aiosmtplib.SMTP = DialogueSMTP(
+            redactor=Redactor.from_settings(settings),
             hostname=settings.smtp_host,
             port=settings.port,
             use_tls=settings.tls_mode == "tls",

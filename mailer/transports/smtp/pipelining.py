@@ -33,6 +33,7 @@ import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
 from mailer.content.message import Envelope
+from mailer.transports.smtp.dialogue import log_reply, log_written
 
 CRLF = b"\r\n"
 # Lone CR or LF become CRLF on the wire, as aiosmtplib's data() does.
@@ -246,6 +247,7 @@ class PipelinedSession:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         self._transport: asyncio.Transport = transport
         self._inner: asyncio.Protocol = protocol
+        self._smtp = smtp
         self._timeout = timeout
         self._reader = ReplyReader(protocol)
 
@@ -266,6 +268,7 @@ class PipelinedSession:
         """
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        log_written(self._smtp, data)  # -v: the dialogue, when shown
         self._transport.write(data)
 
     async def read_reply(self, deadline: float) -> SMTPResponse:
@@ -276,11 +279,15 @@ class PipelinedSession:
                 stops after ``timeout``, whichever comes first.
         """
         until = asyncio.get_running_loop().time() + self._timeout
-        return await self._reader.read(min(until, deadline))
+        reply = await self._reader.read(min(until, deadline))
+        log_reply(self._smtp, reply)
+        return reply
 
     async def read_final_reply(self, deadline: float) -> SMTPResponse:
         """Return the reply to a message's content, waiting until ``deadline``."""
-        return await self._reader.read(deadline)
+        reply = await self._reader.read(deadline)
+        log_reply(self._smtp, reply)
+        return reply
 
     async def read_envelope_replies(
         self, recipients: int, deadline: float
