@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from mailer.exceptions import AuthenticationError, TLSError
 from mailer.replies import (
+    Misconfiguration,
     Reply,
     calls_for_helo,
     is_refusal,
+    misconfiguration,
     requires_login,
     requires_starttls,
     settles_content,
@@ -68,3 +71,18 @@ def test_a_530_says_whether_starttls_or_a_login_is_missing() -> None:
     assert (requires_starttls(starttls), requires_login(starttls)) == (True, False)
     assert (requires_starttls(login), requires_login(login)) == (False, True)
     assert (requires_starttls(other), requires_login(other)) == (False, False)
+
+
+def test_a_530_names_what_is_missing_whatever_error_carries_it() -> None:
+    """The transport raises 530 as TLSError/AuthenticationError; the verdict reads the reply."""
+    starttls = Reply(530, "5.7.0 Must issue a STARTTLS command first")
+    login = Reply(530, "5.7.0 Authentication required")
+    assert misconfiguration(TLSError("x", reply=starttls)) is (
+        Misconfiguration.STARTTLS_REQUIRED
+    )
+    assert misconfiguration(AuthenticationError("x", reply=login)) is (
+        Misconfiguration.LOGIN_REQUIRED
+    )
+    assert misconfiguration(TLSError("no STARTTLS offered")) is (
+        Misconfiguration.NO_STARTTLS
+    )
