@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from mailer.cli import demo, inbox, preview, send, status
+from mailer.cli import queue as queue_commands
+from mailer.cli import worker as worker_command
 
 app = typer.Typer(
     add_completion=False,
@@ -17,6 +19,8 @@ app.command()(status.status)
 app.command()(preview.preview)
 app.command()(demo.demo)
 app.command()(inbox.inbox)
+app.command()(worker_command.worker)
+app.add_typer(queue_commands.queue_app, name="queue")
 
 
 def main() -> None:

@@ -48,10 +48,33 @@ def send(
     ] = False,
     templates_dir: TemplatesDirOption = None,
     journal: JournalOption = None,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="Enqueue the batch (MAILER_QUEUE_DSN) for `mailer worker` "
+            "instead of sending it; prints the batch id.",
+        ),
+    ] = False,
+    job_size: Annotated[
+        int | None,
+        typer.Option(
+            "--job-size",
+            min=1,
+            max=10_000,
+            help="With --queue: messages per job; default MAILER_QUEUE_JOB_SIZE.",
+        ),
+    ] = None,
 ) -> None:
     """Send TEMPLATE to every recipient in the file, concurrently."""
     settings = load_settings(templates_dir)
     source = open_recipients(recipients)
+    if queue and not dry_run:
+        from mailer.cli.enqueue import enqueue
+
+        raise typer.Exit(
+            enqueue(template, source, settings, skip_invalid, report, journal, job_size)
+        )
     if dry_run:
         raise typer.Exit(
             run_command(_dry_run(template, source, settings, skip_invalid))

@@ -171,6 +171,21 @@ class MailerSettings(BaseSettings):
         10.0, ge=0, le=3600, allow_inf_nan=False, description="In-flight on Ctrl-C."
     )
 
+    # Queued sending on PostgreSQL (issue 15; see mailer/queue/).
+    queue_dsn: SecretStr | None = Field(
+        None, description="postgresql://user:pass@host:5432/db for the mail queue."
+    )
+    queue_job_size: int = Field(
+        100, ge=1, le=10_000, description="Messages per job of `send --queue`."
+    )
+    queue_heartbeat: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds between worker heartbeats; 3 missed: stalled.",
+    )
+
     def __init__(self, **values: Any) -> None:
         """Load and validate the settings.
 
@@ -241,6 +256,17 @@ class MailerSettings(BaseSettings):
             from mailer.config.dsn import parse_dsn
 
             parse_dsn(value.get_secret_value())  # DSNError is a ValueError
+        return value
+
+    @field_validator("queue_dsn", mode="after")
+    @classmethod
+    def _queue_dsn_is_postgres(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value()
+            if not text.startswith(("postgresql://", "postgres://")):
+                raise ValueError("expected a postgresql://user:pass@host:port/db URL")
+            if _CONTROL.search(text):
+                raise ValueError("control characters are not allowed")
         return value
 
     @_model_validator(mode="after")
