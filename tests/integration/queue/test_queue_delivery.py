@@ -35,7 +35,9 @@ async def wait_for(condition: Callable[[], Any], within: float = 20.0) -> None:
 
 
 async def test_send_later_returns_the_message_id_the_worker_sends_with(
-    smtp_server: SMTPTestServer, queue_settings: Callable[..., MailerSettings], query: Any
+    smtp_server: SMTPTestServer,
+    queue_settings: Callable[..., MailerSettings],
+    query: Any,
 ) -> None:
     """The Message-ID returned at enqueue time is the one the server receives."""
     settings = queue_settings(smtp_server)
@@ -68,7 +70,9 @@ async def test_a_rolled_back_transaction_sends_nothing_and_a_committed_one_sends
                 raise RuntimeError("payment declined")
         async with connection.transaction():
             await connection.execute("INSERT INTO orders VALUES (2)")
-            kept = await send_later(receipt(2), connection=connection, settings=settings)
+            kept = await send_later(
+                receipt(2), connection=connection, settings=settings
+            )
     assert await query("SELECT id FROM orders") == [(2,)]
     async with worker_running(settings):
         await smtp_server.outbox.wait_for(subject="Order 2", timeout=20)
@@ -97,9 +101,7 @@ async def test_send_later_through_an_open_procrastinate_connector(
     connector = PsycopgConnector(conninfo=queue_database, min_size=1, max_size=2)
     await connector.open_async()
     try:
-        message_id = await send_later(
-            receipt(), connector=connector, settings=settings
-        )
+        message_id = await send_later(receipt(), connector=connector, settings=settings)
     finally:
         await connector.close_async()
     async with worker_running(settings):
@@ -184,7 +186,9 @@ async def test_a_deferred_message_gets_a_retry_job_instead_of_a_sleeping_worker(
 
 
 async def test_a_recipient_refused_with_550_fails_after_one_attempt(
-    smtp_server: SMTPTestServer, queue_settings: Callable[..., MailerSettings], query: Any
+    smtp_server: SMTPTestServer,
+    queue_settings: Callable[..., MailerSettings],
+    query: Any,
 ) -> None:
     """A 5xx is final: failed with the server's reply, never retried."""
     settings = queue_settings(smtp_server)
@@ -204,13 +208,18 @@ async def test_a_recipient_refused_with_550_fails_after_one_attempt(
     assert (attempts, transient) == (1, False)
     assert replies == {"customer1@example.test": [550, "5.1.1 No such user"]}
     rcpts = [
-        line for t in smtp_server.transcripts for line in t if line.startswith("C: RCPT")
+        line
+        for t in smtp_server.transcripts
+        for line in t
+        if line.startswith("C: RCPT")
     ]
     assert len(rcpts) == 1
 
 
 async def test_a_message_left_sending_by_a_dead_worker_is_resent_as_ambiguous(
-    smtp_server: SMTPTestServer, queue_settings: Callable[..., MailerSettings], query: Any
+    smtp_server: SMTPTestServer,
+    queue_settings: Callable[..., MailerSettings],
+    query: Any,
 ) -> None:
     """'sending' means it may have gone out: resent with the same Message-ID, counted."""
     settings = queue_settings(smtp_server)
@@ -287,7 +296,9 @@ async def test_apply_schema_is_idempotent_and_refuses_a_newer_database(
 
 
 async def test_a_hand_edited_message_row_fails_instead_of_sending(
-    smtp_server: SMTPTestServer, queue_settings: Callable[..., MailerSettings], query: Any
+    smtp_server: SMTPTestServer,
+    queue_settings: Callable[..., MailerSettings],
+    query: Any,
 ) -> None:
     """A header injection written into the database is refused by the worker."""
     settings = queue_settings(smtp_server)
