@@ -85,7 +85,7 @@ async def test_a_bad_row_enqueues_nothing_and_exits_2(
 ) -> None:
     """Rows are checked first, exactly as without --queue: one bad row, nothing queued."""
     recipients = write_recipients(tmp_path / "r.csv", 5, bad_line=4)
-    code, stdout, stderr = await mailer(
+    code, _, stderr = await mailer(
         environment(queue_database),
         "send",
         "-t",
@@ -164,7 +164,7 @@ async def test_sigterm_finishes_the_transactions_in_flight_and_requeues_the_rest
         )
         await server.outbox.wait_for(count=3, timeout=30)
         worker.send_signal(signum)
-        stdout, stderr = await asyncio.wait_for(worker.communicate(), 60)
+        _, stderr = await asyncio.wait_for(worker.communicate(), 60)
         assert worker.returncode == code, stderr.decode()
         assert "SIGTERM: stopping; no new job starts" in stderr.decode()
         arrived = len(server.outbox)
@@ -222,7 +222,7 @@ async def test_no_command_prints_the_queue_password(
     outputs.append(
         await mailer(env, "send", "-t", "welcome", "-r", str(recipients), "--queue")
     )
-    for code, stdout, stderr in outputs:
+    for _, stdout, stderr in outputs:
         assert password not in stdout + stderr
     failures = outputs[2:4] + outputs[4:]
     for code, _, stderr in failures:

@@ -63,11 +63,15 @@ async def test_a_rolled_back_transaction_sends_nothing_and_a_committed_one_sends
     async with await psycopg.AsyncConnection.connect(queue_database) as connection:
         await connection.execute("CREATE TABLE orders (id int PRIMARY KEY)")
         await connection.commit()
-        with pytest.raises(RuntimeError, match="payment declined"):
+
+        async def declined_order() -> None:
             async with connection.transaction():
                 await connection.execute("INSERT INTO orders VALUES (1)")
                 await send_later(receipt(1), connection=connection, settings=settings)
                 raise RuntimeError("payment declined")
+
+        with pytest.raises(RuntimeError, match="payment declined"):
+            await declined_order()
         async with connection.transaction():
             await connection.execute("INSERT INTO orders VALUES (2)")
             kept = await send_later(
