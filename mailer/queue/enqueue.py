@@ -41,6 +41,7 @@ class PreparedMessage:
     message_id: str
     email: str
     encoded: dict[str, Any]
+    sender: Address
 
 
 class QueueRecorder(Protocol):
@@ -77,6 +78,7 @@ def prepare(message: Message, settings: MailerSettings) -> PreparedMessage:
         message_id=message_id,
         email=message.to[0].addr_spec,
         encoded=encode_message(message, sender=sender),
+        sender=sender,
     )
 
 

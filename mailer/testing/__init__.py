@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mailer.testing.config import isolated_settings
     from mailer.testing.fakes import OutboxTransport, capture_mail, use_transport
     from mailer.testing.mocking import SEND_TARGET, patch_send
+    from mailer.testing.queue import FakeQueue, QueuedMail, fake_queue
     from mailer.testing.server.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
     from mailer.testing.server.server import SMTPTestServer
     from mailer.testing.server.threaded import ThreadedSMTPTestServer
@@ -47,6 +48,9 @@ _LAZY = {
     "use_transport": "mailer.testing.fakes",
     "TLSBundle": "mailer.testing.tls",
     "isolated_settings": "mailer.testing.config",
+    "FakeQueue": "mailer.testing.queue",
+    "QueuedMail": "mailer.testing.queue",
+    "fake_queue": "mailer.testing.queue",
 }
 
 
@@ -66,6 +70,7 @@ __all__ = [
     "AnyOf",
     "Attachment",
     "Contains",
+    "FakeQueue",
     "FaultPlan",
     "FaultRule",
     "Mail",
@@ -74,6 +79,7 @@ __all__ = [
     "Outbox",
     "OutboxTransport",
     "Predicate",
+    "QueuedMail",
     "Regex",
     "SMTPTestServer",
     "SentMail",
@@ -81,6 +87,7 @@ __all__ = [
     "TLSBundle",
     "ThreadedSMTPTestServer",
     "capture_mail",
+    "fake_queue",
     "isolated_settings",
     "patch_send",
     "use_transport",
