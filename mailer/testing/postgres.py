@@ -14,16 +14,18 @@ PostgreSQL refuses to run as root. Run as root (as CI does), the server runs
 as an unprivileged user (``nobody``, or ``run_as=``) that owns the cluster's
 directory.
 
-The server binaries are looked up in ``$MAILER_PG_BINDIR`` (an environment
+The server binaries are looked up in ``$POSTGRES_BINDIR`` (an environment
 variable of the test harness, not a mailer setting), then Debian's
 ``/usr/lib/postgresql/<version>/bin`` (newest first), then ``pg_config
---bindir``, then ``PATH``. ``make test`` installs Debian's ``postgresql``
-package when none is found and it runs as root.
+--bindir``, then ``PATH``, then the ``pgserver`` package's. When none is
+found, ``make test`` installs Debian's ``postgresql`` package (as root) or
+``pgserver`` into the virtual environment (otherwise).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import secrets
@@ -34,7 +36,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-BINDIR_VARIABLE = "MAILER_PG_BINDIR"
+BINDIR_VARIABLE = "POSTGRES_BINDIR"
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 START_TIMEOUT = 60.0
 DATABASE = "mailer_test"
@@ -75,13 +77,18 @@ def find_bindir() -> Path:
     initdb = shutil.which("initdb")
     if initdb is not None:
         candidates.append(Path(initdb).parent)
+    # The pip-installable server (pgserver, Apache-2.0) that `make test`
+    # installs where neither Debian's package nor root is available.
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.origin is not None:
+        candidates.append(Path(spec.origin).parent / "pginstall" / "bin")
     for candidate in candidates:
         if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
             return candidate
     raise PostgresNotFoundError(
-        "no PostgreSQL server binaries (initdb, pg_ctl) found: install Debian's "
-        "'postgresql' package (make test does it when run as root), or set "
-        f"{BINDIR_VARIABLE} to the directory holding them"
+        "no PostgreSQL server binaries (initdb, pg_ctl) found: run `make "
+        "postgres-server` (Debian's 'postgresql' package as root, else the "
+        f"'pgserver' package), or set {BINDIR_VARIABLE} to their directory"
     )
 
 
