@@ -90,7 +90,10 @@ class QueueObserver:
     """Write each attempt of one queued message to ``mailer_messages``.
 
     Args:
-        pool: The worker's connection pool.
+        connection: The job's autocommit connection, shared by the messages
+            of the job (one statement each, so they never mix).
+        pool: The worker's connection pool, for the transaction that records
+            a deferral together with its retry job.
         entry: The message's state as loaded by the job.
         policy: The retry policy (the client's own retries are off).
         worker: This worker's name, recorded with ``sending``.
@@ -99,6 +102,7 @@ class QueueObserver:
 
     def __init__(
         self,
+        connection: Connection,
         pool: AsyncConnectionPool[Connection],
         entry: JournalEntry,
         *,
@@ -106,6 +110,7 @@ class QueueObserver:
         worker: str,
         schedule_retry: RetryScheduler,
     ) -> None:
+        self.connection = connection
         self.pool = pool
         self.entry = entry
         self.policy = policy
@@ -118,10 +123,9 @@ class QueueObserver:
 
     async def attempt_starting(self, attempts: MessageAttempts, /) -> None:
         """Commit ``sending`` before the first SMTP command."""
-        async with self.pool.connection() as connection:
-            total, elapsed, ambiguous = await store.record_starting(
-                connection, self.entry.position, self.worker
-            )
+        total, elapsed, ambiguous = await store.record_starting(
+            self.connection, self.entry.position, self.worker
+        )
         self._total_attempts = total
         self._elapsed_at_start = elapsed
         self._started = time.monotonic()
@@ -143,7 +147,10 @@ class QueueObserver:
             policy=self.policy,
         )
         self.retry_in = delay
+        if delay is None:
+            await store.record_outcome(self.connection, self.entry, retry_in=None)
+            return
+        # Both or neither: a deferred message always has its retry job.
         async with self.pool.connection() as connection, connection.transaction():
             await store.record_outcome(connection, self.entry, retry_in=delay)
-            if delay is not None:
-                await self.schedule_retry(connection, self.entry.position, delay)
+            await self.schedule_retry(connection, self.entry.position, delay)

@@ -122,9 +122,13 @@ class DeliveryRuntime:
         """
         held, busy = await self.locks.acquire(ids)
         try:
+            # One connection for the whole job: its messages' state changes
+            # are single autocommit statements, one after the other.
             async with self.pool.connection() as connection:
                 rows = await store.load_messages(connection, held)
-            counts, unfinished, reason = await self._send(rows, retry=retry)
+                counts, unfinished, reason = await self._send(
+                    connection, rows, retry=retry
+                )
         finally:
             await self.locks.release(held)
         if unfinished:
@@ -151,7 +155,7 @@ class DeliveryRuntime:
         )
 
     async def _send(
-        self, rows: list[store.QueuedMessage], *, retry: bool
+        self, connection: Connection, rows: list[store.QueuedMessage], *, retry: bool
     ) -> tuple[dict[str, int], int, str]:
         counts = {"sent": 0, "deferred": 0, "failed": 0, "pending": 0, "done": 0}
         requests: list[SendRequest] = []
@@ -164,7 +168,7 @@ class DeliveryRuntime:
             if entry.state is JournalState.DEFERRED and not retry and not row.is_due:
                 counts["done"] += 1  # its retry job will send it
                 continue
-            request = await self._request(row, observers)
+            request = await self._request(connection, row, observers)
             if request is not None:
                 requests.append(request)
         unfinished = 0
@@ -187,7 +191,10 @@ class DeliveryRuntime:
         return counts, unfinished, reason
 
     async def _request(
-        self, row: store.QueuedMessage, observers: list[QueueObserver]
+        self,
+        connection: Connection,
+        row: store.QueuedMessage,
+        observers: list[QueueObserver],
     ) -> SendRequest | None:
         entry = row.entry
         try:
@@ -195,8 +202,7 @@ class DeliveryRuntime:
         except (MailerError, ValueError, KeyError, TypeError) as exc:
             entry.state = JournalState.FAILED
             entry.error = f"the queued message cannot be read: {exc}"
-            async with self.pool.connection() as connection:
-                await store.record_outcome(connection, entry, retry_in=None)
+            await store.record_outcome(connection, entry, retry_in=None)
             return None
         recipients = None
         if entry.settled:
@@ -210,6 +216,7 @@ class DeliveryRuntime:
                 logger.warning("message %s has nobody left to send to", row.id)
                 return None
         observer = QueueObserver(
+            connection,
             self.pool,
             entry,
             policy=self.policy,
