@@ -133,29 +133,43 @@ async def enqueue_rates(dsn: str, port: int, csv_path: Path, count: int) -> None
     await reset(dsn)
     env = environment(dsn, port)
     started = time.perf_counter()
-    subprocess.run(
-        [*MAILER, "send", "-t", "welcome", "-r", str(csv_path), "--queue"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    await run(env, "send", "-t", "welcome", "-r", str(csv_path), "--queue")
     batch = count / (time.perf_counter() - started)
     print("1. enqueue rate (messages/s)")
-    print(f"   send_later, on one connection (yours)     {shared:8.0f}  ({count} msgs)")
-    print(
-        f"   send_later, a connection of its own each  {own:8.0f}  ({own_count} msgs)"
+    print(f"   send_later, on one connection (yours)     {shared:8.0f}  ({count})")
+    print(f"   send_later, a connection of its own each  {own:8.0f}  ({own_count})")
+    print(f"   mailer send --queue (whole CSV, process)  {batch:8.0f}  ({count})")
+
+
+async def run(env: dict[str, str], *args: str) -> None:
+    """Run one mailer command to its end; fail loudly if it fails."""
+    process = await asyncio.create_subprocess_exec(
+        *MAILER, *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    print(f"   mailer send --queue (whole CSV, process)  {batch:8.0f}  ({count} rows)")
+    _, stderr = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"mailer {args[0]} failed: {stderr.decode()[-500:]}")
 
 
-def direct_send(env: dict[str, str], csv_path: Path, count: int) -> float:
+async def start_worker(
+    env: dict[str, str], stdout: int = subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *MAILER, "worker", env=env, stdout=stdout, stderr=subprocess.DEVNULL
+    )
+
+
+async def wait_all_sent(dsn: str) -> None:
+    # The database has no event to await for "every message sent": poll it.
+    while await scalar(  # noqa: ASYNC110
+        dsn, "SELECT count(*) FROM mailer_messages WHERE state <> 'sent'"
+    ):
+        await asyncio.sleep(0.05)
+
+
+async def direct_send(env: dict[str, str], csv_path: Path, count: int) -> float:
     started = time.perf_counter()
-    subprocess.run(
-        [*MAILER, "send", "-t", "welcome", "-r", str(csv_path)],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    await run(env, "send", "-t", "welcome", "-r", str(csv_path))
     return count / (time.perf_counter() - started)
 
 
@@ -163,33 +177,17 @@ async def queued_send(
     dsn: str, env: dict[str, str], csv_path: Path, count: int, workers: int
 ) -> float:
     await reset(dsn)
-    subprocess.run(
-        [*MAILER, "send", "-t", "welcome", "-r", str(csv_path), "--queue"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    await run(env, "send", "-t", "welcome", "-r", str(csv_path), "--queue")
     started = time.perf_counter()
-    processes = [
-        subprocess.Popen(
-            [*MAILER, "worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(workers)
-    ]
+    processes = [await start_worker(env) for _ in range(workers)]
     try:
-        while await scalar(
-            dsn, "SELECT count(*) FROM mailer_messages WHERE state <> 'sent'"
-        ):
-            await asyncio.sleep(0.05)
+        await wait_all_sent(dsn)
         elapsed = time.perf_counter() - started
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
         for process in processes:
-            process.wait(60)
+            await asyncio.wait_for(process.wait(), 60)
     return count / elapsed
 
 
@@ -199,7 +197,7 @@ async def delivery_rates(
     env = environment(dsn, port)
     figures: dict[str, list[float]] = {"direct": [], "1 worker": [], "2 workers": []}
     for _ in range(rounds):
-        figures["direct"].append(direct_send(env, csv_path, count))
+        figures["direct"].append(await direct_send(env, csv_path, count))
         figures["1 worker"].append(await queued_send(dsn, env, csv_path, count, 1))
         figures["2 workers"].append(await queued_send(dsn, env, csv_path, count, 2))
     median = {k: statistics.median(v) for k, v in figures.items()}
@@ -226,11 +224,9 @@ async def latency(dsn: str, port: int, seconds: float) -> None:
     await reset(dsn)
     env = environment(dsn, port)
     settings = settings_for(dsn, port)
-    worker = subprocess.Popen(
-        [*MAILER, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
+    worker = await start_worker(env, stdout=subprocess.PIPE)
     assert worker.stdout is not None
-    worker.stdout.readline()  # "worker ... taking jobs": it is ready
+    await worker.stdout.readline()  # "worker ... taking jobs": it is ready
     total = int(seconds * LATENCY_RATE)
     try:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
@@ -241,10 +237,7 @@ async def latency(dsn: str, port: int, seconds: float) -> None:
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 await send_later(message(n), connection=conn, settings=settings)
             achieved = total / (time.perf_counter() - started)
-        while await scalar(
-            dsn, "SELECT count(*) FROM mailer_messages WHERE state <> 'sent'"
-        ):
-            await asyncio.sleep(0.05)
+        await wait_all_sent(dsn)
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             cursor = await conn.execute(
                 "SELECT extract(epoch FROM updated_at - created_at) * 1000"
@@ -253,7 +246,7 @@ async def latency(dsn: str, port: int, seconds: float) -> None:
             values = [float(row[0]) for row in await cursor.fetchall()]
     finally:
         worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
+        await asyncio.wait_for(worker.communicate(), 60)
     p50 = values[len(values) // 2]
     p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
     print(

@@ -13,7 +13,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailer.bulk.recipients import InvalidRow, Recipient, RecipientFile
+from mailer.bulk.recipients import (
+    InvalidRow,
+    Recipient,
+    RecipientFile,
+    recipient_from_mapping,
+)
 from mailer.bulk.sending import RecipientRow, check_rows, render_row
 from mailer.config.settings import MailerSettings
 from mailer.exceptions import ConfigError, InvalidRecipientsError, MailerError
@@ -91,11 +96,11 @@ async def enqueue_batch(
 
     def prepared_rows() -> Iterable[tuple[int, PreparedMessage]]:
         for position, raw in enumerate(recipients, start=1):
-            row = raw if isinstance(raw, Recipient | InvalidRow) else None
-            if row is None:
-                from mailer.bulk.recipients import recipient_from_mapping
-
-                row = recipient_from_mapping(raw, position)  # type: ignore[arg-type]
+            row = (
+                raw
+                if isinstance(raw, Recipient | InvalidRow)
+                else recipient_from_mapping(raw, position)
+            )
             if isinstance(row, InvalidRow):
                 continue
             try:

@@ -120,12 +120,11 @@ class DeliveryRuntime:
             DeliveryIncompleteError: Some must be tried again (stopping, a
                 refused login, held by another worker).
         """
-        held, busy = await self.locks.acquire(ids)
+        held, rows, busy = await self.locks.acquire(ids)
         try:
             # One connection for the whole job: its messages' state changes
             # are single autocommit statements, one after the other.
             async with self.pool.connection() as connection:
-                rows = await store.load_messages(connection, held)
                 counts, unfinished, reason = await self._send(
                     connection, rows, retry=retry
                 )

@@ -157,18 +157,6 @@ async def set_batch_total(connection: Connection, batch_id: int, total: int) -> 
     )
 
 
-async def load_messages(
-    connection: Connection, ids: Sequence[int]
-) -> list[QueuedMessage]:
-    """Return the rows with these ids, in id order (missing ids are left out)."""
-    cursor = await connection.execute(
-        f"SELECT {COLUMNS} FROM mailer_messages"  # noqa: S608 - a constant
-        " WHERE id = ANY(%s) ORDER BY id",
-        [list(ids)],
-    )
-    return [row_from_database(row) for row in await cursor.fetchall()]
-
-
 async def record_starting(
     connection: Connection, message_id: int, worker: str
 ) -> tuple[int, float, bool]:
