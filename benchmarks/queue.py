@@ -16,9 +16,12 @@ bottleneck) serve every measurement; each client is a fresh process. Printed:
    ``--queue`` drained by 1 and by 2 ``mailer worker`` processes (from the
    workers' start to the last message recorded sent), with the ratios;
 3. enqueue-to-delivery latency at a steady 100 messages/s: ``send_later``
-   paced at 100/s for LATENCY_SECONDS with one worker running; latency is the
-   time from the message's insert to its 'sent' commit (both by the
+   paced at 100/s for 15 s with one worker running, then with two; latency
+   is the time from the message's insert to its 'sent' commit (both by the
    database's clock), p50 and p99.
+
+The machine's load average is printed at the start and the end: on a shared
+2-core machine the figures move with whatever else runs.
 
 Rounds are interleaved for the delivery figures; a figure is the median of
 the rounds and a ratio the median of the per-round ratios.
@@ -220,13 +223,16 @@ async def delivery_rates(
     )
 
 
-async def latency(dsn: str, port: int, seconds: float) -> None:
+async def latency(dsn: str, port: int, seconds: float, workers: int) -> None:
     await reset(dsn)
     env = environment(dsn, port)
     settings = settings_for(dsn, port)
-    worker = await start_worker(env, stdout=subprocess.PIPE)
-    assert worker.stdout is not None
-    await worker.stdout.readline()  # "worker ... taking jobs": it is ready
+    processes = [
+        await start_worker(env, stdout=subprocess.PIPE) for _ in range(workers)
+    ]
+    for worker in processes:
+        assert worker.stdout is not None
+        await worker.stdout.readline()  # "worker ... taking jobs": it is ready
     total = int(seconds * LATENCY_RATE)
     try:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
@@ -245,13 +251,15 @@ async def latency(dsn: str, port: int, seconds: float) -> None:
             )
             values = [float(row[0]) for row in await cursor.fetchall()]
     finally:
-        worker.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(worker.communicate(), 60)
+        for worker in processes:
+            worker.send_signal(signal.SIGTERM)
+        for worker in processes:
+            await asyncio.wait_for(worker.communicate(), 60)
     p50 = values[len(values) // 2]
     p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
     print(
-        f"3. enqueue-to-delivery latency at {achieved:.0f} msg/s for {seconds:g}s "
-        f"({total} msgs, 1 worker): p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+        f"   {workers} worker(s): enqueued at {achieved:.0f} msg/s for {seconds:g}s "
+        f"({total} msgs): p50 {p50:.0f} ms, p99 {p99:.0f} ms"
     )
 
 
@@ -261,7 +269,7 @@ async def main() -> None:
     args = parser.parse_args()
     count = 500 if args.quick else 5000
     rounds = 1 if args.quick else 3
-    seconds = 3.0 if args.quick else 20.0
+    seconds = 3.0 if args.quick else 15.0
     sink = Sink("fast")
     try:
         with TemporaryPostgres() as server, tempfile.TemporaryDirectory() as tmp:
@@ -270,10 +278,19 @@ async def main() -> None:
             ) as connection:
                 await apply_schema(connection)
             csv_path = write_rows(Path(tmp) / "rows.csv", count)
+            load = " ".join(f"{x:.1f}" for x in os.getloadavg())
             print(f"PostgreSQL {server.bindir}, sink 'fast' on 127.0.0.1:{sink.port}")
+            print(f"load average at the start: {load}")
             await enqueue_rates(server.dsn, sink.port, csv_path, count)
             await delivery_rates(server.dsn, sink.port, csv_path, count, rounds)
-            await latency(server.dsn, sink.port, seconds)
+            print(
+                "3. enqueue-to-delivery latency, send_later paced at "
+                f"{LATENCY_RATE:.0f} msg/s (insert to 'sent', database clock)"
+            )
+            for workers in (1, 2):
+                await latency(server.dsn, sink.port, seconds, workers)
+            load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(f"load average at the end: {load} (2 cores; other work included)")
     finally:
         sink.stop()
 
