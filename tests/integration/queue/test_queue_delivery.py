@@ -322,3 +322,70 @@ async def test_a_hand_edited_message_row_fails_instead_of_sending(
     assert "cannot be read" in error
     assert "subject" in error
     assert len(smtp_server.outbox) == 0
+
+
+async def test_a_retry_goes_only_to_the_recipient_that_was_deferred(
+    smtp_server: SMTPTestServer,
+    queue_settings: Callable[..., MailerSettings],
+    query: Any,
+) -> None:
+    """452 for one of three: the retry job sends to that one alone, same Message-ID."""
+    settings = queue_settings(smtp_server)
+    smtp_server.faults.reply(
+        "RCPT", 452, "4.2.2 Mailbox full", recipient="b@example.test", times=1
+    )
+    message_id = await send_later(
+        Message(
+            to=["a@example.test", "b@example.test", "c@example.test"],
+            subject="Three",
+            body="x",
+        ),
+        settings=settings,
+    )
+    async with worker_running(settings):
+        first, second = await smtp_server.outbox.wait_for(count=2, timeout=20)
+    assert first.envelope.rcpt_tos == ("a@example.test", "c@example.test")
+    assert second.envelope.rcpt_tos == ("b@example.test",)
+    assert {first.message["Message-ID"], second.message["Message-ID"]} == {message_id}
+    [(state, attempts, recipients)] = await query(
+        "SELECT state, attempts, recipients FROM mailer_messages"
+    )
+    assert (state, attempts) == ("sent", 2)
+    assert set(recipients.values()) == {"accepted"}
+
+
+@pytest.mark.smtp_server(tls="starttls", auth={"shop": "right"})
+async def test_a_refused_login_leaves_messages_pending_and_their_job_comes_back(
+    smtp_server: SMTPTestServer, queue_database: str, query: Any
+) -> None:
+    """535: one login tried, the messages stay pending, the job waits its backoff."""
+    settings = smtp_server.settings(
+        smtp_password="wrong",
+        queue_dsn=queue_database,
+        queue_heartbeat=1,
+        retry_backoff=30,
+        retry_max_backoff=30,
+    )
+    for n in range(3):
+        await send_later(receipt(n), settings=settings)
+    async with worker_running(settings, concurrency=1):
+
+        async def job_waits() -> bool:
+            jobs = await query(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'"
+                " AND scheduled_at > now() + interval '5 seconds'"
+            )
+            return bool(jobs == [(3,)])
+
+        await wait_for(job_waits)
+    states = await query("SELECT state, error FROM mailer_messages ORDER BY id")
+    assert [state for state, _ in states] == ["pending"] * 3
+    assert any("535" in (error or "") for _, error in states)
+    logins = [
+        line
+        for t in smtp_server.transcripts
+        for line in t
+        if line.startswith("C: AUTH")
+    ]
+    assert len(logins) <= 3  # one per job at most, never a burst per connection
+    assert len(smtp_server.outbox) == 0

@@ -69,3 +69,21 @@ def test_an_unknown_format_version_is_refused() -> None:
     data["v"] = 2
     with pytest.raises(ValueError, match="format 2 is not known"):
         decode_message(data)
+
+
+def test_importing_mailer_or_the_queue_api_loads_no_database_library() -> None:
+    """psycopg and procrastinate load when the queue is used, not on import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mailer\n"
+        "print('mailer.queue' in sys.modules)\n"
+        "import mailer.queue, mailer.testing\n"
+        "print(sorted(m for m in ('psycopg', 'procrastinate', 'mailer.queue.tasks')"
+        " if m in sys.modules))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert output == ["False", "[]"]
