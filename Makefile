@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit integration clean postgres-server
+.PHONY: demo test lint typecheck unit integration clean browser screenshots postgres-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,17 +19,33 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck postgres-server
+test: lint typecheck browser postgres-server
 	$(BIN)/pytest
+
+# The web inbox's browser tests drive Debian's Chromium. CI runs as root on
+# Debian and installs it; elsewhere, say what to install.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Chromium for the browser tests (apt-get)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		else \
+			echo "error: the browser tests need Chromium at $(CHROMIUM): run 'sudo apt-get install chromium chromium-driver' (Debian/Ubuntu)" >&2; \
+			exit 1; \
+		fi; \
+	fi
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
-integration: $(STAMP) postgres-server
+integration: $(STAMP) browser postgres-server
 	$(BIN)/pytest -m integration
 
 # The queue's tests start a throwaway PostgreSQL (mailer/testing/postgres.py).
@@ -49,3 +65,7 @@ postgres-server: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# The README's pictures of the web inbox (docs/inbox-*.png).
+screenshots: $(STAMP) browser
+	$(BIN)/python docs/screenshots.py

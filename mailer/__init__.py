@@ -3,7 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from mailer.bulk.recipients import InvalidRow, Recipient, RecipientFile
-from mailer.bulk.report import BatchReport
+from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.sending import send_messages, stream_messages
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
@@ -12,6 +12,7 @@ from mailer.delivery.client import MessageClient, generate_message_client
 from mailer.delivery.control import SendRequest
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
+from mailer.delivery.state import AttemptObserver, MessageAttempts, OutgoingMessage
 from mailer.exceptions import (
     AuthenticationError,
     ConfigError,
@@ -38,7 +39,7 @@ from mailer.exceptions import (
     UnsafeTemplateError,
     UnsupportedError,
 )
-from mailer.replies import RecipientStatus, Reply
+from mailer.replies import RecipientStatus, Reply, Verdict
 from mailer.templates.sets import render
 from mailer.templates.strings import render_string
 from mailer.transports.base import Delivery
@@ -53,6 +54,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Address",
+    "AttemptObserver",
     "AuthenticationError",
     "BatchReport",
     "ConfigError",
@@ -70,8 +72,10 @@ __all__ = [
     "MailerError",
     "MailerSettings",
     "Message",
+    "MessageAttempts",
     "MessageClient",
     "MessageError",
+    "OutgoingMessage",
     "QueueError",
     "Recipient",
     "RecipientFile",
@@ -80,6 +84,7 @@ __all__ = [
     "RejectedError",
     "RelaysUnavailableError",
     "Reply",
+    "ResumeCounts",
     "RetryPolicy",
     "SendRequest",
     "SendResult",
@@ -92,6 +97,7 @@ __all__ = [
     "UndefinedVariableError",
     "UnsafeTemplateError",
     "UnsupportedError",
+    "Verdict",
     "__version__",
     "generate_message_client",
     "render",

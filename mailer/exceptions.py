@@ -36,10 +36,12 @@ reply, never the credentials sent.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    # Type-only: replies.py classifies these errors, so it imports this module.
+    # Type-only: this module is the bottom layer and imports nothing at run time
+    # (replies.py classifies these errors; a bad row is data of the bulk layer).
+    from mailer.bulk.recipients import InvalidRow
     from mailer.replies import Reply
 
 
@@ -124,20 +126,6 @@ class UnsafeTemplateError(TemplateError):
     """An untrusted template broke a sandbox rule or a size limit."""
 
 
-class BadRow(Protocol):
-    """What InvalidRecipientsError needs of a bad row (``mailer.InvalidRow``)."""
-
-    @property
-    def line(self) -> int:
-        """Return the row's line number."""
-        ...
-
-    @property
-    def error(self) -> str:
-        """Return what is wrong with the row."""
-        ...
-
-
 class InvalidRecipientsError(MailerError):
     """Some rows of a batch do not render into a valid message; nothing was sent.
 
@@ -145,7 +133,7 @@ class InvalidRecipientsError(MailerError):
         rows: Every bad row, in input order.
     """
 
-    def __init__(self, rows: Sequence[BadRow]) -> None:
+    def __init__(self, rows: Sequence[InvalidRow]) -> None:
         count = len(rows)
         first = rows[0] if rows else None
         summary = f"{count} invalid row{'s' if count != 1 else ''}"

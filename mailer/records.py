@@ -142,6 +142,20 @@ class SentMail:
         return _bare(self.message.get("reply-to"))
 
     @property
+    def mail_from(self) -> str:
+        """Return the envelope sender (MAIL FROM): ``self.envelope.mail_from``."""
+        return self.envelope.mail_from
+
+    @property
+    def rcpt_tos(self) -> tuple[str, ...]:
+        """Return the envelope recipients (RCPT TO), Bcc included, in order.
+
+        The same as ``self.envelope.rcpt_tos``; ``to`` and ``cc`` are the
+        headers', which never show Bcc.
+        """
+        return self.envelope.rcpt_tos
+
+    @property
     def message_id(self) -> str | None:
         """Return the Message-ID header, angle brackets included."""
         value = self.message.get("message-id")

@@ -237,7 +237,7 @@ class Journal:
         now = time.time()
 
         def insert() -> None:
-            with Transaction(self._connection):
+            with SQLiteTransaction(self._connection):
                 self._connection.executemany(
                     "INSERT OR IGNORE INTO messages"
                     " (position, line, email, state, updated_at)"
@@ -294,7 +294,7 @@ class Journal:
         """
 
         def update() -> int:
-            with Transaction(self._connection):
+            with SQLiteTransaction(self._connection):
                 cursor = self._connection.execute(
                     "UPDATE messages SET state = 'deferred', ambiguous = 1,"
                     " transient = 1, error = ?, updated_at = ?"
@@ -324,7 +324,7 @@ class Journal:
         )
 
         def write() -> None:
-            with Transaction(self._connection):
+            with SQLiteTransaction(self._connection):
                 self._connection.execute(
                     "UPDATE messages SET state = ?, message_id = ?, attempts = ?,"
                     " ambiguous = ?, transient = ?, recipients = ?, replies = ?,"
@@ -352,8 +352,8 @@ class Journal:
             self._executor.shutdown(wait=True)
 
 
-class Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
+class SQLiteTransaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (not an SMTP transaction)."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -385,7 +385,7 @@ def _lock(path: Path) -> IO[str] | None:
 
 
 def _write_meta(connection: sqlite3.Connection, identity: BatchIdentity) -> None:
-    with Transaction(connection):
+    with SQLiteTransaction(connection):
         connection.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
             [
@@ -425,3 +425,68 @@ def _check_identity(
             "or the file changed since; use a new journal file for this batch",
             path=str(path),
         )
+
+
+@dataclass(slots=True)
+class JournalSummary:
+    """What ``mailer status`` reads from a journal: its identity, counts, failures."""
+
+    meta: dict[str, str]
+    counts: dict[JournalState, int]
+    ambiguous: int
+    failures: list[JournalEntry]
+
+
+def read_summary(path: Path | str) -> JournalSummary:
+    """Read a journal's counts by state and its failed messages, without its lock.
+
+    Raises:
+        JournalError: The file is missing or not a journal.
+    """
+    connection = open_read_only(path)
+    try:
+        meta = read_meta(connection)
+        counts = dict(
+            connection.execute("SELECT state, COUNT(*) FROM messages GROUP BY state")
+        )
+        [(ambiguous,)] = connection.execute(
+            "SELECT COUNT(*) FROM messages WHERE ambiguous = 1"
+        )
+        failures = [
+            entry_from_row(row)
+            for row in connection.execute(
+                "SELECT * FROM messages WHERE state = 'failed' ORDER BY position"
+            )
+        ]
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(f"{path}: cannot read it: {exc}", path=str(path)) from None
+    finally:
+        connection.close()
+    return JournalSummary(
+        meta=meta,
+        counts={state: counts.get(state.value, 0) for state in JournalState},
+        ambiguous=ambiguous,
+        failures=failures,
+    )
+
+
+def open_read_only(path: Path | str) -> sqlite3.Connection:
+    """Open a journal for reading (``mailer status``) without taking its lock.
+
+    Raises:
+        JournalError: The file is missing or not a journal.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JournalError(f"{path}: no such journal file", path=str(path))
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    connection.row_factory = sqlite3.Row
+    try:
+        meta = read_meta(connection)
+    except sqlite3.DatabaseError:
+        connection.close()
+        raise JournalError(f"{path}: not a mailer journal", path=str(path)) from None
+    if meta.get("version") != JOURNAL_VERSION:
+        connection.close()
+        raise JournalError(f"{path}: not a mailer journal", path=str(path))
+    return connection

@@ -60,7 +60,7 @@ def count_states(counts: Mapping[tuple[JournalState, bool], int]) -> ResumeCount
     )
 
 
-def fingerprint(rows: Iterable[Recipient | InvalidRow]) -> str:
+def rows_digest(rows: Iterable[Recipient | InvalidRow]) -> str:
     """Return a digest of every row, so a journal notices another (or edited) file."""
     digest = hashlib.sha256()
     for row in rows:
@@ -140,20 +140,17 @@ def result_from_entry(entry: JournalEntry) -> SendResult:
     error = entry.error
     if status is SendStatus.PENDING and error is None:
         error = "not sent: the batch stopped before its turn"
-    return SendResult(
-        status=status,
+    return SendResult.of(
+        status,
         to=(entry.email,),
         message_id=entry.message_id,
-        accepted=tuple(
-            r for r, s in entry.recipients.items() if s is RecipientStatus.ACCEPTED
-        ),
-        refused=dict(entry.replies),
+        recipients=entry.recipients,
+        refused=entry.replies,
         reply=entry.reply,
         error=error,
         transient=entry.transient or status is SendStatus.PENDING,
         attempts=entry.attempts,
         ambiguous=entry.ambiguous,
-        recipients=dict(entry.recipients),
     )
 
 
@@ -179,6 +176,7 @@ async def stream_with_journal(
     *,
     template_name: str,
     source_label: str,
+    fingerprint: str,
     rows: Callable[[], Iterator[tuple[int, Recipient | InvalidRow]]],
     render: Callable[[Recipient], Message],
     client_factory: Callable[[MailerSettings], MessageClient],
@@ -197,6 +195,8 @@ async def stream_with_journal(
         journal_path: The SQLite journal file.
         template_name: The template set (part of the journal's identity).
         source_label: What the recipients are (a path), for messages.
+        fingerprint: The digest of every row (``rows_digest``), made while the
+            rows were checked, so the journal can tell another file.
         rows: Returns the numbered rows afresh on each call.
         render: Renders one row into a Message.
         client_factory: ``generate_message_client``, as looked up by the caller.
@@ -215,7 +215,7 @@ async def stream_with_journal(
     identity = BatchIdentity(
         template=template_name,
         source=source_label,
-        fingerprint=fingerprint(row for _, row in rows()),
+        fingerprint=fingerprint,
     )
     journal, resumed = await Journal.open(journal_path, identity)
     try:

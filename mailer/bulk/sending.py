@@ -28,7 +28,7 @@ from mailer.bulk.recipients import (
     recipient_from_mapping,
 )
 from mailer.bulk.report import BatchReport, ResumeCounts
-from mailer.bulk.resume import stream_with_journal
+from mailer.bulk.resume import rows_digest, stream_with_journal
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import Message
@@ -96,27 +96,67 @@ def check_rows(
     Returns:
         How many rows are valid, and every bad row with its line number.
     """
-    templates = load_template_set(template_name, settings.templates_dir)
+    job = _Job(
+        template_name,
+        load_template_set(template_name, settings.templates_dir),
+        settings,
+        context,
+        sender,
+    )
+    checked = _check(job, recipients)
+    return checked.valid, checked.errors
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What every row of one batch is rendered with (the template set loaded once)."""
+
+    template_name: str
+    templates: TemplateSet
+    settings: MailerSettings
+    context: Mapping[str, Any] | None
+    sender: str | None
+
+    def render(self, row: Recipient) -> Message:
+        return render_row(
+            self.template_name,
+            row,
+            settings=self.settings,
+            context=self.context,
+            sender=self.sender,
+            templates=self.templates,
+        )
+
+
+@dataclass(slots=True)
+class _Checked:
+    valid: int
+    errors: list[InvalidRow]
+    digest: str  # of every row, so a journal notices another (or edited) file
+
+
+def _check(job: _Job, recipients: Iterable[RecipientRow]) -> _Checked:
+    """Render every row once, keeping nothing but the count, the errors, a digest."""
     valid = 0
     errors: list[InvalidRow] = []
-    for row in _rows(recipients):
-        if isinstance(row, InvalidRow):
-            errors.append(row)
-            continue
-        try:
-            render_row(
-                template_name,
-                row,
-                settings=settings,
-                context=context,
-                sender=sender,
-                templates=templates,
-            )
-        except MailerError as exc:
-            errors.append(InvalidRow(row.line, str(exc)))
-        else:
-            valid += 1
-    return valid, errors
+
+    def checked_rows() -> Iterator[Recipient | InvalidRow]:
+        nonlocal valid
+        for row in _rows(recipients):
+            yield row
+            if isinstance(row, InvalidRow):
+                errors.append(row)
+                continue
+            try:
+                job.render(row)
+            except MailerError as exc:
+                errors.append(InvalidRow(row.line, str(exc)))
+            else:
+                valid += 1
+
+    # One pass: each row is digested as it is checked, and nothing is kept.
+    digest = rows_digest(checked_rows())
+    return _Checked(valid, errors, digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,13 +190,24 @@ async def _outcomes(
     *,
     context: Mapping[str, Any] | None,
     sender: str | None,
-    settings: MailerSettings,
+    settings: MailerSettings | None,
     skip_invalid: bool,
-    journal: Path | str | None = None,
-    stop: asyncio.Event | None = None,
-    on_resume: Callable[[ResumeCounts], None] | None = None,
+    journal: Path | str | None,
+    stop: asyncio.Event | None,
+    on_resume: Callable[[ResumeCounts], None] | None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncIterator[_Outcome]:
-    templates = load_template_set(template_name, settings.templates_dir)
+    settings = settings if settings is not None else MailerSettings()
+    job = _Job(
+        template_name,
+        load_template_set(
+            template_name,
+            settings.templates_dir if templates_dir is None else Path(templates_dir),
+        ),
+        settings,
+        context,
+        sender,
+    )
     if sender is None and settings.default_sender is None:
         raise ConfigError(
             "MAILER_FROM: not set; nothing can be sent without a sender",
@@ -169,36 +220,26 @@ async def _outcomes(
     if _is_one_shot(recipients) and (journal is not None or not skip_invalid):
         recipients = await _collect(recipients)
     check_first = not _is_one_shot(recipients)
+    digest = ""
     if check_first:
         assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
-        _, errors = check_rows(
-            template_name, recipients, settings=settings, context=context, sender=sender
-        )
-        if errors and not skip_invalid:
-            raise InvalidRecipientsError(errors)
-        for position, error in enumerate(errors):
+        checked = _check(job, recipients)
+        if checked.errors and not skip_invalid:
+            raise InvalidRecipientsError(checked.errors)
+        for position, error in enumerate(checked.errors):
             yield _Outcome(-1 - position, error.line, error)
+        digest = checked.digest
 
     if journal is not None:
         assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
         rows = recipients
-
-        def render_one(row: Recipient) -> Message:
-            return render_row(
-                template_name,
-                row,
-                settings=settings,
-                context=context,
-                sender=sender,
-                templates=templates,
-            )
-
         journaled = stream_with_journal(
             journal,
             template_name=template_name,
             source_label=_source_label(rows),
+            fingerprint=digest,
             rows=lambda: enumerate(_rows(rows), start=1),
-            render=render_one,
+            render=job.render,
             client_factory=generate_message_client,
             settings=settings,
             stop=stop,
@@ -218,14 +259,7 @@ async def _outcomes(
                 found.append(row)
             return None
         try:
-            message = render_row(
-                template_name,
-                row,
-                settings=settings,
-                context=context,
-                sender=sender,
-                templates=templates,
-            )
+            message = job.render(row)
         except MailerError as exc:
             if not check_first:
                 found.append(InvalidRow(row.line, str(exc)))
@@ -274,6 +308,7 @@ async def stream_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
+    templates_dir: Path | str | None = None,
 ) -> AsyncIterator[tuple[int, SendResult | InvalidRow]]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
@@ -302,6 +337,8 @@ async def stream_messages(
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
         on_resume: Called, when ``journal`` exists, with what it held.
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
@@ -320,11 +357,12 @@ async def stream_messages(
         recipients,
         context=context,
         sender=sender,
-        settings=settings if settings is not None else MailerSettings(),
+        settings=settings,
         skip_invalid=skip_invalid,
         journal=journal,
         stop=stop,
         on_resume=on_resume,
+        templates_dir=templates_dir,
     ):
         yield outcome.line, outcome.result
 
@@ -341,6 +379,7 @@ async def send_messages(
     keep_results: bool = True,
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
+    templates_dir: Path | str | None = None,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
@@ -370,6 +409,8 @@ async def send_messages(
         stop: Set it to stop the batch: no new message starts, attempts in
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
     Returns:
         The report: counts, per-message results (in input order, every
@@ -394,11 +435,12 @@ async def send_messages(
         recipients,
         context=context,
         sender=sender,
-        settings=settings if settings is not None else MailerSettings(),
+        settings=settings,
         skip_invalid=skip_invalid,
         journal=journal,
         stop=stop,
         on_resume=resumed,
+        templates_dir=templates_dir,
     ):
         if isinstance(outcome.result, InvalidRow):
             report.add_invalid(outcome.result)

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailer.bulk.journal import (
-    JOURNAL_VERSION,
-    JournalEntry,
-    JournalState,
-    entry_from_row,
-    read_meta,
-)
-from mailer.exceptions import JournalError
+from mailer.bulk.journal import JournalEntry, JournalState, read_summary
 
 
 @dataclass(slots=True)
@@ -80,52 +72,12 @@ def journal_status(path: Path | str) -> JournalStatus:
     Raises:
         JournalError: The file is missing or not a journal.
     """
-    connection = open_read_only(path)
-    try:
-        meta = read_meta(connection)
-        counts = dict(
-            connection.execute("SELECT state, COUNT(*) FROM messages GROUP BY state")
-        )
-        [(ambiguous,)] = connection.execute(
-            "SELECT COUNT(*) FROM messages WHERE ambiguous = 1"
-        )
-        failures = [
-            entry_from_row(row)
-            for row in connection.execute(
-                "SELECT * FROM messages WHERE state = 'failed' ORDER BY position"
-            )
-        ]
-    except sqlite3.DatabaseError as exc:
-        raise JournalError(f"{path}: cannot read it: {exc}", path=str(path)) from None
-    finally:
-        connection.close()
+    summary = read_summary(path)
     return JournalStatus(
         path=Path(path),
-        template=meta.get("template", "?"),
-        source=meta.get("source", "?"),
-        counts={state: counts.get(state.value, 0) for state in JournalState},
-        ambiguous=ambiguous,
-        failures=failures,
+        template=summary.meta.get("template", "?"),
+        source=summary.meta.get("source", "?"),
+        counts=summary.counts,
+        ambiguous=summary.ambiguous,
+        failures=summary.failures,
     )
-
-
-def open_read_only(path: Path | str) -> sqlite3.Connection:
-    """Open a journal for reading (``mailer status``) without taking its lock.
-
-    Raises:
-        JournalError: The file is missing or not a journal.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise JournalError(f"{path}: no such journal file", path=str(path))
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    connection.row_factory = sqlite3.Row
-    try:
-        meta = read_meta(connection)
-    except sqlite3.DatabaseError:
-        connection.close()
-        raise JournalError(f"{path}: not a mailer journal", path=str(path)) from None
-    if meta.get("version") != JOURNAL_VERSION:
-        connection.close()
-        raise JournalError(f"{path}: not a mailer journal", path=str(path))
-    return connection

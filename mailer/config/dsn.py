@@ -1,4 +1,4 @@
-"""Parse MAILER_DSN: one relay as a URL, or several under failover(...)/roundrobin(...).
+"""Split MAILER_DSN into relays: one URL, or several in failover()/roundrobin().
 
 Grammar::
 
@@ -6,39 +6,44 @@ Grammar::
     smtps://...                                   implicit TLS (tls=tls)
     failover(DSN DSN ...)                         in order, the next when one fails
     roundrobin(DSN DSN ...)                       in rotation
+    console://                                    print each message; send nothing
 
 Options: ``tls`` (none, opportunistic, starttls, tls), ``timeout`` (seconds
 per SMTP command), ``ca_file`` and ``local_hostname``, as the ``MAILER_SMTP_*``
 keys of the same names. The user name and password are percent-decoded (write
 ``@`` as ``%40``).
 
-Error messages name the relay and the part at fault but never repeat the DSN,
-which holds the password.
+This module only splits the text: each relay's values are validated by
+``MailerSettings`` itself (``MailerSettings.relays``), with the same rules as
+the ``MAILER_SMTP_*`` keys. Error messages name the relay and the part at
+fault but never repeat the DSN, which holds the password.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import SecretStr
 
-from mailer.config.settings import TLSMode, is_loopback
-
-RelayMode = Literal["single", "failover", "roundrobin"]
+RelayMode = Literal["single", "failover", "roundrobin", "console"]
+TLSMode = Literal["none", "opportunistic", "starttls", "tls"]  # MAILER_SMTP_TLS
 SCHEMES: dict[str, TLSMode | None] = {"smtp": None, "smtps": "tls"}
-OPTIONS = ("tls", "timeout", "ca_file", "local_hostname")
+# DSN option -> the settings field it sets.
+OPTIONS = {
+    "tls": "smtp_tls",
+    "timeout": "timeout",
+    "ca_file": "smtp_ca_file",
+    "local_hostname": "smtp_local_hostname",
+}
+
+# For development: messages are printed, never sent (no host, no options).
+CONSOLE = "console://"
 
 _LIST = re.compile(r"^\s*(failover|roundrobin)\s*\((.*)\)\s*$", re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_HOST_NAME = re.compile(
-    r"(?i)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?"
-)
 
 
 class DSNError(ValueError):
@@ -47,16 +52,17 @@ class DSNError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Relay:
-    """One SMTP server from a DSN, as overrides of the ``MAILER_SMTP_*`` settings."""
+    """One SMTP server of a DSN: its parts, as overrides of the ``MAILER_SMTP_*`` keys.
+
+    The values are as written (percent-decoded); ``MailerSettings`` validates them.
+    """
 
     host: str
     port: int | None = None
     tls: TLSMode | None = None
     username: str | None = None
     password: SecretStr | None = None
-    timeout: float | None = None
-    ca_file: Path | None = None
-    local_hostname: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -72,11 +78,12 @@ class Relay:
             "smtp_tls": self.tls,
             "smtp_username": self.username,
             "smtp_password": self.password,
-            "smtp_local_hostname": self.local_hostname,
-            "smtp_ca_file": self.ca_file,
+            "smtp_local_hostname": None,
+            "smtp_ca_file": None,
         }
-        if self.timeout is not None:
-            values["timeout"] = self.timeout
+        for option, value in self.options.items():
+            if option != "tls":
+                values[OPTIONS[option]] = value
         return values
 
 
@@ -89,11 +96,13 @@ class RelayList:
 
 
 def parse_dsn(text: str) -> RelayList:
-    """Parse a DSN into its relays.
+    """Split a DSN into its relays.
 
     Raises:
         DSNError: The DSN is malformed (the message says where, not what).
     """
+    if text.strip() == CONSOLE:
+        return RelayList("console", ())
     match = _LIST.match(text)
     if match is None:
         return RelayList("single", (_parse_relay(text.strip(), None),))
@@ -116,46 +125,29 @@ def _parse_relay(text: str, index: int | None) -> Relay:
         raise DSNError(f"{where}not a valid URL (port 1-65535?)") from None
     if url.scheme not in SCHEMES:
         raise DSNError(
-            f"{where}the scheme must be smtp:// or smtps://"
-            + (" (got a bare host?)" if not url.scheme else "")
+            f"{where}the scheme must be smtp:// or smtps:// (or the whole DSN "
+            f"{CONSOLE})" + (" (got a bare host?)" if not url.scheme else "")
         )
     host = url.hostname
     if not host:
         raise DSNError(f"{where}no host")
-    _check_host(host, where)
     if port == 0:
         raise DSNError(f"{where}port must be 1-65535")
     if url.path not in ("", "/") or url.fragment:
         raise DSNError(f"{where}a path or #fragment is not allowed")
     options = _options(url.query, where)
-    tls = _tls_mode(url.scheme, options.get("tls"), where)
     username = unquote(url.username) if url.username else None
     password = unquote(url.password) if url.password is not None else None
     if (username is None) != (password is None):
         raise DSNError(f"{where}give both a user name and a password, or neither")
-    if password is not None and tls == "none" and not is_loopback(host):
-        raise DSNError(
-            f"{where}tls=none would send the password in clear to {host}; "
-            "use starttls or smtps://"
-        )
     return Relay(
         host=host,
         port=port,
-        tls=tls,
+        tls=_tls_mode(url.scheme, options.get("tls"), where),
         username=username,
         password=SecretStr(password) if password is not None else None,
-        timeout=_timeout(options.get("timeout"), where),
-        ca_file=_ca_file(options.get("ca_file"), where),
-        local_hostname=_local_hostname(options.get("local_hostname"), where),
+        options=options,
     )
-
-
-def _check_host(host: str, where: str) -> None:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOST_NAME.fullmatch(host):
-            raise DSNError(f"{where}not a valid host name: {host!r}") from None
 
 
 def _options(query: str, where: str) -> dict[str, str]:
@@ -181,31 +173,3 @@ def _tls_mode(scheme: str, option: str | None, where: str) -> TLSMode | None:
         raise DSNError(f"{where}smtps:// is implicit TLS; tls={option} contradicts it")
     mode: TLSMode = option  # type: ignore[assignment]  # checked just above
     return mode
-
-
-def _timeout(option: str | None, where: str) -> float | None:
-    if option is None:
-        return None
-    try:
-        value = float(option)
-    except ValueError:
-        raise DSNError(f"{where}timeout must be a number of seconds") from None
-    if not math.isfinite(value) or not 0 < value <= 3600:
-        raise DSNError(f"{where}timeout must be more than 0 and at most 3600")
-    return value
-
-
-def _ca_file(option: str | None, where: str) -> Path | None:
-    if option is None:
-        return None
-    path = Path(option)
-    if not path.is_file():
-        raise DSNError(f"{where}ca_file: no such file: {option}")
-    return path
-
-
-def _local_hostname(option: str | None, where: str) -> str | None:
-    if option is None:
-        return None
-    _check_host(option, where)
-    return option

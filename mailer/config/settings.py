@@ -10,15 +10,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic import model_validator as _model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mailer.config.dsn import OPTIONS, Relay, RelayMode, TLSMode, parse_dsn
 from mailer.content.addresses import Address
 from mailer.exceptions import ConfigError, MailerError
 
 ENV_PREFIX = "MAILER_"
-TLSMode = Literal["none", "opportunistic", "starttls", "tls"]
 DEFAULT_PORTS: dict[str, int] = {
     "tls": 465,
     "starttls": 587,
@@ -186,6 +193,10 @@ class MailerSettings(BaseSettings):
         description="Seconds between worker heartbeats; 3 missed: stalled.",
     )
 
+    # The DSN's relays, validated once (see _validated_relays).
+    _relays: tuple[MailerSettings, ...] | None = PrivateAttr(None)
+    _relay_mode: RelayMode = PrivateAttr("single")
+
     def __init__(self, **values: Any) -> None:
         """Load and validate the settings.
 
@@ -253,8 +264,6 @@ class MailerSettings(BaseSettings):
     @classmethod
     def _dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            from mailer.config.dsn import parse_dsn
-
             parse_dsn(value.get_secret_value())  # DSNError is a ValueError
         return value
 
@@ -283,7 +292,7 @@ class MailerSettings(BaseSettings):
                     f"{ENV_PREFIX}DSN: set either it or {env_names()[both[0]]}, "
                     "not both"
                 )
-            self._check_dsn_plaintext()
+            self._relays = self._validated_relays()
         if (self.smtp_username is None) != (self.smtp_password is None):
             missing = "PASSWORD" if self.smtp_password is None else "USERNAME"
             raise ValueError(
@@ -296,8 +305,8 @@ class MailerSettings(BaseSettings):
             and not is_loopback(self.smtp_host)
         ):
             raise ValueError(
-                f"{ENV_PREFIX}SMTP_TLS: 'none' would send the password in clear to "
-                f"{self.smtp_host}; use starttls or tls"
+                f"{ENV_PREFIX}SMTP_TLS: "
+                + _CLEAR_LOGIN.format(tls="'none'", host=self.smtp_host, fix="tls")
             )
         return self
 
@@ -313,9 +322,8 @@ class MailerSettings(BaseSettings):
         remote = not is_loopback(self.smtp_host)
         if self.tls_mode == "none" and remote and not self.smtp_insecure_plaintext:
             raise ValueError(
-                f"{ENV_PREFIX}SMTP_TLS: 'none' would send mail in clear to "
-                f"{self.smtp_host}; use starttls or tls, or set "
-                f"{ENV_PREFIX}SMTP_INSECURE_PLAINTEXT=true if you really mean it"
+                f"{ENV_PREFIX}SMTP_TLS: "
+                + _CLEAR_MAIL.format(tls="'none'", host=self.smtp_host, fix="tls")
             )
         if self.tls_mode == "none" and self.smtp_tls_fingerprint is not None:
             raise ValueError(
@@ -343,45 +351,38 @@ class MailerSettings(BaseSettings):
         """Return the port: the one set, or the usual one for the TLS mode."""
         return self.smtp_port or DEFAULT_PORTS[self.tls_mode]
 
-    def _check_dsn_plaintext(self) -> None:
-        """Apply the plain-text rule of MAILER_SMTP_TLS to each relay of the DSN."""
-        from mailer.config.dsn import parse_dsn
+    def _validated_relays(self) -> tuple[MailerSettings, ...]:
+        """Return one settings object per relay of the DSN, each validated.
 
+        A relay's values pass through this model's own validators, so a host,
+        a timeout or a CA file in the DSN obeys the same rules as the
+        ``MAILER_SMTP_*`` keys; errors name the relay and the DSN option.
+        """
         assert self.dsn is not None  # noqa: S101 - checked by the caller
-        relays = parse_dsn(self.dsn.get_secret_value()).relays
-        for number, relay in enumerate(relays, 1):
-            if (
-                relay.tls == "none"
-                and not is_loopback(relay.host)
-                and not self.smtp_insecure_plaintext
-            ):
-                raise ValueError(
-                    f"{ENV_PREFIX}DSN: relay {number}: tls=none would send mail in "
-                    f"clear to {relay.host}; use starttls or smtps://, or set "
-                    f"{ENV_PREFIX}SMTP_INSECURE_PLAINTEXT=true if you really mean it"
-                )
+        listed = parse_dsn(self.dsn.get_secret_value())
+        base = self.model_dump(exclude={"dsn"})
+        relays = []
+        for number, relay in enumerate(listed.relays, 1):
+            values = {**base, **relay.overrides(), "dsn": None}
+            try:
+                relays.append(MailerSettings(_env_file=None, **values))
+            except ConfigError as exc:
+                raise ValueError(_relay_error(number, relay, exc)) from None
+        self._relay_mode = listed.mode
+        return tuple(relays)
 
     @property
     def relays(self) -> tuple[MailerSettings, ...]:
-        """Return one settings object per SMTP relay (just this one without a DSN)."""
-        if self.dsn is None:
-            return (self,)
-        from mailer.config.dsn import parse_dsn
+        """Return one settings object per SMTP relay (just this one without a DSN).
 
-        relay_list = parse_dsn(self.dsn.get_secret_value())
-        return tuple(
-            self.model_copy(update={**relay.overrides(), "dsn": None})
-            for relay in relay_list.relays
-        )
+        With ``MAILER_DSN=console://`` there is no relay: nothing is sent.
+        """
+        return self._relays if self._relays is not None else (self,)
 
     @property
-    def relay_mode(self) -> str:
+    def relay_mode(self) -> RelayMode:
         """Return how relays are chosen: single, failover or roundrobin."""
-        if self.dsn is None:
-            return "single"
-        from mailer.config.dsn import parse_dsn
-
-        return parse_dsn(self.dsn.get_secret_value()).mode
+        return self._relay_mode
 
     @property
     def default_sender(self) -> Address | None:
@@ -444,6 +445,43 @@ def _check_known_keys(values: dict[str, Any]) -> None:
                 f"{key.upper()}: unknown setting{_suggest(key.upper(), known)}",
                 key=key.upper(),
             )
+
+
+_DSN_OPTION = {field: option for option, field in OPTIONS.items()} | {
+    "smtp_host": "host",
+    "smtp_port": "port",
+    "smtp_username": "user name",
+    "smtp_password": "password",
+}
+# The plain-text rules, worded for MAILER_SMTP_TLS or for a relay of MAILER_DSN.
+_CLEAR_MAIL = (
+    "{tls} would send mail in clear to {host}; use starttls or {fix}, or set "
+    f"{ENV_PREFIX}SMTP_INSECURE_PLAINTEXT=true if you really mean it"
+)
+_CLEAR_LOGIN = "{tls} would send the password in clear to {host}; use starttls or {fix}"
+# pydantic's words for a bound, said as the DSN's other errors say them.
+_BOUNDS = (
+    ("Input should be greater than or equal to ", "must be at least "),
+    ("Input should be greater than ", "must be more than "),
+    ("Input should be less than or equal to ", "must be at most "),
+    ("Input should be less than ", "must be less than "),
+)
+
+
+def _relay_error(number: int, relay: Relay, exc: ConfigError) -> str:
+    """Return the one-line error for a relay whose values do not validate."""
+    where = f"{ENV_PREFIX}DSN: relay {number}: "
+    if exc.key == f"{ENV_PREFIX}SMTP_TLS":
+        # A plain-text rule: say it in the DSN's own terms.
+        rule = _CLEAR_LOGIN if relay.password is not None else _CLEAR_MAIL
+        return where + rule.format(tls="tls=none", host=relay.host, fix="smtps://")
+    names = {key: field for field, key in env_names().items()}
+    option = _DSN_OPTION.get(names.get(exc.key or "", ""), exc.key)
+    reason = str(exc).removeprefix(f"{exc.key}: ")
+    for pydantic_words, ours in _BOUNDS:
+        if reason.startswith(pydantic_words):
+            return where + f"{option} {ours}{reason.removeprefix(pydantic_words)}"
+    return where + f"{option}: {reason}"
 
 
 def _suggest(key: str, known: dict[str, str]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import (
     AsyncIterable,
@@ -13,18 +12,17 @@ from collections.abc import (
     Iterable,
     Sequence,
 )
-from dataclasses import dataclass
 from functools import partial
 
 from mailer.config.settings import MailerSettings
-from mailer.content.message import Envelope, Message
+from mailer.content.message import Message
 from mailer.content.serialize import serialize
 from mailer.delivery.bounded import stream_batch
-from mailer.delivery.control import BatchControl, SendRequest, current_batch
+from mailer.delivery.control import BatchControl, SendControl, SendRequest
 from mailer.delivery.limits import check_message_limits
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
-from mailer.delivery.state import AttemptObserver, MessageAttempts
+from mailer.delivery.state import AttemptObserver, MessageAttempts, OutgoingMessage
 from mailer.exceptions import ConfigError, DeliveryError, MailerError
 from mailer.replies import Verdict, classify_reply
 from mailer.transports.base import AsyncCloseable, Transport
@@ -37,16 +35,6 @@ logger = logging.getLogger("mailer")
 BATCH_DEPTH = 3
 
 Sendable = Message | SendRequest
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
-    """A message ready for a transport: its envelope, bytes and Message-ID."""
-
-    message: Message
-    envelope: Envelope
-    content: bytes
-    message_id: str
 
 
 class MessageClient(AsyncCloseable):
@@ -145,13 +133,22 @@ class MessageClient(AsyncCloseable):
             DeliveryError: No recipient accepted the message (a subclass says
                 why; ``message_id``, ``attempts`` and ``ambiguous`` are set).
         """
-        outgoing = self.prepare(message, message_id=message_id)
-        attempts = MessageAttempts(outgoing, recipients)
-        batch = current_batch()
+        request = SendRequest(
+            message,
+            message_id=message_id,
+            recipients=None if recipients is None else tuple(recipients),
+            observer=observer,
+        )
+        return await self._send_one(request, _ALONE)
+
+    async def _send_one(self, request: SendRequest, control: SendControl) -> SendResult:
+        """Send one message under ``control`` (a batch's, or the null one)."""
+        outgoing = self.prepare(request.message, message_id=request.message_id)
+        attempts = MessageAttempts(outgoing, request.recipients)
         try:
-            return await self._send_attempts(attempts, observer, batch)
+            return await self._send_attempts(attempts, request.observer, control)
         except asyncio.CancelledError:
-            if batch is None or not batch.abandoning:
+            if not control.abandoning:
                 raise
             # Shutdown grace is over: report what is known, nothing is lost.
             return attempts.abandoned_result()
@@ -160,29 +157,25 @@ class MessageClient(AsyncCloseable):
         self,
         attempts: MessageAttempts,
         observer: AttemptObserver | None,
-        batch: BatchControl | None,
+        control: SendControl,
     ) -> SendResult:
         outgoing = attempts.outgoing
         while True:
-            if batch is not None and not await batch.admit(attempts):
-                return attempts.pending_result(batch.reason)
+            if not await control.admit(attempts):
+                return attempts.pending_result(control.reason)
             try:
                 # In a batch, a transaction slot is held only while the attempt
                 # runs: a message waiting for its retry holds none.
-                async with batch.slots if batch else contextlib.nullcontext():
-                    if batch is not None and batch.halted.is_set():
-                        return attempts.pending_result(batch.reason)
-                    retry_in = await self._attempt(attempts, observer, batch)
+                async with control.slot():
+                    if control.is_halted:
+                        return attempts.pending_result(control.reason)
+                    retry_in = await self._attempt(attempts, observer, control)
             finally:
-                if batch is not None:
-                    batch.attempt_done(attempts)
+                control.attempt_done(attempts)
             if retry_in is None:
                 break
-            if batch is not None:
-                if not await batch.sleep(retry_in):
-                    return attempts.pending_result(batch.reason)
-            else:
-                await asyncio.sleep(retry_in)
+            if not await control.sleep(retry_in):
+                return attempts.pending_result(control.reason)
         if attempts.any_accepted:
             result = attempts.result()
             logger.debug("sent %s: %s", outgoing.message_id, result.reply)
@@ -195,11 +188,11 @@ class MessageClient(AsyncCloseable):
         self,
         attempts: MessageAttempts,
         observer: AttemptObserver | None,
-        batch: BatchControl | None,
+        control: SendControl,
     ) -> float | None:
         """Run one transaction; return the wait before the next one, or None."""
         if observer is not None:
-            await _notify(observer.attempt_starting(attempts), batch)
+            await _notify(observer.attempt_starting(attempts), control)
         attempts.begin()
         try:
             attempts.in_flight = True
@@ -208,14 +201,14 @@ class MessageClient(AsyncCloseable):
             )
         except DeliveryError as exc:
             verdict = attempts.record_error(exc)
-            if verdict is Verdict.FATAL and batch is not None:
-                batch.stop(f"stopped after: {exc}")
+            if verdict is Verdict.FATAL:
+                control.stop(f"stopped after: {exc}")
         except Exception as exc:
             # A bug, not a server reply: record it so nothing is left "sending".
             attempts.in_flight = False
             attempts.record_error(exc)
             if observer is not None:
-                await _notify(observer.attempt_ended(attempts, retry_in=None), batch)
+                await _notify(observer.attempt_ended(attempts, retry_in=None), control)
             raise
         else:
             attempts.record_delivery(delivery)
@@ -227,7 +220,7 @@ class MessageClient(AsyncCloseable):
                 attempts.attempts, attempts.elapsed()
             )
         if observer is not None:
-            await _notify(observer.attempt_ended(attempts, retry_in=retry_in), batch)
+            await _notify(observer.attempt_ended(attempts, retry_in=retry_in), control)
         return retry_in
 
     async def send_many(
@@ -329,32 +322,47 @@ class MessageClient(AsyncCloseable):
             async for done in done_items:
                 yield done.index, done.result
 
-    async def _send_recorded(self, request: SendRequest) -> SendResult:
+    async def _send_recorded(
+        self, request: SendRequest, control: SendControl
+    ) -> SendResult:
         try:
-            if request.is_plain:
-                # Exactly send(message): the seam tests replace with a mock.
-                return await self.send(request.message)
-            return await self.send(
-                request.message,
-                message_id=request.message_id,
-                recipients=request.recipients,
-                observer=request.observer,
-            )
+            if self._send_is_replaced():
+                # A test replaced the seam: every message of the batch goes
+                # through it, as plain send(message) whenever it can.
+                if request.is_plain:
+                    return await self.send(request.message)
+                return await self.send(
+                    request.message,
+                    message_id=request.message_id,
+                    recipients=request.recipients,
+                    observer=request.observer,
+                )
+            return await self._send_one(request, control)
         except MailerError as exc:
             return failed_result(request.message, exc)
         except Exception as exc:
             logger.exception("unexpected error while sending")
             return failed_result(request.message, exc)
 
+    def _send_is_replaced(self) -> bool:
+        """Return whether ``send`` is not ours (a mock, a patch, a subclass's)."""
+        return getattr(self.send, "__func__", None) is not _SEND
 
-async def _notify(call: Awaitable[None], batch: BatchControl | None) -> None:
+
+# The seam as defined here; MessageClient._send_is_replaced compares with it.
+_SEND = MessageClient.send
+
+# The control of a send on its own: no slots, no gate, no stop.
+_ALONE = SendControl()
+
+
+async def _notify(call: Awaitable[None], control: SendControl) -> None:
     """Await an observer; if it fails (a journal that cannot be written), stop."""
     try:
         await call
     except Exception as exc:
         # Sending what cannot be recorded would break the journal's promise.
-        if batch is not None:
-            batch.stop(f"stopped: {exc}")
+        control.stop(f"stopped: {exc}")
         raise
 
 
@@ -367,19 +375,19 @@ def failed_result(message: Message, error: BaseException) -> SendResult:
         else f"{type(error).__name__}: {error}"
     )
     refused = getattr(error, "refused", {})
-    return SendResult(
-        status=SendStatus.FAILED,
-        to=tuple(address.addr_spec for address in message.to),
+    return SendResult.of(
+        SendStatus.FAILED,
+        to=(address.addr_spec for address in message.to),
         message_id=getattr(error, "message_id", None),
+        recipients={
+            recipient: classify_reply(own) for recipient, own in refused.items()
+        },
         refused=refused,
         reply=reply,
         error=text,
         transient=bool(getattr(error, "transient", False)),
         attempts=getattr(error, "attempts", 0),
         ambiguous=bool(getattr(error, "ambiguous", False)),
-        recipients={
-            recipient: classify_reply(own) for recipient, own in refused.items()
-        },
     )
 
 

@@ -19,16 +19,18 @@ adds what a batch needs beyond running sends side by side:
   then they are cut off and reported ``pending`` (ambiguous if the message may
   have been delivered).
 
-``MessageClient.send`` finds the batch it runs in with ``current_batch()``, so
-that ``send(message)`` keeps its plain signature (the seam tests replace).
+The control is handed to each send explicitly (``MessageClient._send_one``);
+a send on its own gets ``SendControl()``, which asks nothing of it. So
+``send(message)`` keeps its plain signature (the seam tests replace) and no
+state passes between client and batch behind their backs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from mailer.content.message import Message
@@ -75,27 +77,54 @@ def as_request(item: Message | SendRequest) -> SendRequest:
 
 def not_started(request: SendRequest, reason: str) -> SendResult:
     """Return the ``pending`` result of a message the batch never attempted."""
-    return SendResult(
-        status=SendStatus.PENDING,
-        to=tuple(address.addr_spec for address in request.message.to),
+    return SendResult.of(
+        SendStatus.PENDING,
+        to=(address.addr_spec for address in request.message.to),
         message_id=request.message_id,
+        recipients={},
+        refused={},
         error=f"not sent: {reason}",
         transient=True,
-        attempts=0,
     )
 
 
-_CURRENT: contextvars.ContextVar[BatchControl | None] = contextvars.ContextVar(
-    "mailer_batch", default=None
-)
+class SendControl:
+    """What one send asks of the batch it runs in; on its own, nothing.
+
+    ``MessageClient.send`` runs with this null control: every attempt is
+    admitted at once, holds no slot, waits for its retry with a plain sleep,
+    and nothing ever stops it. ``BatchControl`` overrides each method.
+    """
+
+    abandoning = False  # True once a stopped batch's grace is over
+    reason = ""  # why the batch stopped
+
+    @property
+    def is_halted(self) -> bool:
+        """Return whether the batch stopped taking new attempts."""
+        return False
+
+    def slot(self) -> AbstractAsyncContextManager[object]:
+        """Return the context an attempt holds while it runs (a transaction slot)."""
+        return contextlib.nullcontext()
+
+    async def admit(self, attempts: MessageAttempts) -> bool:
+        """Wait for the right to start an attempt; return False if the batch stopped."""
+        return True
+
+    def attempt_done(self, attempts: MessageAttempts) -> None:
+        """Say that an attempt admitted by ``admit`` has ended."""
+
+    async def sleep(self, delay: float) -> bool:
+        """Wait ``delay`` seconds; return False if the batch stopped meanwhile."""
+        await asyncio.sleep(delay)
+        return True
+
+    def stop(self, reason: str) -> None:
+        """Stop taking new attempts (a batch keeps the first reason given)."""
 
 
-def current_batch() -> BatchControl | None:
-    """Return the batch the running send belongs to, if any."""
-    return _CURRENT.get()
-
-
-class BatchControl:
+class BatchControl(SendControl):
     """What the sends of one batch share: slots, the stop, the gate, the grace.
 
     Args:
@@ -123,6 +152,15 @@ class BatchControl:
         """Return how many sends may run at once: in flight, or waiting to retry."""
         return self.in_flight + WAITING_ROOM
 
+    @property
+    def is_halted(self) -> bool:
+        """Return whether the batch stopped taking new attempts."""
+        return self.halted.is_set()
+
+    def slot(self) -> AbstractAsyncContextManager[object]:
+        """Return the batch's transaction slots: an attempt holds one while it runs."""
+        return self.slots
+
     def stop(self, reason: str) -> None:
         """Stop taking new attempts (the first reason given is kept)."""
         if not self.halted.is_set():
@@ -131,14 +169,14 @@ class BatchControl:
 
     async def run(
         self,
-        send: Callable[[SendRequest], Awaitable[SendResult]],
+        send: Callable[[SendRequest, SendControl], Awaitable[SendResult]],
         item: Message | SendRequest,
     ) -> SendResult:
         """Send one message of the batch; once the batch stopped, report it pending.
 
         Args:
-            send: Sends a request and returns its result (a failure is a
-                failed result, not an exception).
+            send: Sends a request under this control and returns its result
+                (a failure is a failed result, not an exception).
             item: The message, or a request.
         """
         request = as_request(item)
@@ -147,16 +185,14 @@ class BatchControl:
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - always called from a task
         self._sends.add(task)
-        token = _CURRENT.set(self)
         try:
-            return await send(request)
+            return await send(request, self)
         except asyncio.CancelledError:
             if not self.abandoning:
                 raise
             # Cut off by the end of the grace before send() could say more.
             return not_started(request, "abandoned at shutdown")
         finally:
-            _CURRENT.reset(token)
             self._sends.discard(task)
 
     @contextlib.asynccontextmanager

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,43 @@ class SendResult:
     attempts: int = 1
     ambiguous: bool = False
     recipients: Mapping[str, RecipientStatus] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        status: SendStatus,
+        *,
+        to: Iterable[str],
+        message_id: str | None,
+        recipients: Mapping[str, RecipientStatus],
+        refused: Mapping[str, Reply],
+        reply: Reply | None = None,
+        error: str | None = None,
+        transient: bool = False,
+        attempts: int = 0,
+        ambiguous: bool = False,
+    ) -> SendResult:
+        """Return a result, deriving who accepted from each recipient's status.
+
+        Every part of mailer that makes a SendResult (the retry loop, the
+        batch, the journal, the test doubles) makes it here, so ``accepted``
+        and ``recipients`` can never disagree.
+        """
+        return cls(
+            status=status,
+            to=tuple(to),
+            message_id=message_id,
+            accepted=tuple(
+                r for r, s in recipients.items() if s is RecipientStatus.ACCEPTED
+            ),
+            refused=dict(refused),
+            reply=reply,
+            error=error,
+            transient=transient,
+            attempts=attempts,
+            ambiguous=ambiguous,
+            recipients=dict(recipients),
+        )
 
     @property
     def is_sent(self) -> bool:

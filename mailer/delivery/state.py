@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, replace
+from typing import Protocol
 
-from mailer.content.message import Envelope
+from mailer.content.message import Envelope, Message
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.exceptions import DeliveryError, RecipientsRefusedError
 from mailer.replies import (
@@ -25,8 +25,15 @@ from mailer.replies import (
 )
 from mailer.transports.base import Delivery
 
-if TYPE_CHECKING:
-    from mailer.delivery.client import OutgoingMessage
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message ready for a transport: its envelope, bytes and Message-ID."""
+
+    message: Message
+    envelope: Envelope
+    content: bytes
+    message_id: str
 
 
 class AttemptObserver(Protocol):
@@ -169,18 +176,17 @@ class MessageAttempts:
                 f"{self.attempts} attempt(s)"
                 + (f": {self.last_reply}" if self.last_reply else "")
             )
-        return SendResult(
-            status=SendStatus.FAILED if deferred else SendStatus.SENT,
-            to=tuple(address.addr_spec for address in self.outgoing.message.to),
+        return SendResult.of(
+            SendStatus.FAILED if deferred else SendStatus.SENT,
+            to=(address.addr_spec for address in self.outgoing.message.to),
             message_id=self.message_id,
-            accepted=self.with_status(RecipientStatus.ACCEPTED),
-            refused=dict(self.replies),
+            recipients=self.statuses,
+            refused=self.replies,
             reply=self.last_reply,
             error=error,
             transient=bool(deferred),
             attempts=self.attempts,
             ambiguous=self.ambiguous,
-            recipients=dict(self.statuses),
         )
 
     def pending_result(self, reason: str) -> SendResult:

@@ -68,6 +68,24 @@ def load_template_set(name: str, templates_dir: Path | str) -> TemplateSet:
 
 @lru_cache(maxsize=64)
 def _load_cached(name: str, root: Path) -> TemplateSet:
+    return compile_template_set(name, root)
+
+
+def compile_template_set(name: str, templates_dir: Path | str) -> TemplateSet:
+    """Compile template set ``name`` from its files now, bypassing the cache.
+
+    For tools that show templates while they are edited (the inbox's
+    previews); ``load_template_set`` compiles each set once per process.
+
+    Raises:
+        TemplateNotFoundError: The set or one of its required files is missing.
+        TemplateSyntaxError: A template does not parse (the error has the line).
+    """
+    if not _SET_NAME.fullmatch(name):
+        raise TemplateNotFoundError(
+            f"template {name!r}: not a template set name", template=name
+        )
+    root = Path(templates_dir).resolve()
     folder = root / name
     if not root.is_dir():
         raise TemplateNotFoundError(

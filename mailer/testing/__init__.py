@@ -25,7 +25,14 @@ from mailer.testing.outbox import Outbox
 
 if TYPE_CHECKING:
     from mailer.testing.config import isolated_settings
-    from mailer.testing.fakes import OutboxTransport, capture_mail, use_transport
+    from mailer.testing.fakes import (
+        MemoryTransport,
+        MockTransport,
+        OutboxTransport,
+        capture_mail,
+        use_transport,
+    )
+    from mailer.testing.inbox import InboxClient, InboxError
     from mailer.testing.mocking import SEND_TARGET, patch_send
     from mailer.testing.queue import FakeQueue, QueuedMail, fake_queue
     from mailer.testing.server.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
@@ -39,6 +46,10 @@ _LAZY = {
     "FaultPlan": "mailer.testing.server.faults",
     "FaultRule": "mailer.testing.server.faults",
     "GREETING": "mailer.testing.server.faults",
+    "InboxClient": "mailer.testing.inbox",
+    "InboxError": "mailer.testing.inbox",
+    "MemoryTransport": "mailer.testing.fakes",
+    "MockTransport": "mailer.testing.fakes",
     "OutboxTransport": "mailer.testing.fakes",
     "SEND_TARGET": "mailer.testing.mocking",
     "SMTPTestServer": "mailer.testing.server.server",
@@ -73,8 +84,12 @@ __all__ = [
     "FakeQueue",
     "FaultPlan",
     "FaultRule",
+    "InboxClient",
+    "InboxError",
     "Mail",
     "Matcher",
+    "MemoryTransport",
+    "MockTransport",
     "Not",
     "Outbox",
     "OutboxTransport",

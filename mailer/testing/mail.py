@@ -148,15 +148,17 @@ class Mail(Matcher):
     """
 
     def __init__(self, **fields: Any) -> None:
+        # Set before anything can raise: pytest shows this half-made object in
+        # the traceback's locals, and its repr must not fail there.
+        self.fields = fields
+        self._last_miss: str | None = None
         for name in fields:
             if name not in FIELDS:
                 raise TypeError(
                     f"Mail() got an unknown field {name!r}{suggest(name, FIELDS)}; "
                     f"fields are {', '.join(sorted(FIELDS))}"
                 )
-        self.fields = fields
         self._matchers = {name: _field_matcher(name, v) for name, v in fields.items()}
-        self._last_miss: str | None = None
 
     def matches(self, value: Any) -> bool:
         """Return whether every given field of ``value`` matches."""

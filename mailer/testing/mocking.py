@@ -25,11 +25,12 @@ from typing import Any, cast
 from unittest import mock
 
 from mailer.content.message import Message
-from mailer.delivery.client import MessageClient, OutgoingMessage
+from mailer.delivery.client import MessageClient
 from mailer.delivery.results import SendResult, SendStatus
+from mailer.delivery.state import OutgoingMessage
 from mailer.exceptions import DeliveryError
 from mailer.records import SentMail
-from mailer.replies import Reply
+from mailer.replies import RecipientStatus, Reply
 from mailer.testing.outbox import Outbox
 
 SEND_TARGET = "mailer.delivery.client.MessageClient.send"
@@ -40,12 +41,14 @@ MOCK_REPLY = Reply(250, "2.0.0 OK: accepted by mock_send")
 
 def accepted_result(outgoing: OutgoingMessage) -> SendResult:
     """Return the result of a prepared message accepted for every recipient."""
-    return SendResult(
-        status=SendStatus.SENT,
-        to=tuple(address.addr_spec for address in outgoing.message.to),
+    return SendResult.of(
+        SendStatus.SENT,
+        to=(address.addr_spec for address in outgoing.message.to),
         message_id=outgoing.message_id,
-        accepted=outgoing.envelope.rcpt_tos,
+        recipients=dict.fromkeys(outgoing.envelope.rcpt_tos, RecipientStatus.ACCEPTED),
+        refused={},
         reply=MOCK_REPLY,
+        attempts=1,
     )
 
 

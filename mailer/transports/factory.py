@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from mailer.config.settings import MailerSettings
 from mailer.transports.base import Transport
+from mailer.transports.console import ConsoleTransport
 from mailer.transports.failover import FailoverMode, FailoverTransport
 from mailer.transports.smtp.transport import SMTPTransport
 
 
 def transport_from_settings(settings: MailerSettings) -> Transport:
-    """Return an SMTPTransport, or a FailoverTransport when MAILER_DSN lists relays."""
+    """Return an SMTPTransport, or a FailoverTransport when MAILER_DSN lists relays.
+
+    ``MAILER_DSN=console://`` gives a ConsoleTransport: every message is printed
+    to standard output and none is sent (for development).
+    """
+    if settings.relay_mode == "console":
+        return ConsoleTransport()
     relays = settings.relays
     if len(relays) == 1:
         return SMTPTransport(relays[0])

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -144,7 +145,10 @@ def _ignore_sigint() -> None:
     ids=["SIGINT", "SIGTERM"],
 )
 async def test_inbox_command_saves_and_lists_each_message(
-    tmp_path: Path, signum: signal.Signals, code: int
+    tmp_path: Path,
+    signum: signal.Signals,
+    code: int,
+    settings_for: Callable[..., MailerSettings],
 ) -> None:
     """`mailer inbox` listens on loopback, prints a line per message, saves .eml.
 
@@ -155,6 +159,8 @@ async def test_inbox_command_saves_and_lists_each_message(
         *MAILER,
         "inbox",
         "--port",
+        "0",
+        "--http-port",
         "0",
         "--dir",
         str(tmp_path / "box"),
@@ -173,12 +179,7 @@ async def test_inbox_command_saves_and_lists_each_message(
         ).decode()
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", banner)
         assert match, banner
-        settings = MailerSettings(
-            _env_file=None,
-            smtp_host="127.0.0.1",
-            smtp_port=int(match.group(1)),
-            from_="dev@example.test",
-        )
+        settings = settings_for(int(match.group(1)), from_="dev@example.test")
         async with MessageClient(settings) as client:
             await client.send(
                 Message(to="you@example.test", subject="Hello inbox", body="hi")

@@ -28,6 +28,7 @@ from mailer.testing import (
     AnyOf,
     Contains,
     FaultRule,
+    InboxClient,
     Mail,
     Not,
     Outbox,
@@ -74,6 +75,7 @@ async def send_batch() -> BatchReport:
         [{"email": "a@example.test", "name": "A"}],
         journal=Path("batch.journal"),
         stop=stop,
+        templates_dir="templates",
     )
 
 
@@ -120,6 +122,11 @@ def use_matchers_and_outboxes(outbox: Outbox) -> SentMail:
     with outbox.capture() as captured:
         pass
     assert captured == []
+    envelope: tuple[str, tuple[str, ...]] = (
+        outbox.last.mail_from,
+        outbox.last.rcpt_tos,
+    )
+    assert envelope
     return outbox.one(lambda mail: mail.subject == "s")
 
 
@@ -139,6 +146,15 @@ def use_the_threaded_server() -> int:
 
 def render_untrusted(source: str) -> Message:
     return render_string("Hi", source, trusted=False, to="a@example.test")
+
+
+async def use_the_inbox_client() -> list[SentMail]:
+    inbox = InboxClient("http://127.0.0.1:8025", timeout=5)
+    await inbox.clear()
+    outbox: Outbox = await inbox.outbox("is:unread")
+    outbox.assert_nothing_sent()
+    found: list[SentMail] = await inbox.wait_for(subject=Contains("Hi"), timeout=1)
+    return found + inbox.wait_for_blocking(Mail(to=Addr("a@example.test")), count=1)
 
 
 async def enqueue_in_a_transaction(dsn: str, settings: MailerSettings) -> list[str]:

@@ -47,9 +47,7 @@ class SMTPConnection:
             local_hostname=settings.smtp_local_hostname,
         )
         self.phase = Phase.IDLE
-        self.messages_sent = 0
         self.opened_at = 0.0
-        self.last_used = 0.0
 
     @property
     def smtp(self) -> aiosmtplib.SMTP:
@@ -88,7 +86,7 @@ class SMTPConnection:
             # After STARTTLS the extensions must be asked for again (RFC 3207 4.2);
             # AUTH, SIZE and SMTPUTF8 checks below need them.
             await self._smtp.ehlo()
-        self.opened_at = self.last_used = time.monotonic()
+        self.opened_at = time.monotonic()
         await log_in(self._smtp, self._settings, server=self.server)
 
     async def send(self, envelope: Envelope, content: bytes) -> Delivery:
@@ -129,8 +127,6 @@ class SMTPConnection:
         # whole-message budget, not the per-command timeout.
         reply = await smtp.data(content, timeout=self._settings.message_timeout)
         self.phase = Phase.IDLE
-        self.messages_sent += 1
-        self.last_used = time.monotonic()
         return Delivery(tuple(accepted), refused, Reply(reply.code, reply.message))
 
     def mail_options(self, envelope: Envelope, content: bytes) -> tuple[list[str], str]:

@@ -87,7 +87,6 @@ class Lane:
         self._message_timeout = message_timeout
         self._connection: SMTPConnection | None = None
         self._started = 0  # transactions begun on the current connection
-        self.connections_opened = 0
 
     async def run(self) -> None:
         """Send queued transactions until the queue is closed and empty."""
@@ -141,7 +140,6 @@ class Lane:
                 raise
             self._connection = connection
             self._started = 0
-            self.connections_opened += 1
         return connection
 
     async def _retire(self) -> None:
@@ -285,8 +283,6 @@ class Lane:
         """
         final = await session.read_final_reply(transaction.deadline)
         if final.code == CODE_OK:
-            if self._connection is not None:
-                self._connection.messages_sent += 1
             transaction.succeed(final)
             return True
         transaction.fail(aiosmtplib.SMTPDataError(final.code, final.message))

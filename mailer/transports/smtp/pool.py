@@ -70,11 +70,6 @@ class ConnectionPool:
         """Return whether ``aclose`` was called."""
         return self._queue.is_closed
 
-    @property
-    def connections_opened(self) -> int:
-        """Return how many connections the running lanes have opened so far."""
-        return sum(lane.connections_opened for lane in self._lanes.values())
-
     async def send(self, transaction: Transaction) -> Delivery:
         """Queue ``transaction`` and return its Delivery once a lane has sent it.
 

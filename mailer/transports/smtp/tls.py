@@ -26,7 +26,8 @@ from pathlib import Path
 
 import aiosmtplib
 
-from mailer.config.settings import MailerSettings, TLSMode
+from mailer.config.dsn import TLSMode
+from mailer.config.settings import MailerSettings
 from mailer.exceptions import TLSError
 
 logger = logging.getLogger("mailer.tls")
@@ -106,7 +107,7 @@ def build_client_context(
     return context
 
 
-def fingerprint(certificate: bytes) -> str:
+def certificate_fingerprint(certificate: bytes) -> str:
     """Return the SHA-256 fingerprint of a DER certificate, as ``AB:CD:...``."""
     digest = hashlib.sha256(certificate).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
@@ -238,7 +239,7 @@ class TLSPolicy:
         certificate = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         if not certificate:
             raise TLSError(f"TLS with {server} failed: the server sent no certificate")
-        seen = fingerprint(certificate)
+        seen = certificate_fingerprint(certificate)
         if seen.replace(":", "").lower() not in self.fingerprints:
             raise TLSError(
                 f"TLS with {server} failed: certificate fingerprint SHA256 {seen} "

@@ -22,11 +22,8 @@ RECIPIENTS = str(EXAMPLES / "recipients.csv")
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _configured(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A .env-free configuration through the environment, as a user would set it."""
-    monkeypatch.setenv("MAILER_FROM", "Example Shop <shop@example.test>")
-    monkeypatch.setenv("MAILER_TEMPLATES_DIR", str(EXAMPLES / "templates"))
+# Configured through the environment, as a user would set it.
+pytestmark = pytest.mark.usefixtures("configured_environment")
 
 
 def test_send_delivers_every_row_and_writes_the_report(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,13 +16,11 @@ from mailer.transports.failover import FailoverTransport
 SECRET = "s3cr%40t-pass"  # percent-encoded "s3cr@t-pass"
 
 
-def settings(**values: object) -> MailerSettings:
-    return MailerSettings(_env_file=None, **values)  # type: ignore[arg-type]
-
-
-def test_the_issue_example_sets_host_port_tls_login_and_timeout() -> None:
+def test_the_issue_example_sets_host_port_tls_login_and_timeout(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
     """smtp://user:pass@host:587?tls=starttls&timeout=10 fills the SMTP settings."""
-    [relay] = settings(
+    [relay] = make_settings(
         dsn=f"smtp://shop%40example.com:{SECRET}@smtp.example.com:587"
         "?tls=starttls&timeout=10"
     ).relays
@@ -36,15 +35,19 @@ def test_the_issue_example_sets_host_port_tls_login_and_timeout() -> None:
     assert relay.timeout == 10
 
 
-def test_smtps_is_implicit_tls_on_465_by_default() -> None:
+def test_smtps_is_implicit_tls_on_465_by_default(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
     """smtps:// means tls; the port defaults as for MAILER_SMTP_TLS=tls."""
-    [relay] = settings(dsn="smtps://mx.example.com").relays
+    [relay] = make_settings(dsn="smtps://mx.example.com").relays
     assert (relay.tls_mode, relay.port) == ("tls", 465)
 
 
-def test_other_settings_are_kept_for_each_relay() -> None:
+def test_other_settings_are_kept_for_each_relay(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
     """The relay overrides the SMTP keys only; MAILER_FROM, retries stay."""
-    [relay] = settings(
+    [relay] = make_settings(
         dsn="smtp://127.0.0.1:2525", from_="a@example.test", max_attempts=3
     ).relays
     assert relay.from_ == "a@example.test"
@@ -64,9 +67,11 @@ def test_failover_and_roundrobin_list_relays_in_order() -> None:
     assert parse_dsn("smtp://[::1]:25").relays[0].name == "[::1]:25"
 
 
-def test_the_dsn_is_hidden_in_the_settings_repr() -> None:
+def test_the_dsn_is_hidden_in_the_settings_repr(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
     """MAILER_DSN holds the password: repr and str show stars."""
-    value = settings(dsn=f"smtp://u:{SECRET}@smtp.example.com")
+    value = make_settings(dsn=f"smtp://u:{SECRET}@smtp.example.com")
     assert "s3cr" not in repr(value)
     assert "s3cr" not in str(value.relays)
 
@@ -89,11 +94,11 @@ def test_the_dsn_is_hidden_in_the_settings_repr() -> None:
     ],
 )
 def test_a_bad_dsn_is_one_line_naming_the_key_without_the_password(
-    dsn: str, message: str
+    dsn: str, message: str, make_settings: Callable[..., MailerSettings]
 ) -> None:
     """Each mistake is named; the password never appears in the error."""
     with pytest.raises(ConfigError) as caught:
-        settings(dsn=f"failover({dsn})" if dsn != "failover()" else dsn)
+        make_settings(dsn=f"failover({dsn})" if dsn != "failover()" else dsn)
     text = str(caught.value)
     assert text.startswith("MAILER_DSN: ")
     assert message in text
@@ -102,12 +107,14 @@ def test_a_bad_dsn_is_one_line_naming_the_key_without_the_password(
     assert caught.value.key == "MAILER_DSN"
 
 
-def test_a_dsn_with_separate_smtp_keys_is_refused() -> None:
+def test_a_dsn_with_separate_smtp_keys_is_refused(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
     """MAILER_DSN and MAILER_SMTP_HOST together: which one wins would be a guess."""
     with pytest.raises(
         ConfigError, match="MAILER_DSN: set either it or MAILER_SMTP_HOST"
     ):
-        settings(dsn="smtp://a.example.com", smtp_host="b.example.com")
+        make_settings(dsn="smtp://a.example.com", smtp_host="b.example.com")
 
 
 def test_the_dsn_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,14 +131,15 @@ def test_parse_errors_are_value_errors() -> None:
 
 
 def test_one_relay_builds_an_smtp_transport_and_a_list_a_failover_one(
-    tmp_path: Path,
+    tmp_path: Path, make_settings: Callable[..., MailerSettings]
 ) -> None:
     """The factory follows the DSN: SMTPTransport, or FailoverTransport over several."""
     assert isinstance(
-        transport_from_settings(settings(dsn="smtp://a.example.com")), SMTPTransport
+        transport_from_settings(make_settings(dsn="smtp://a.example.com")),
+        SMTPTransport,
     )
     transport = transport_from_settings(
-        settings(
+        make_settings(
             dsn="roundrobin(smtp://a.example.com smtps://b.example.com)",
             relay_cooldown=5,
         )
@@ -145,11 +153,15 @@ def test_one_relay_builds_an_smtp_transport_and_a_list_a_failover_one(
     ]
 
 
-def test_a_plain_text_relay_off_loopback_needs_the_insecure_switch() -> None:
+def test_a_plain_text_relay_off_loopback_needs_the_insecure_switch(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
     """tls=none to a remote relay: refused, as MAILER_SMTP_TLS=none is."""
     with pytest.raises(ConfigError, match="relay 2: tls=none would send mail in clear"):
-        settings(dsn="failover(smtp://a.example.com smtp://b.example.com?tls=none)")
-    allowed = settings(
+        make_settings(
+            dsn="failover(smtp://a.example.com smtp://b.example.com?tls=none)"
+        )
+    allowed = make_settings(
         dsn="smtp://b.example.com?tls=none", smtp_insecure_plaintext=True
     )
     assert allowed.relays[0].tls_mode == "none"
