@@ -84,6 +84,7 @@ def postgres() -> Iterator[Any]:
 def _queue_template(postgres: Any) -> str:
     """A database with the queue's schema, copied for each test that needs one."""
     import asyncio
+    import concurrent.futures
 
     import psycopg
 
@@ -98,7 +99,9 @@ def _queue_template(postgres: Any) -> str:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
             await apply_schema(c)
 
-    asyncio.run(init())
+    # In a thread of its own: this may be set up inside a running event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, init()).result()
     return name
 
 
