@@ -6,8 +6,11 @@ random moment and started again. Checked: every recipient got the message;
 a message that arrived twice is one the queue marked ambiguous (same
 Message-ID); `mailer status --batch` says the batch is complete.
 
-The default run uses QUEUE_KILL_ROWS rows (set ``MAILER_TEST_QUEUE_ROWS`` to
-change it); ``make queue-kill-20k`` runs the 20,000-row version of the issue.
+The issue asks for 20,000 rows: ``make queue-kill-20k`` runs that (about 2
+minutes on a quiet 2-core machine, 4 under load). The default run uses 5,000
+rows, with the same checks, to keep ``make test`` within its time budget (the
+20,000-row test alone took 228 s of a 448 s suite on a loaded machine). The
+environment variable ``QUEUE_KILL_ROWS`` sets the number.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from mailer.testing import SMTPTestServer
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 MAILER = [sys.executable, "-m", "mailer"]
-QUEUE_KILL_ROWS = int(os.environ.get("MAILER_TEST_QUEUE_ROWS", "20000"))
+QUEUE_KILL_ROWS = int(os.environ.get("QUEUE_KILL_ROWS", "5000"))
 WORKERS = 3
 
 
