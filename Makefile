@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit integration clean browser screenshots postgres-server queue-kill-20k
+.PHONY: demo test lint typecheck unit integration clean browser screenshots postgres-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,11 +62,6 @@ postgres-server: $(STAMP)
 	    $(BIN)/python -m pip install --quiet 'pgserver>=0.1.4,<0.2'; \
 	  fi; \
 	  $(FIND_PG); }
-
-# Issue 15's acceptance run at full size: 3 workers, 20,000 rows, one kill -9
-# (`make test` runs the same test on 5,000 rows).
-queue-kill-20k: $(STAMP) postgres-server
-	QUEUE_KILL_ROWS=20000 $(BIN)/pytest tests/integration/queue/test_queue_kill.py -s
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
