@@ -9,6 +9,7 @@ state, so that no deferred message is ever without the job that retries it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -98,6 +99,7 @@ class QueueObserver:
         policy: The retry policy (the client's own retries are off).
         worker: This worker's name, recorded with ``sending``.
         schedule_retry: Defers the message's retry job on a connection.
+        slots: The worker's ``MAILER_CONCURRENCY`` attempt slots.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class QueueObserver:
         policy: RetryPolicy,
         worker: str,
         schedule_retry: RetryScheduler,
+        slots: asyncio.Semaphore,
     ) -> None:
         self.connection = connection
         self.pool = pool
@@ -116,16 +119,27 @@ class QueueObserver:
         self.policy = policy
         self.worker = worker
         self.schedule_retry = schedule_retry
+        self.slots = slots
+        self._holding = False
         self.retry_in: float | None = None
         self._total_attempts = entry.attempts
         self._elapsed_at_start = 0.0
         self._started = time.monotonic()
 
     async def attempt_starting(self, attempts: MessageAttempts, /) -> None:
-        """Commit ``sending`` before the first SMTP command."""
-        total, elapsed, ambiguous = await store.record_starting(
-            self.connection, self.entry.position, self.worker
-        )
+        """Take one of the worker's slots, then commit ``sending``."""
+        # The worker's slots, not the job's: however many jobs run, at most
+        # MAILER_CONCURRENCY of its messages are ever 'sending' at once, so a
+        # crash leaves no more than that in doubt.
+        await self.slots.acquire()
+        self._holding = True
+        try:
+            total, elapsed, ambiguous = await store.record_starting(
+                self.connection, self.entry.position, self.worker
+            )
+        except BaseException:
+            self.release()
+            raise
         self._total_attempts = total
         self._elapsed_at_start = elapsed
         self._started = time.monotonic()
@@ -147,10 +161,22 @@ class QueueObserver:
             policy=self.policy,
         )
         self.retry_in = delay
-        if delay is None:
-            await store.record_outcome(self.connection, self.entry, retry_in=None)
-            return
-        # Both or neither: a deferred message always has its retry job.
-        async with self.pool.connection() as connection, connection.transaction():
-            await store.record_outcome(connection, self.entry, retry_in=delay)
-            await self.schedule_retry(connection, self.entry.position, delay)
+        try:
+            if delay is None:
+                await store.record_outcome(self.connection, self.entry, retry_in=None)
+                return
+            # Both or neither: a deferred message always has its retry job.
+            async with (
+                self.pool.connection() as connection,
+                connection.transaction(),
+            ):
+                await store.record_outcome(connection, self.entry, retry_in=delay)
+                await self.schedule_retry(connection, self.entry.position, delay)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Give the worker's slot back, if this message holds it."""
+        if self._holding:
+            self._holding = False
+            self.slots.release()

@@ -97,6 +97,8 @@ class DeliveryRuntime:
         self.app = app
         self.worker = worker
         self.stop = stop
+        # Attempts of all jobs together: what a crash can leave in doubt.
+        self.slots = asyncio.Semaphore(settings.concurrency)
 
     async def schedule_retry(
         self, connection: Connection, message: int, delay: float
@@ -175,7 +177,13 @@ class DeliveryRuntime:
         results = self.client.stream(
             requests, stop=self.stop, in_flight=self.settings.concurrency
         )
-        async for index, result in results:
+        try:
+            outcomes = [item async for item in results]
+        finally:
+            # An attempt cut off at shutdown never reached attempt_ended.
+            for observer in observers:
+                observer.release()
+        for index, result in outcomes:
             state = observers[index].entry.state
             if result.status is SendStatus.PENDING or state is JournalState.PENDING:
                 unfinished += 1
@@ -221,6 +229,7 @@ class DeliveryRuntime:
             policy=self.policy,
             worker=self.worker,
             schedule_retry=self.schedule_retry,
+            slots=self.slots,
         )
         observers.append(observer)
         return SendRequest(

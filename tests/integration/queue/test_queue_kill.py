@@ -4,7 +4,8 @@ The batch is enqueued with `mailer send --queue`; three workers deliver it to
 a real SMTP server in this process; one of them is killed with SIGKILL at a
 random moment and started again. Checked: every recipient got the message;
 a message that arrived twice is one the queue marked ambiguous (same
-Message-ID); `mailer status --batch` says the batch is complete.
+Message-ID), and no more than MAILER_CONCURRENCY were; `mailer status
+--batch` says the batch is complete.
 
 It runs the issue's 20,000 rows (80 s on this 2-core machine with a load
 average of 7; the message counts come from a regex over the raw bytes, as
@@ -188,6 +189,8 @@ async def test_kill_9_of_one_worker_of_three_loses_nothing_and_duplicates_only_a
     assert codes == [143, 143, 143], report
     assert delivered_to == {f"user{n}@example.test" for n in range(rows)}, report
     assert twice <= ambiguous, report
+    # One crash leaves at most MAILER_CONCURRENCY (default 5) messages in doubt.
+    assert len(ambiguous) <= 5, report
     assert code == 0, status
     assert "complete: every message was sent" in status
     assert f"{rows} sent" in status
