@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS messages (
     reply_text TEXT,
     error TEXT,
     next_attempt_at REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    date TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_state ON messages (state);
 """
@@ -103,6 +104,7 @@ class JournalEntry:
     reply: Reply | None = None
     error: str | None = None
     next_attempt_at: float | None = None
+    date: str | None = None  # the Date header, recorded with the Message-ID
 
     @property
     def is_done(self) -> bool:
@@ -133,6 +135,7 @@ def entry_from_row(row: sqlite3.Row) -> JournalEntry:
         email=row["email"],
         state=JournalState(row["state"]),
         message_id=row["message_id"],
+        date=row["date"] if "date" in row.keys() else None,  # noqa: SIM118
         attempts=row["attempts"],
         ambiguous=bool(row["ambiguous"]),
         transient=bool(row["transient"]),
@@ -204,6 +207,7 @@ class Journal:
                 connection.execute("PRAGMA synchronous=FULL")
                 if existed:
                     _check_identity(connection, path, identity)
+                    _add_date_column(connection)
                 else:
                     connection.executescript(SCHEMA)
                     _write_meta(connection, identity)
@@ -320,6 +324,7 @@ class Journal:
             entry.error,
             entry.next_attempt_at,
             time.time(),
+            entry.date,
             entry.position,
         )
 
@@ -329,7 +334,7 @@ class Journal:
                     "UPDATE messages SET state = ?, message_id = ?, attempts = ?,"
                     " ambiguous = ?, transient = ?, recipients = ?, replies = ?,"
                     " reply_code = ?, reply_text = ?, error = ?, next_attempt_at = ?,"
-                    " updated_at = ? WHERE position = ?",
+                    " updated_at = ?, date = ? WHERE position = ?",
                     values,
                 )
 
@@ -419,12 +424,26 @@ def _check_identity(
             path=str(path),
         )
     if meta.get("fingerprint") != identity.fingerprint:
+        started = meta.get("source")
+        # The same name twice told nothing: say which case this is.
+        what = (
+            f"{started} changed since the journal was started"
+            if started == identity.source
+            else f"it was started for the recipients {started}, not {identity.source}"
+        )
         raise JournalError(
-            f"{path} is the journal of another batch: its recipients "
-            f"({meta.get('source')}) differ from these ({identity.source}), "
-            "or the file changed since; use a new journal file for this batch",
+            f"{path} is the journal of another batch: {what}; use a new journal "
+            "file for this batch (or the original file to resume it)",
             path=str(path),
         )
+
+
+def _add_date_column(connection: sqlite3.Connection) -> None:
+    # Journals written before the Date was recorded (same version otherwise)
+    # get the column; their rows resume with a new Date, as they did before.
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(messages)")}
+    if "date" not in columns:
+        connection.execute("ALTER TABLE messages ADD COLUMN date TEXT")
 
 
 @dataclass(slots=True)

@@ -67,6 +67,8 @@ class RecipientFile:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        # A CSV file's header, once read: what a template may use.
+        self.columns: tuple[str, ...] | None = None
         suffix = self.path.suffix.lower()
         if suffix not in CSV_SUFFIXES | JSONL_SUFFIXES:
             raise InvalidRecipientsError(
@@ -86,13 +88,11 @@ class RecipientFile:
     def _check_csv_header(self) -> None:
         with self.path.open(encoding="utf-8-sig", newline="") as handle:
             header = next(csv.reader(handle), None)
-        if header is None or EMAIL_KEY not in [column.strip() for column in header]:
+        columns = [column.strip() for column in header or []]
+        self.columns = tuple(columns)
+        if EMAIL_KEY not in columns:
             raise InvalidRecipientsError(
-                [
-                    InvalidRow(
-                        1, f"{self.path}: the header row has no {EMAIL_KEY!r} column"
-                    )
-                ]
+                [InvalidRow(1, f"{self.path}: {_header_problem(header, columns)}")]
             )
 
     def _csv_rows(self) -> Iterator[Recipient | InvalidRow]:
@@ -127,3 +127,34 @@ class RecipientFile:
                     yield InvalidRow(number, "expected a JSON object")
                     continue
                 yield recipient_from_mapping(row, number)
+
+
+# Separators spreadsheets use instead of commas (a "CSV" saved in some locales).
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _header_problem(header: list[str] | None, columns: list[str]) -> str:
+    """Return why a CSV header has no ``email`` column, and what was found instead."""
+    if not header or not any(columns):
+        return (
+            "the file is empty; a CSV file needs a header row naming its columns, "
+            f"one of them {EMAIL_KEY!r}"
+        )
+    if len(columns) == 1:
+        for separator, name in _OTHER_SEPARATORS.items():
+            if separator in columns[0]:
+                return (
+                    f"the header row is one column, {columns[0][:80]!r}: the file "
+                    f"looks separated by {name}; mailer reads comma-separated "
+                    f"files (save it as CSV with commas), and needs an "
+                    f"{EMAIL_KEY!r} column"
+                )
+    found = ", ".join(repr(column) for column in columns[:20])
+    more = f" and {len(columns) - 20} more" if len(columns) > 20 else ""
+    near = [column for column in columns if column.lower() == EMAIL_KEY]
+    hint = (
+        f"; column names are case-sensitive: rename {near[0]!r} to {EMAIL_KEY!r}"
+        if near
+        else ""
+    )
+    return f"the header row has no {EMAIL_KEY!r} column (found {found}{more}){hint}"

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Callable,
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailer.bulk.attachments import RowAttachments, check_attachments_size
 from mailer.bulk.recipients import (
     InvalidRow,
     Recipient,
@@ -33,11 +35,19 @@ from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import Message
 from mailer.delivery.client import generate_message_client
-from mailer.delivery.results import SendResult
-from mailer.exceptions import ConfigError, InvalidRecipientsError, MailerError
+from mailer.delivery.results import SendResult, SendStatus
+from mailer.exceptions import (
+    ConfigError,
+    InvalidRecipientsError,
+    MailerError,
+    UndefinedVariableError,
+)
 from mailer.templates.sets import TemplateSet, load_template_set, render_set
 
 RecipientRow = Recipient | InvalidRow | Mapping[str, Any]
+# Recipients columns with a meaning beyond the templates.
+LOCALE_KEY = "locale"
+UNSUBSCRIBE_KEY = "unsubscribe_url"
 RecipientSource = Iterable[RecipientRow] | AsyncIterable[RecipientRow]
 
 
@@ -60,8 +70,13 @@ def render_row(
     context: Mapping[str, Any] | None = None,
     sender: str | None = None,
     templates: TemplateSet | None = None,
+    attachments: RowAttachments | None = None,
 ) -> Message:
     """Render the template for one recipient (shared context under the row's own).
+
+    A ``locale`` column picks the set's ``NAME/<locale>/`` folder when it
+    has one; an ``unsubscribe_url`` column adds the one-click unsubscribe
+    headers.
 
     Args:
         template_name: The template set.
@@ -70,6 +85,8 @@ def render_row(
         context: Variables shared by every row.
         sender: The From address.
         templates: The set, already loaded (a batch loads it once).
+        attachments: The files every message carries, and the column naming
+            each row's own.
 
     Raises:
         MailerError: The row does not render into a valid message.
@@ -78,9 +95,25 @@ def render_row(
     to: str | Address = recipient.email
     if recipient.name:
         to = Address.create(recipient.email, recipient.name, field="to")
-    if templates is None:
+    locale = values.get(LOCALE_KEY)
+    if locale:
+        # Cached per (set, locale): a batch compiles each locale once.
+        root = templates.root if templates is not None else settings.templates_dir
+        templates = load_template_set(template_name, root, locale=str(locale))
+    elif templates is None:
         templates = load_template_set(template_name, settings.templates_dir)
-    return render_set(templates, to=to, context=values, sender=sender)
+    unsubscribe = values.get(UNSUBSCRIBE_KEY) or None
+    files = attachments.for_row(recipient) if attachments else ()
+    if files:
+        check_attachments_size(files, settings)
+    return render_set(
+        templates,
+        to=to,
+        context=values,
+        sender=sender,
+        attachments=files,
+        unsubscribe=unsubscribe,
+    )
 
 
 def check_rows(
@@ -90,8 +123,20 @@ def check_rows(
     settings: MailerSettings,
     context: Mapping[str, Any] | None = None,
     sender: str | None = None,
+    attachments: RowAttachments | None = None,
+    on_valid: Callable[[Recipient, Message], None] | None = None,
 ) -> tuple[int, list[InvalidRow]]:
     """Render and validate every row without keeping the messages.
+
+    Args:
+        template_name: The template set.
+        recipients: The rows.
+        settings: For the templates directory.
+        context: Variables shared by every row.
+        sender: The From address.
+        attachments: The files of each row (missing files are bad rows).
+        on_valid: Called with each valid row and its message (a dry run
+            lists what would be sent).
 
     Returns:
         How many rows are valid, and every bad row with its line number.
@@ -102,8 +147,9 @@ def check_rows(
         settings,
         context,
         sender,
+        attachments,
     )
-    checked = _check(job, recipients)
+    checked = _check(job, recipients, on_valid)
     return checked.valid, checked.errors
 
 
@@ -116,6 +162,7 @@ class _Job:
     settings: MailerSettings
     context: Mapping[str, Any] | None
     sender: str | None
+    attachments: RowAttachments | None = None
 
     def render(self, row: Recipient) -> Message:
         return render_row(
@@ -125,6 +172,7 @@ class _Job:
             context=self.context,
             sender=self.sender,
             templates=self.templates,
+            attachments=self.attachments,
         )
 
 
@@ -135,28 +183,70 @@ class _Checked:
     digest: str  # of every row, so a journal notices another (or edited) file
 
 
-def _check(job: _Job, recipients: Iterable[RecipientRow]) -> _Checked:
-    """Render every row once, keeping nothing but the count, the errors, a digest."""
+class _CheckInterruptedError(Exception):
+    """The check pass saw ``stop`` set: nothing has been sent."""
+
+
+def _check(
+    job: _Job,
+    recipients: Iterable[RecipientRow],
+    on_valid: Callable[[Recipient, Message], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> _Checked:
+    """Render every row once, keeping nothing but the count, the errors, a digest.
+
+    Raises:
+        _CheckInterruptedError: ``stop`` was set meanwhile (read between rows,
+            so that a long check ends within one row of a Ctrl-C).
+    """
     valid = 0
     errors: list[InvalidRow] = []
+    columns = getattr(recipients, "columns", None)  # a CSV file's header
 
     def checked_rows() -> Iterator[Recipient | InvalidRow]:
         nonlocal valid
         for row in _rows(recipients):
+            if stop is not None and stop.is_set():
+                raise _CheckInterruptedError
             yield row
             if isinstance(row, InvalidRow):
                 errors.append(row)
                 continue
             try:
-                job.render(row)
+                message = job.render(row)
+            except UndefinedVariableError as exc:
+                errors.append(InvalidRow(row.line, _missing_value(exc, columns)))
             except MailerError as exc:
                 errors.append(InvalidRow(row.line, str(exc)))
             else:
                 valid += 1
+                if on_valid is not None:
+                    on_valid(row, message)
 
     # One pass: each row is digested as it is checked, and nothing is kept.
     digest = rows_digest(checked_rows())
     return _Checked(valid, errors, digest)
+
+
+def _missing_value(
+    error: UndefinedVariableError, columns: tuple[str, ...] | None
+) -> str:
+    """Say why a row lacks a variable its template uses, in the file's terms.
+
+    For a CSV file, a name missing from the header is the same mistake on every
+    row, said the same way (so it can be said once): the column is missing.
+    A name in the header lacks a value on this row only: its cell is empty.
+    """
+    variable = error.variable
+    if columns is None or not variable.isidentifier():
+        return str(error)
+    used_by = error.template.split("/", 1)[-1]
+    if variable not in columns:
+        return f"column {variable!r} is used by {used_by} but is not in the header"
+    return (
+        f"column {variable!r} is empty on this row, and {used_by} uses it (write "
+        f'{{{{ {variable} | default("...") }}}} in the template to allow it)'
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +285,8 @@ async def _outcomes(
     journal: Path | str | None,
     stop: asyncio.Event | None,
     on_resume: Callable[[ResumeCounts], None] | None,
+    attachments: RowAttachments | None = None,
+    on_checked: Callable[[int], None] | None = None,
     templates_dir: Path | str | None = None,
 ) -> AsyncIterator[_Outcome]:
     settings = settings if settings is not None else MailerSettings()
@@ -207,6 +299,7 @@ async def _outcomes(
         settings,
         context,
         sender,
+        attachments,
     )
     if sender is None and settings.default_sender is None:
         raise ConfigError(
@@ -223,9 +316,19 @@ async def _outcomes(
     digest = ""
     if check_first:
         assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
-        checked = _check(job, recipients)
+        try:
+            # In a worker thread: the event loop stays free to handle signals,
+            # so Ctrl-C stops a long check pass (it used to wait for its end).
+            checked = await asyncio.to_thread(_check, job, recipients, None, stop)
+        except _CheckInterruptedError:
+            # Stopped before anything was sent or journaled: the batch ends
+            # here, with nothing to report (listing every row as pending cost
+            # as long as the check itself on a large file).
+            return
         if checked.errors and not skip_invalid:
             raise InvalidRecipientsError(checked.errors)
+        if on_checked is not None:
+            on_checked(checked.valid)
         for position, error in enumerate(checked.errors):
             yield _Outcome(-1 - position, error.line, error)
         digest = checked.digest
@@ -267,26 +370,38 @@ async def _outcomes(
         lines[next(indexes)] = row.line
         return message
 
-    async def from_async(rows: AsyncIterable[RecipientRow]) -> AsyncIterator[Message]:
-        position = 0
+    def halted() -> bool:
+        return stop is not None and stop.is_set()
+
+    async def from_async(rows: AsyncIterator[RecipientRow]) -> AsyncIterator[Message]:
+        nonlocal position
         async for raw in rows:
             position += 1
             message = render_or_record(_row(raw, position))
             if message is not None:
                 yield message
+            if halted():
+                return  # the rest is pending, and is not rendered (below)
 
-    def from_sync(rows: Iterable[RecipientRow]) -> Iterator[Message]:
+    def from_sync(rows: Iterator[Recipient | InvalidRow]) -> Iterator[Message]:
         # A plain generator: the engine pulls it inline, no task per message.
-        for row in _rows(rows):
+        for row in rows:
             message = render_or_record(row)
             if message is not None:
                 yield message
+            if halted():
+                return  # the rest is pending, and is not rendered (below)
 
-    messages: Iterator[Message] | AsyncIterator[Message] = (
-        from_async(recipients)
-        if isinstance(recipients, AsyncIterable)
-        else from_sync(recipients)
-    )
+    position = 0
+    rest_async: AsyncIterator[RecipientRow] | None = None
+    rest_sync: Iterator[Recipient | InvalidRow] | None = None
+    messages: Iterator[Message] | AsyncIterator[Message]
+    if isinstance(recipients, AsyncIterable):
+        rest_async = aiter(recipients)
+        messages = from_async(rest_async)
+    else:
+        rest_sync = _rows(recipients)
+        messages = from_sync(rest_sync)
     async with generate_message_client(settings) as client:
         async for index, result in client.stream(messages, stop=stop):
             while found:
@@ -295,6 +410,46 @@ async def _outcomes(
             yield _Outcome(index, lines.pop(index), result)
     for bad in found:
         yield _Outcome(-1, bad.line, bad)
+    if not halted():
+        return
+    # Stopped: every row not yet taken is pending. Rendering each one only to
+    # say it was not sent took as long as sending on a large file.
+    reason = f"not sent: {getattr(stop, 'reason', 'interrupted')}"
+    left = 0
+    if rest_sync is not None:
+        for row in rest_sync:
+            left += 1
+            if left % 1000 == 0:
+                await asyncio.sleep(0)  # a second Ctrl-C is heard meanwhile
+            outcome = _not_taken(row, next(indexes), reason, check_first)
+            if outcome is not None:
+                yield outcome
+    elif rest_async is not None:
+        async for raw in rest_async:
+            position += 1
+            outcome = _not_taken(
+                _row(raw, position), next(indexes), reason, check_first
+            )
+            if outcome is not None:
+                yield outcome
+
+
+def _not_taken(
+    row: Recipient | InvalidRow, index: int, reason: str, checked: bool
+) -> _Outcome | None:
+    """Return the outcome of a row a stopped batch never took, if it has one."""
+    if isinstance(row, InvalidRow):
+        return None if checked else _Outcome(-1, row.line, row)
+    result = SendResult.of(
+        SendStatus.PENDING,
+        to=(row.email,),
+        message_id=None,
+        recipients={},
+        refused={},
+        error=reason,
+        transient=True,
+    )
+    return _Outcome(index, row.line, result)
 
 
 async def stream_messages(
@@ -308,8 +463,10 @@ async def stream_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
+    attachments: RowAttachments | None = None,
+    on_checked: Callable[[int], None] | None = None,
     templates_dir: Path | str | None = None,
-) -> AsyncIterator[tuple[int, SendResult | InvalidRow]]:
+) -> AsyncGenerator[tuple[int, SendResult | InvalidRow], None]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
     Memory stays flat whatever the number of rows: rows are read and rendered
@@ -335,8 +492,15 @@ async def stream_messages(
             first. It must be the journal of this template and these rows.
         stop: Set it to stop the batch: no new message starts, attempts in
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
-            ``pending`` (and stay pending in the journal).
+            ``pending`` (and stay pending in the journal). Set during the
+            check pass, it ends the batch at the next row, before anything
+            is sent or journaled: nothing more is yielded.
         on_resume: Called, when ``journal`` exists, with what it held.
+        attachments: Files for every message and per row (see
+            ``RowAttachments``); a row naming a missing file is bad.
+        on_checked: Called, once the check pass is over, with the number of
+            valid rows: the messages the batch will yield (for a progress
+            bar's total).
         templates_dir: Where the template sets are; default
             ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
@@ -362,6 +526,8 @@ async def stream_messages(
         journal=journal,
         stop=stop,
         on_resume=on_resume,
+        attachments=attachments,
+        on_checked=on_checked,
         templates_dir=templates_dir,
     ):
         yield outcome.line, outcome.result
@@ -379,6 +545,7 @@ async def send_messages(
     keep_results: bool = True,
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
+    attachments: RowAttachments | None = None,
     templates_dir: Path | str | None = None,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
@@ -408,7 +575,11 @@ async def send_messages(
             and these recipients.
         stop: Set it to stop the batch: no new message starts, attempts in
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
-            ``pending`` (and stay pending in the journal).
+            ``pending`` (and stay pending in the journal). Set during the
+            check pass, it ends the batch before anything is sent: the report
+            is empty.
+        attachments: Files for every message and per row (see
+            ``RowAttachments``); a row naming a missing file is bad.
         templates_dir: Where the template sets are; default
             ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
@@ -440,6 +611,7 @@ async def send_messages(
         journal=journal,
         stop=stop,
         on_resume=resumed,
+        attachments=attachments,
         templates_dir=templates_dir,
     ):
         if isinstance(outcome.result, InvalidRow):

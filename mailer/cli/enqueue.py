@@ -18,8 +18,17 @@ def enqueue(
     report: Path | None,
     journal: Path | None,
     job_size: int | None,
+    attachments: object | None = None,
 ) -> int:
     """Enqueue the batch; return the exit code (failures exit 2 via ``fail``)."""
+    if attachments is not None:
+        # Each queued message stores its own content: one shared file would be
+        # copied into every row of the batch.
+        raise fail(
+            "--attach/--attach-column: a queued batch cannot carry attachments "
+            "yet; send it without --queue, or enqueue messages with "
+            "send_later(Message(..., attachments=[...]))"
+        )
     if journal is not None:
         raise fail(
             "--journal: a queued batch keeps its state in the queue database; "

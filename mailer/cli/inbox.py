@@ -30,25 +30,32 @@ DEFAULT_HTTP_PORT = 8025
 
 def inbox(
     port: Annotated[
-        int, typer.Option(help="SMTP port to listen on (0: any free port).")
+        int,
+        typer.Option(metavar="PORT", help="SMTP port to listen on (0: any free port)."),
     ] = DEFAULT_SMTP_PORT,
     http_port: Annotated[
-        int, typer.Option(help="Web page port (0: any free port).")
+        int, typer.Option(metavar="PORT", help="Web page port (0: any free port).")
     ] = DEFAULT_HTTP_PORT,
     no_web: Annotated[
         bool, typer.Option("--no-web", help="SMTP only: no web page.")
     ] = False,
     host: Annotated[
-        str, typer.Option(help="Loopback address to listen on.")
+        str, typer.Option(metavar="ADDR", help="Loopback address to listen on.")
     ] = "127.0.0.1",
     directory: Annotated[
-        Path, typer.Option("--dir", help="Where messages are kept (.eml files).")
+        Path,
+        typer.Option(
+            "--dir", metavar="DIR", help="Where messages are kept (.eml files)."
+        ),
     ] = Path("mailer-inbox"),
     max_messages: Annotated[
-        int, typer.Option(help="Messages kept; the oldest are deleted past it.")
+        int,
+        typer.Option(
+            metavar="N", help="Messages kept; the oldest are deleted past it."
+        ),
     ] = DEFAULT_MAX_MESSAGES,
     max_connections: Annotated[
-        int, typer.Option(help="SMTP connections at once; more get a 421.")
+        int, typer.Option(metavar="N", help="SMTP connections at once; more get a 421.")
     ] = DEFAULT_MAX_CONNECTIONS,
     templates_dir: TemplatesDirOption = None,
 ) -> None:

@@ -22,11 +22,17 @@ from mailer.exceptions import MailerError
 def status(
     journal: Annotated[
         Path | None,
-        typer.Option("--journal", help="The journal of a `mailer send` run."),
+        typer.Option(
+            "--journal", metavar="FILE", help="The journal of a `mailer send` run."
+        ),
     ] = None,
     batch: Annotated[
         int | None,
-        typer.Option("--batch", help="A batch enqueued with `mailer send --queue`."),
+        typer.Option(
+            "--batch",
+            metavar="ID",
+            help="A batch enqueued with `mailer send --queue`.",
+        ),
     ] = None,
     queue: Annotated[
         bool, typer.Option("--queue", help="Everything in the queue database.")

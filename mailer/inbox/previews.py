@@ -21,6 +21,8 @@ import jinja2
 
 from mailer.content.message import Message
 from mailer.exceptions import MailerError, TemplateSyntaxError
+from mailer.templates.htmlfirst import html_to_text
+from mailer.templates.inline import InlineImages
 from mailer.templates.sets import (
     SUBJECT_FILE,
     TemplateSet,
@@ -161,13 +163,23 @@ def render_preview(
     root = templates_dir.resolve()
     try:
         subject = _render(templates.subject, context, root)
-        preview.text = _render(templates.text, context, root)
+        if templates.text is not None:
+            preview.text = _render(templates.text, context, root)
+        # inline("logo.png") in body.html gives a cid: URL, as when sending.
+        images = InlineImages(name, templates.folders, templates.root)
         preview.html = (
-            _render(templates.html, context, root) if templates.html else None
+            _render(templates.html, {**context, "inline": images}, root)
+            if templates.html
+            else None
         )
+        if templates.text is None:
+            # An HTML-first set: the text part is derived as when sending.
+            preview.text = html_to_text(preview.html or "", template=name)
         preview.subject = _check(templates, subject, preview)
     except _RenderError as exc:
         preview.problem = exc.problem
+    except MailerError as exc:
+        preview.problem = Problem(str(exc))
     return preview
 
 

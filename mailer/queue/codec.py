@@ -8,11 +8,14 @@ edited by hand cannot smuggle a header injection past ``Message``.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from typing import Any
 
 from mailer.content.addresses import Address
+from mailer.content.attachments import Attachment
 from mailer.content.message import Message
+from mailer.content.unsubscribe import Unsubscribe
 
 # The Message fields this codec writes. A field added to Message must be added
 # here too (a unit test compares the two), or queued mail would lose it.
@@ -26,6 +29,8 @@ FIELDS = (
     "reply_to",
     "sender",
     "headers",
+    "attachments",
+    "unsubscribe",
 )
 CODEC_VERSION = 1
 
@@ -38,6 +43,27 @@ def _addresses(addresses: tuple[Address, ...]) -> list[list[str]]:
     return [_address(address) for address in addresses]
 
 
+def _attachment(attachment: Attachment) -> dict[str, Any]:
+    # The bytes themselves: a worker on another host has no access to the path.
+    return {
+        "content": base64.b64encode(attachment.read()).decode("ascii"),
+        "filename": attachment.filename,
+        "content_type": attachment.content_type,
+        "disposition": attachment.disposition,
+        "content_id": attachment.content_id,
+    }
+
+
+def _decode_attachment(data: dict[str, Any]) -> Attachment:
+    return Attachment(
+        base64.b64decode(data["content"], validate=True),
+        filename=data["filename"],
+        content_type=data["content_type"],
+        disposition=data["disposition"],
+        content_id=data["content_id"],
+    )
+
+
 def encode_message(message: Message, *, sender: Address) -> dict[str, Any]:
     """Return ``message`` as a JSON-ready dict, its sender set to ``sender``.
 
@@ -45,7 +71,11 @@ def encode_message(message: Message, *, sender: Address) -> dict[str, Any]:
         message: The validated message.
         sender: Its own sender, or the default one: stored so that the worker
             needs no ``MAILER_FROM``.
+
+    Raises:
+        MessageError: An attachment's file cannot be read.
     """
+    unsubscribe = message.unsubscribe
     return {
         "v": CODEC_VERSION,
         "to": _addresses(message.to),
@@ -57,6 +87,12 @@ def encode_message(message: Message, *, sender: Address) -> dict[str, Any]:
         "reply_to": _addresses(message.reply_to),
         "sender": _address(message.sender or sender),
         "headers": [list(pair) for pair in message.headers],
+        "attachments": [_attachment(a) for a in message.attachments],
+        "unsubscribe": (
+            None
+            if unsubscribe is None
+            else {"url": unsubscribe.url, "mailto": unsubscribe.mailto}
+        ),
     }
 
 
@@ -77,6 +113,7 @@ def decode_message(data: dict[str, Any]) -> Message:
     if data.get("v") != CODEC_VERSION:
         raise ValueError(f"queued message format {data.get('v')!r} is not known")
     name, addr_spec = data["sender"]
+    unsubscribe = data.get("unsubscribe")
     return Message(
         to=_decode_addresses(data["to"], "to"),
         subject=data["subject"],
@@ -87,6 +124,12 @@ def decode_message(data: dict[str, Any]) -> Message:
         reply_to=_decode_addresses(data["reply_to"], "reply_to"),
         sender=Address.create(addr_spec, name, field="sender"),
         headers=[(header, value) for header, value in data["headers"]],
+        attachments=[_decode_attachment(a) for a in data.get("attachments", [])],
+        unsubscribe=(
+            None
+            if unsubscribe is None
+            else Unsubscribe(url=unsubscribe["url"], mailto=unsubscribe["mailto"])
+        ),
     )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mailer.records import Attachment, SentMail, SessionInfo
+from mailer.records import DKIMSignatureInfo, SentAttachment, SentMail, SessionInfo
+from mailer.testing.attachments import Attachment
 from mailer.testing.mail import Mail
 from mailer.testing.matchers import (
     Addr,
@@ -25,6 +26,7 @@ from mailer.testing.outbox import Outbox
 
 if TYPE_CHECKING:
     from mailer.testing.config import isolated_settings
+    from mailer.testing.dkim import make_dkim_key, verify_dkim
     from mailer.testing.fakes import (
         MemoryTransport,
         MockTransport,
@@ -59,6 +61,8 @@ _LAZY = {
     "use_transport": "mailer.testing.fakes",
     "TLSBundle": "mailer.testing.tls",
     "isolated_settings": "mailer.testing.config",
+    "make_dkim_key": "mailer.testing.dkim",
+    "verify_dkim": "mailer.testing.dkim",
     "FakeQueue": "mailer.testing.queue",
     "QueuedMail": "mailer.testing.queue",
     "fake_queue": "mailer.testing.queue",
@@ -81,6 +85,7 @@ __all__ = [
     "AnyOf",
     "Attachment",
     "Contains",
+    "DKIMSignatureInfo",
     "FakeQueue",
     "FaultPlan",
     "FaultRule",
@@ -97,6 +102,7 @@ __all__ = [
     "QueuedMail",
     "Regex",
     "SMTPTestServer",
+    "SentAttachment",
     "SentMail",
     "SessionInfo",
     "TLSBundle",
@@ -104,6 +110,8 @@ __all__ = [
     "capture_mail",
     "fake_queue",
     "isolated_settings",
+    "make_dkim_key",
     "patch_send",
     "use_transport",
+    "verify_dkim",
 ]

@@ -98,7 +98,7 @@ async def test_send_from_a_dotenv_with_starttls_and_auth(
 async def test_send_reports_a_refused_login_in_one_line(
     tmp_path: Path, smtp_server: SMTPTestServer, smtp_tls: TLSBundle
 ) -> None:
-    """A wrong password: exit 1, the 535 reply shown, the password never printed."""
+    """A wrong password: exit 2 (configuration), the 535 reply shown, the password never printed."""
     env = clean_env() | {
         "MAILER_SMTP_HOST": smtp_server.host,
         "MAILER_SMTP_PORT": str(smtp_server.port),
@@ -122,10 +122,14 @@ async def test_send_reports_a_refused_login_in_one_line(
         stderr=subprocess.PIPE,
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 1
+    assert process.returncode == 2
     # A refused login stops the batch: one login tried, the rest left pending.
     assert "0 sent, 1 failed, 3 pending" in stdout.decode()
-    assert "3 pending: not sent: stopped after: " in stderr.decode()
+    assert (
+        "3 pending: not sent: stopped: every message would fail the same way: "
+        in stderr.decode()
+    )
+    assert "check MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD" in stderr.decode()
     assert (
         "refused the login: 535 5.7.8 Authentication credentials invalid"
         in stderr.decode()

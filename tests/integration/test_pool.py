@@ -17,6 +17,7 @@ from mailer import (
     Message,
     MessageClient,
     RejectedError,
+    SendStatus,
 )
 from mailer.config.settings import MailerSettings
 from mailer.inbox.server import InboxHandler, start_inbox
@@ -211,14 +212,16 @@ async def test_a_refused_message_ends_its_connection_without_pipelining(
 async def test_nothing_listening_fails_every_message_and_opens_nothing(
     settings_for: Callable[..., MailerSettings], mail: Callable[..., Message]
 ) -> None:
-    """A closed port: each message fails with a transient ConnectError; none is lost."""
+    """A closed port: the first message fails, the batch stops (issue 12.6), none is lost."""
     inbox = await start_inbox()
     await inbox.aclose()
     async with MessageClient(settings_for(inbox, concurrency=2)) as client:
         results = await client.send_many(mail(n) for n in range(5))
     assert len(results) == 5
-    assert all(not r.is_sent and r.transient for r in results)
+    assert not any(r.is_sent for r in results)
+    assert [r.status for r in results] == [SendStatus.FAILED] + [SendStatus.PENDING] * 4
     assert all(r.error and "cannot reach" in r.error for r in results)
+    assert all(r.transient for r in results[1:])
 
 
 class SlowContent(InboxHandler):

@@ -148,6 +148,34 @@ def render_untrusted(source: str) -> Message:
     return render_string("Hi", source, trusted=False, to="a@example.test")
 
 
+def use_content_features(mail: SentMail) -> Message:
+    from pathlib import Path
+
+    from mailer import Attachment, RowAttachments, Unsubscribe
+    from mailer.testing import Attachment as AttachmentMatcher
+    from mailer.testing import make_dkim_key, verify_dkim
+
+    pdf = Attachment(b"%PDF", filename="a.pdf", content_type="application/pdf")
+    logo = Attachment.from_path(
+        Path("logo.png"), disposition="inline", content_id="logo@example.test"
+    )
+    files = RowAttachments.from_paths([Path("terms.pdf")], column="files")
+    assert files.common
+    assert mail == Mail(attachments=[AttachmentMatcher(filename="a.pdf", size=4)])
+    info = mail.dkim
+    if info is not None:
+        assert info.domain
+    _, record = make_dkim_key("ed25519")
+    assert verify_dkim(mail, record).selector
+    return Message(
+        to="a@example.test",
+        subject="s",
+        body="b",
+        attachments=[pdf, logo],
+        unsubscribe=Unsubscribe(url="https://example.test/u"),
+    )
+
+
 async def use_the_inbox_client() -> list[SentMail]:
     inbox = InboxClient("http://127.0.0.1:8025", timeout=5)
     await inbox.clear()

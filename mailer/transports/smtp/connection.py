@@ -7,11 +7,13 @@ import time
 
 import aiosmtplib
 
+from mailer.config.secrets import Redactor
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Envelope
 from mailer.exceptions import RecipientsRefusedError, UnsupportedError
 from mailer.replies import RecipientStatus, Reply, classify_reply
 from mailer.transports.base import Delivery
+from mailer.transports.smtp.dialogue import DialogueSMTP
 from mailer.transports.smtp.limits import check_server_size
 from mailer.transports.smtp.login import log_in
 from mailer.transports.smtp.sockets import open_socket
@@ -36,7 +38,8 @@ class SMTPConnection:
         # start_tls is never None: aiosmtplib's None means "upgrade if offered",
         # which silently continues in clear (AUTH included) when a server, or an
         # attacker in the middle, hides STARTTLS.
-        self._smtp = aiosmtplib.SMTP(
+        self._smtp: aiosmtplib.SMTP = DialogueSMTP(
+            redactor=Redactor.from_settings(settings),
             hostname=settings.smtp_host,
             port=settings.port,
             use_tls=mode == "tls",

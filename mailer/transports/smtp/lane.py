@@ -252,7 +252,7 @@ class Lane:
                     self._next_group(connection) if clean else (None, b"", True)
                 )
                 clean &= checked
-                session.write(wire_content(in_data.content) + commands)
+                session.write(wire_content(in_data.content, commands))
         except Exception as exc:  # noqa: BLE001 - every failure goes to its sender
             # Both the message whose reply was due and the one whose envelope
             # rode behind it end here: each is an attempt, for the client to

@@ -6,36 +6,15 @@ never put in an error message, even when a server echoes it back in a reply.
 
 from __future__ import annotations
 
-import base64
-
 import aiosmtplib
 
+from mailer.config.secrets import Redactor
 from mailer.config.settings import MailerSettings, is_loopback
 from mailer.exceptions import AuthenticationError, TLSError
 from mailer.transports.smtp.tls import is_encrypted
 
-REDACTED = "[redacted]"
 # AUTH replies that refuse the mechanism, not the credentials.
 MECHANISM_REFUSED = frozenset({504, 534})
-
-
-def secret_forms(username: str, password: str) -> list[str]:
-    r"""Return the ways a password can appear on the wire: as is, and base64'd.
-
-    AUTH PLAIN sends base64 of ``\0user\0password``; AUTH LOGIN sends base64
-    of the password alone. A careless server may echo either.
-    """
-    forms = [password]
-    for raw in (f"\0{username}\0{password}", password):
-        forms.append(base64.b64encode(raw.encode("utf-8")).decode("ascii"))
-    return [form for form in forms if form]
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """Return ``text`` with every secret replaced by ``[redacted]``."""
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
 
 
 async def log_in(
@@ -74,11 +53,9 @@ async def log_in(
     try:
         await _log_in_once(smtp, username, secret)
     except aiosmtplib.SMTPResponseException as exc:
-        forms = secret_forms(username, secret)
-        cleaned = redact(exc.message, forms)
-        if cleaned != exc.message:
-            exc.message = cleaned
-            exc.args = (exc.code, cleaned)
+        # The client redacts every reply it gets back; this covers code that
+        # calls the transport directly (see mailer.config.secrets).
+        Redactor([(username, secret)]).error(exc)
         raise
 
 

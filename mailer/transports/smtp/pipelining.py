@@ -31,6 +31,7 @@ import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
 from mailer.content.message import Envelope
+from mailer.transports.smtp.dialogue import log_reply, log_written
 
 CRLF = b"\r\n"
 # Lone CR or LF become CRLF on the wire, as aiosmtplib's data() does.
@@ -48,14 +49,16 @@ MAX_LINE_LENGTH = 8192
 MAX_REPLY_LENGTH = 4 * MAX_LINE_LENGTH
 
 
-def wire_content(content: bytes) -> bytes:
+def wire_content(content: bytes, after: bytes = b"") -> bytes:
     """Return the message content as sent after DATA: CRLF, dot-stuffed, ``.`` line.
 
     Args:
         content: The serialised message.
+        after: Commands written in the same write (the next envelope).
 
     Returns:
-        The bytes to write after the 354 reply, ending with ``CRLF.CRLF``.
+        The bytes to write after the 354 reply, ending with ``CRLF.CRLF``
+        (and ``after``).
     """
     crlf = content.count(CRLF)
     if content.count(b"\r") == crlf == content.count(b"\n"):
@@ -68,7 +71,11 @@ def wire_content(content: bytes) -> bytes:
     # with CRLF line ends, such a line follows "\n" or opens the content.
     if normal.startswith(b"."):
         normal = b"." + normal
-    return normal.replace(b"\n.", b"\n..") + b".\r\n"
+    if b"\n." in normal:
+        normal = normal.replace(b"\n.", b"\n..")
+    # One copy of the content, not three: with attachments it is megabytes,
+    # and every message in flight holds its copies at once.
+    return b"".join((normal, b".\r\n", after))
 
 
 def envelope_commands(envelope: Envelope, options: list[str], encoding: str) -> bytes:
@@ -236,6 +243,7 @@ class PipelinedSession:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         self._transport: asyncio.Transport = transport
         self._inner: asyncio.Protocol = protocol
+        self._smtp = smtp
         self._timeout = timeout
         self._reader = ReplyReader(protocol)
 
@@ -256,6 +264,7 @@ class PipelinedSession:
         """
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        log_written(self._smtp, data)  # -v: the dialogue, when shown
         self._transport.write(data)
 
     async def read_reply(self, deadline: float) -> SMTPResponse:
@@ -266,11 +275,15 @@ class PipelinedSession:
                 stops after ``timeout``, whichever comes first.
         """
         until = asyncio.get_running_loop().time() + self._timeout
-        return await self._reader.read(min(until, deadline))
+        reply = await self._reader.read(min(until, deadline))
+        log_reply(self._smtp, reply)
+        return reply
 
     async def read_final_reply(self, deadline: float) -> SMTPResponse:
         """Return the reply to a message's content, waiting until ``deadline``."""
-        return await self._reader.read(deadline)
+        reply = await self._reader.read(deadline)
+        log_reply(self._smtp, reply)
+        return reply
 
     async def read_envelope_replies(
         self, recipients: int, deadline: float

@@ -41,20 +41,24 @@ def test_every_queue_command_needs_the_dsn(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("extra", "named"),
-    [(["--journal", "j.db"], "--journal"), (["--report", "r.jsonl"], "--report")],
+    ("extra", "named", "instead"),
+    [
+        (["--journal", "j.db"], "--journal", "mailer status --batch"),
+        (["--report", "r.jsonl"], "--report", "mailer status --batch"),
+        (["--attach", RECIPIENTS], "--attach/--attach-column", "send_later("),
+    ],
 )
 def test_queue_refuses_options_that_belong_to_a_direct_send(
-    extra: list[str], named: str, monkeypatch: pytest.MonkeyPatch
+    extra: list[str], named: str, instead: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--queue with --journal or --report: exit 2, saying what to use instead."""
+    """--queue with --journal, --report or --attach: exit 2, saying what to do instead."""
     monkeypatch.setenv("MAILER_QUEUE_DSN", "postgresql://u:p@127.0.0.1:1/db")
     result = runner.invoke(
         app, ["send", "-t", "welcome", "-r", RECIPIENTS, "--queue", *extra]
     )
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {named}:")
-    assert "mailer status --batch" in result.stderr
+    assert instead in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -80,14 +82,14 @@ def test_the_dsn_is_hidden_in_the_settings_repr(
     ("dsn", "message"),
     [
         (f"http://u:{SECRET}@h.example.com", "relay 1: the scheme must be smtp://"),
-        (f"smtp://u:{SECRET}@h.example.com:99999", "not a valid URL (port 1-65535?)"),
+        (f"smtp://u:{SECRET}@h.example.com:99999", "the port part is not a number"),
         (f"smtp://u:{SECRET}@h.example.com?tiemout=3", "unknown option 'tiemout'"),
         (f"smtp://u:{SECRET}@h.example.com?tls=maybe", "tls must be one of none, opp"),
         (f"smtp://u:{SECRET}@h.example.com?timeout=0", "timeout must be more than 0"),
         (f"smtp://u:{SECRET}@h.example.com?tls=none", "password in clear"),
         (f"smtps://u:{SECRET}@h.example.com?tls=starttls", "contradicts it"),
-        (f"smtp://u:{SECRET}@bad_host.example.com", "not a valid host name"),
-        ("smtp://u@h.example.com", "give both a user name and a password"),
+        (f"smtp://u:{SECRET}@bad_host.example.com", "the host part: not a valid host"),
+        ("smtp://u@h.example.com", "needs both a user name and a password"),
         (f"smtp://u:{SECRET}@h.example.com/path", "a path or #fragment is not allowed"),
         ("failover()", "failover() lists no relay"),
         (f"smtp://u:{SECRET}@h.example.com?ca_file=/no/ca.pem", "ca_file: no such"),
@@ -165,3 +167,69 @@ def test_a_plain_text_relay_off_loopback_needs_the_insecure_switch(
         dsn="smtp://b.example.com?tls=none", smtp_insecure_plaintext=True
     )
     assert allowed.relays[0].tls_mode == "none"
+
+
+# Passwords written without percent-encoding, each holding a character that
+# ends the user-info part of a URL. Their pieces must never reach the message.
+UNENCODED_PASSWORDS = [
+    "P@ssW0rd!/2024",  # the issue's example: once 'not a valid host name: ssw0rd!'
+    "123?abc=1",  # once "unknown option 'abc'"
+    "Kv#Zzq",
+    "Qx/Wv@Rk",
+    "Jj[Kq]Xy",
+]
+
+
+def _pieces(password: str) -> list[str]:
+    """Return the runs of letters and digits of a password (2+ characters)."""
+    return [piece for piece in re.split(r"[^A-Za-z0-9]+", password) if len(piece) > 1]
+
+
+@pytest.mark.parametrize("password", UNENCODED_PASSWORDS)
+@pytest.mark.parametrize("listed", [False, True])
+def test_an_unencoded_password_is_refused_without_any_piece_of_it(
+    password: str, listed: bool, make_settings: Callable[..., MailerSettings]
+) -> None:
+    """A / ? # @ [ ] in the password: the user-info part is named, percent-encoding explained, nothing quoted."""
+    dsn = f"smtp://user:{password}@smtp.example.com:587?tls=starttls"
+    with pytest.raises(ConfigError) as caught:
+        make_settings(dsn=f"failover({dsn})" if listed else dsn)
+    text = str(caught.value)
+    where = "relay 1: " if listed else ""
+    assert text.startswith(f"MAILER_DSN: {where}the user-info part")
+    assert "percent-encode" in text
+    assert "@ as %40" in text
+    assert "/ as %2F" in text
+    for piece in _pieces(password):
+        assert piece.lower() not in text.lower(), piece
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("password", UNENCODED_PASSWORDS)
+def test_the_same_password_percent_encoded_is_read_back_exactly(
+    password: str, make_settings: Callable[..., MailerSettings]
+) -> None:
+    """quote(password, safe='') is the way to write it, and it round-trips."""
+    [relay] = make_settings(
+        dsn=f"smtp://user:{quote(password, safe='')}@smtp.example.com:587"
+    ).relays
+    assert relay.smtp_password is not None
+    assert relay.smtp_password.get_secret_value() == password
+    assert (relay.smtp_host, relay.port) == ("smtp.example.com", 587)
+
+
+def test_other_errors_never_quote_the_user_info(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
+    """A bad host or option after a well-formed user-info part names the part, not the password."""
+    for dsn, part in [
+        ("smtp://user:Zq9w-secret@bad_host.example.com", "the host part"),
+        ("smtp://user:Zq9w-secret@h.example.com:0", "the port part"),
+        ("smtp://user:Zq9w-secret@h.example.com?tiemout=3", "the query part"),
+        ("smtp://user:Zq9w-secret@", "the host part is missing"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            make_settings(dsn=dsn)
+        assert part in str(caught.value)
+        assert "zq9w" not in str(caught.value).lower()
+        assert "secret" not in str(caught.value).lower()

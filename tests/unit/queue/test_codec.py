@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from mailer import HeaderInjectionError, Message
@@ -87,3 +90,41 @@ def test_importing_mailer_or_the_queue_api_loads_no_database_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     assert output == ["False", "[]"]
+
+
+def test_attachments_and_unsubscribe_round_trip_with_their_bytes(
+    tmp_path: Path,
+) -> None:
+    """A file attachment is stored as its bytes (a worker elsewhere has no path)."""
+    from mailer import Attachment
+
+    invoice = tmp_path / "invoice.pdf"
+    invoice.write_bytes(b"%PDF-1.7 \x00\xff binary")
+    message = Message(
+        to="a@example.test",
+        subject="Invoice",
+        body="Attached.",
+        html='<p><img src="cid:logo@example.test"></p>',
+        attachments=[
+            Attachment.from_path(invoice),
+            Attachment(
+                b"\x89PNG",
+                filename="logo.png",
+                disposition="inline",
+                content_id="logo@example.test",
+            ),
+        ],
+        unsubscribe="https://example.test/unsubscribe?u=1",
+    )
+    data = encode_message(message, sender=SHOP)
+    invoice.unlink()
+    decoded = decode_message(json.loads(json.dumps(data)))
+    assert [a.read() for a in decoded.attachments] == [
+        b"%PDF-1.7 \x00\xff binary",
+        b"\x89PNG",
+    ]
+    assert [(a.filename, a.disposition, a.content_id) for a in decoded.attachments] == [
+        ("invoice.pdf", "attachment", None),
+        ("logo.png", "inline", "logo@example.test"),
+    ]
+    assert decoded.unsubscribe == message.unsubscribe
