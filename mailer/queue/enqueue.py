@@ -182,7 +182,9 @@ async def _enqueue_one(
     connection: Connection | None,
     connector: PsycopgConnector | None,
 ) -> None:
-    from mailer.queue.database import database_errors, queue_dsn
+    from mailer.queue.database import database_errors, queue_dsn, require_extra
+
+    require_extra()  # one line naming the extra, not an ImportError
     from mailer.queue.tasks import SINGLE_PRIORITY
 
     dsn = queue_dsn(settings) if settings.queue_dsn is not None else None

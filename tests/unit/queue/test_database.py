@@ -70,3 +70,19 @@ def test_an_unexpected_error_backs_off_then_gives_up() -> None:
     assert later.retry_at is not None
     assert later.retry_at > first.retry_at
     assert strategy.get_retry_decision(exception=RuntimeError(), job=_Job(20)) is None  # type: ignore[arg-type]
+
+
+async def test_without_the_extra_enqueueing_names_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No procrastinate installed: a one-line ConfigError with the pip command."""
+    import sys
+
+    from mailer import Message
+    from mailer.queue import send_later
+
+    monkeypatch.setitem(sys.modules, "procrastinate", None)  # import fails
+    settings = MailerSettings(_env_file=None, queue_dsn=DSN, from_="shop@example.test")
+    message = Message(to="a@example.test", subject="s", body="b")
+    with pytest.raises(ConfigError, match=r"pip install 'aiomailer\[queue\]'"):
+        await send_later(message, settings=settings)
