@@ -27,6 +27,9 @@ from mailer.exceptions import (
     TLSError,
 )
 
+CODE_OK = 250
+CODE_CLOSING = 421
+CODE_AUTH_REQUIRED = 530
 # RFC 3463 enhanced status code at the start of a reply text: "2.0.0 Ok".
 _ENHANCED_STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
 
@@ -86,6 +89,49 @@ def is_transient_reply(reply: Reply) -> bool:
     budget. Only a 5xx means "do not repeat this request".
     """
     return not 500 <= reply.code < 600
+
+
+def is_refusal(reply: Reply) -> bool:
+    """Return whether a reply refuses its command and leaves the session in step.
+
+    A 4xx or 5xx reply answers the command it was meant for: the server is in a
+    known state, and the session can go on (after RSET, if a transaction was
+    open). A 421 is the exception: the server is closing the session (RFC 5321
+    3.8). Any other unexpected reply (a malformed line, code -1, or a code of
+    the wrong class, such as 354 to MAIL) means the session is out of step.
+    """
+    return 400 <= reply.code < 600 and reply.code != CODE_CLOSING
+
+
+def settles_content(reply: Reply) -> bool:
+    """Return whether a reply to a message's content says for sure what happened.
+
+    250 accepts the message; a 4xx or 5xx refuses it (421 included). Anything
+    else, a malformed line (code -1) or an out-of-step code (354, 251...),
+    leaves it unknown: the server may have stored the message, so a failure
+    with such a reply is ambiguous (RFC 1047).
+    """
+    return reply.code == CODE_OK or 400 <= reply.code < 600
+
+
+def calls_for_helo(reply: Reply) -> bool:
+    """Return whether a refused EHLO should be followed by HELO.
+
+    A server without the service extensions answers EHLO with 500 or 502 (or
+    501, 504, 550); a client then greets with HELO (RFC 5321 3.2 and 4.1.4), as
+    smtplib and aiosmtplib do. A 4xx is not that: the server asks to try later.
+    """
+    return 500 <= reply.code < 600
+
+
+def requires_starttls(reply: Reply) -> bool:
+    """Return whether a refusal asks for STARTTLS first (RFC 3207 4: 530)."""
+    return reply.code == CODE_AUTH_REQUIRED and "starttls" in reply.text.lower()
+
+
+def requires_login(reply: Reply) -> bool:
+    """Return whether a refusal asks the client to log in (RFC 4954 6: 530)."""
+    return reply.code == CODE_AUTH_REQUIRED and not requires_starttls(reply)
 
 
 def is_too_many_recipients(reply: Reply) -> bool:
@@ -176,6 +222,13 @@ def misconfiguration(error: BaseException) -> Misconfiguration | None:
     ``mailer.delivery.control``): once a message went through, a refused
     connection means a server restarting, which is worth a retry.
     """
+    # First: the transport raises a 530 as TLSError or AuthenticationError
+    # (with the reply), and the reply says which of the two is missing.
+    reply = error.reply if isinstance(error, DeliveryError) else None
+    if reply is not None and requires_starttls(reply):
+        return Misconfiguration.STARTTLS_REQUIRED
+    if reply is not None and requires_login(reply):
+        return Misconfiguration.LOGIN_REQUIRED
     if isinstance(error, AuthenticationError):
         if error.reply is None:  # no AUTH offered: nothing was refused
             return Misconfiguration.NO_LOGIN
@@ -189,11 +242,6 @@ def misconfiguration(error: BaseException) -> Misconfiguration | None:
         return kinds.pop() if len(kinds) == 1 else None
     if not isinstance(error, DeliveryError):
         return None
-    reply = error.reply
-    if reply is not None and reply.code == 530:
-        if "starttls" in reply.text.lower():
-            return Misconfiguration.STARTTLS_REQUIRED
-        return Misconfiguration.LOGIN_REQUIRED
     chain = list(_chain(error))
     if isinstance(error, ConnectError):
         if any(isinstance(e, ConnectionRefusedError | socket.gaierror) for e in chain):

@@ -133,9 +133,11 @@ async def test_a_multi_line_552_after_the_final_dot(
     assert caught.value.reply.text == "5.3.4 Message too big\n5.3.4 Limit is 1 kB"
     assert rule.fired == 1
     assert "C: ." in transcript
-    assert transcript[-2:] == [
+    assert transcript[-4:] == [
         "S: 552-5.3.4 Message too big",
         "S: 552 5.3.4 Limit is 1 kB",
+        "C: QUIT",  # a refusal leaves the session in step: it ends politely
+        "S: 221 Bye",
     ]
     server.outbox.assert_nothing_sent()
 

@@ -28,6 +28,7 @@ from mailer.testing.server.rules import (
     Decision,
     HangUp,
     HangUpInData,
+    KeepThenGarbage,
     KeepThenHangUp,
     SendGarbage,
     SendReply,
@@ -241,6 +242,9 @@ class RecordingHandler(InboxHandler):
         if isinstance(action, SendGarbage):
             await server.apply(Decision(decision.delay))
             return action.line
+        if isinstance(action, KeepThenGarbage):
+            await server.apply(Decision(decision.delay))
+            return self._accept(server, envelope, content, [action.line])
         if isinstance(action, KeepThenHangUp):
             await server.apply(Decision(decision.delay))
             self._accept(server, envelope, content, [])

@@ -41,14 +41,13 @@ async def log_in(
     if not is_encrypted(smtp) and not is_loopback(settings.smtp_host):
         raise TLSError(
             f"{server} did not offer STARTTLS, and the password is never sent "
-            "in clear to a remote host; nothing was sent"
+            "in clear to a remote host; nothing was sent. Set MAILER_SMTP_TLS=tls "
+            "if the server expects TLS from the first byte (usually port 465), "
+            "or leave MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD empty if it "
+            "needs no login"
         )
     if not smtp.supports_extension("auth"):
-        raise AuthenticationError(
-            f"{server} offers no AUTH"
-            + ("" if is_encrypted(smtp) else " before TLS")
-            + "; cannot log in"
-        )
+        raise AuthenticationError(_no_auth_message(smtp, server))
     secret = password.get_secret_value()
     try:
         await _log_in_once(smtp, username, secret)
@@ -57,6 +56,23 @@ async def log_in(
         # calls the transport directly (see mailer.config.secrets).
         Redactor([(username, secret)]).error(exc)
         raise
+
+
+def _no_auth_message(smtp: aiosmtplib.SMTP, server: str) -> str:
+    """Return why the login cannot happen, and which settings to change."""
+    empty = "leave MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD empty"
+    if is_encrypted(smtp):
+        return (
+            f"{server} offers no AUTH, so it cannot take the login; {empty} if "
+            "this server needs no login"
+        )
+    # Servers offer AUTH only over TLS, and local test servers (mailer inbox)
+    # take mail without any login.
+    return (
+        f"{server} offers no AUTH before TLS, so it cannot take the login; "
+        f"{empty} for a server that needs no login (such as `mailer inbox`), or "
+        "set MAILER_SMTP_TLS=starttls (or tls) if it has TLS"
+    )
 
 
 async def _log_in_once(smtp: aiosmtplib.SMTP, username: str, password: str) -> None:
