@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -389,3 +390,32 @@ async def test_a_refused_login_leaves_messages_pending_and_their_job_comes_back(
     ]
     assert len(logins) <= 3  # one per job at most, never a burst per connection
     assert len(smtp_server.outbox) == 0
+
+
+async def test_a_queued_attachment_arrives_byte_for_byte_without_its_file(
+    smtp_server: SMTPTestServer,
+    queue_settings: Callable[..., MailerSettings],
+    tmp_path: Path,
+) -> None:
+    """The file is read at enqueue time: deleted afterwards, it still arrives whole."""
+    from mailer import Attachment
+
+    invoice = tmp_path / "invoice.pdf"
+    payload = bytes(range(256)) * 40
+    invoice.write_bytes(payload)
+    settings = queue_settings(smtp_server)
+    await send_later(
+        Message(
+            to="bob@example.test",
+            subject="Invoice",
+            body="Attached.",
+            attachments=[Attachment.from_path(invoice)],
+        ),
+        settings=settings,
+    )
+    invoice.unlink()
+    async with worker_running(settings):
+        [mail] = await smtp_server.outbox.wait_for(subject="Invoice", timeout=20)
+    [attached] = mail.attachments
+    assert attached.filename == "invoice.pdf"
+    assert attached.content == payload
