@@ -94,8 +94,19 @@ async def _transaction(
     if connection is not None and connector is not None:
         raise TypeError("give a connection or a connector, not both")
     if connection is not None:
-        async with connection.transaction():
+        from psycopg.pq import TransactionStatus
+
+        idle = connection.info.transaction_status == TransactionStatus.IDLE
+        if idle and not connection.autocommit:
+            # No transaction yet: a transaction() block would BEGIN and COMMIT
+            # on its own; the caller's implicit one, which our first statement
+            # opens, must decide instead.
             yield connection
+        else:
+            # A savepoint in the caller's transaction, or (autocommit) one of
+            # our own around the message and its job.
+            async with connection.transaction():
+                yield connection
     elif connector is not None:
         async with connector.pool.connection() as pooled, pooled.transaction():
             yield pooled

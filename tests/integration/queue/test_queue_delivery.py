@@ -419,3 +419,18 @@ async def test_a_queued_attachment_arrives_byte_for_byte_without_its_file(
     [attached] = mail.attachments
     assert attached.filename == "invoice.pdf"
     assert attached.content == payload
+
+
+async def test_enqueueing_first_in_a_new_transaction_still_rolls_back_with_it(
+    queue_settings: Callable[..., MailerSettings], queue_database: str, query: Any
+) -> None:
+    """send_later as the first statement of a transaction: the rollback takes it too."""
+    settings = queue_settings()
+    async with await psycopg.AsyncConnection.connect(queue_database) as connection:
+        await send_later(receipt(1), connection=connection, settings=settings)
+        await connection.rollback()
+        await send_later(receipt(2), connection=connection, settings=settings)
+        await connection.commit()
+    rows = await query("SELECT message->>'subject' FROM mailer_messages")
+    assert rows == [("Order 2",)]
+    assert await query("SELECT count(*) FROM procrastinate_jobs") == [(1,)]
