@@ -14,6 +14,7 @@ The tree::
     │   └── UnsafeTemplateError                       (sandbox rule or size limit)
     ├── InvalidRecipientsError(MailerError)           .rows
     ├── JournalError(MailerError)                     .path
+    ├── QueueError(MailerError)                       (the queue database)
     ├── RefusedByHookError(MailerError)               .reason (a before_send hook)
     └── DeliveryError(MailerError)                    .reply, .transient, .message_id,
         │                                             .ambiguous, .attempts, .relay
@@ -153,6 +154,13 @@ class JournalError(MailerError):
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class QueueError(MailerError):
+    """The mail queue cannot be used: no database, no schema, or a database error.
+
+    The message never holds ``MAILER_QUEUE_DSN`` nor its password.
+    """
 
 
 class RefusedByHookError(MailerError):
