@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Message
 from mailer.delivery.results import SendResult, SendStatus
+from mailer.delivery.state import PreparedMessage
 from mailer.exceptions import ConfigError
 from mailer.replies import Reply
 
@@ -56,13 +57,15 @@ OUTCOME_FIELDS = (
 )
 
 
-def recipient_count(message: Message) -> int:
+def recipient_count(message: Message | PreparedMessage) -> int:
     """Return how many distinct envelope recipients ``message`` has."""
+    if isinstance(message, PreparedMessage):
+        return message.recipient_count
     return len({a.envelope for a in (*message.to, *message.cc, *message.bcc)})
 
 
 def log_outcome(
-    message: Message,
+    message: Message | PreparedMessage,
     result: SendResult,
     *,
     relay: str | None,

@@ -92,15 +92,15 @@ def envelope_commands(envelope: Envelope, options: list[str], encoding: str) -> 
         ValueError: An address or option holds a control character (validated
             addresses never do; this is the last line of defence).
     """
+    recipients = [r.encode(encoding) for r in envelope.rcpt_tos]
     mail = b"MAIL FROM:<" + envelope.mail_from.encode(encoding) + b">"
-    for option in options:
-        mail += b" " + option.encode("ascii")
-    lines = [mail]
-    lines.extend(b"RCPT TO:<" + r.encode(encoding) + b">" for r in envelope.rcpt_tos)
-    lines.append(b"DATA")
-    for line in lines:
-        if _CONTROL.search(line):
-            raise ValueError("an SMTP command argument holds a control character")
+    if options:
+        mail += b" " + " ".join(options).encode("ascii")
+    # One search over every argument (a space cannot end a command early).
+    arguments = b" ".join((mail, *recipients))
+    if _CONTROL.search(arguments):
+        raise ValueError("an SMTP command argument holds a control character")
+    lines = [mail, *(b"RCPT TO:<" + r + b">" for r in recipients), b"DATA"]
     return CRLF.join(lines) + CRLF
 
 
