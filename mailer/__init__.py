@@ -2,7 +2,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from mailer.bulk.recipients import InvalidRow, Recipient, RecipientFile
+from mailer.bulk.identity import CheckSummary
+from mailer.bulk.recipients import DuplicateRow, InvalidRow, Recipient, RecipientFile
 from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.sending import send_messages, stream_messages
 from mailer.config.settings import MailerSettings
@@ -26,6 +27,8 @@ from mailer.exceptions import (
     JournalError,
     MailerError,
     MessageError,
+    RecipientsChangedError,
+    RecipientsFileError,
     RecipientsRefusedError,
     RejectedError,
     RelaysUnavailableError,
@@ -56,12 +59,14 @@ __all__ = [
     "AttemptObserver",
     "AuthenticationError",
     "BatchReport",
+    "CheckSummary",
     "ConfigError",
     "ConnectError",
     "DataRefusedError",
     "Delivery",
     "DeliveryError",
     "DeliveryTimeoutError",
+    "DuplicateRow",
     "Envelope",
     "HeaderInjectionError",
     "InvalidAddressError",
@@ -78,6 +83,8 @@ __all__ = [
     "Recipient",
     "RecipientFile",
     "RecipientStatus",
+    "RecipientsChangedError",
+    "RecipientsFileError",
     "RecipientsRefusedError",
     "RejectedError",
     "RelaysUnavailableError",

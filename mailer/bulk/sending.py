@@ -21,24 +21,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailer.bulk.identity import CheckedRows, CheckSummary
+from mailer.bulk.journal import check_journal_path
 from mailer.bulk.recipients import (
+    DuplicateRow,
     InvalidRow,
     Recipient,
     RecipientFile,
     recipient_from_mapping,
 )
 from mailer.bulk.report import BatchReport, ResumeCounts
-from mailer.bulk.resume import rows_digest, stream_with_journal
+from mailer.bulk.resume import stream_with_journal
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import Message
 from mailer.delivery.client import generate_message_client
-from mailer.delivery.results import SendResult
-from mailer.exceptions import ConfigError, InvalidRecipientsError, MailerError
+from mailer.delivery.results import SendResult, SendStatus
+from mailer.exceptions import (
+    ConfigError,
+    InvalidRecipientsError,
+    MailerError,
+    RecipientsChangedError,
+)
 from mailer.templates.sets import TemplateSet, load_template_set, render_set
 
 RecipientRow = Recipient | InvalidRow | Mapping[str, Any]
 RecipientSource = Iterable[RecipientRow] | AsyncIterable[RecipientRow]
+Outcome = SendResult | InvalidRow  # a DuplicateRow is an InvalidRow
 
 
 def _row(row: RecipientRow, position: int) -> Recipient | InvalidRow:
@@ -96,6 +105,26 @@ def check_rows(
     Returns:
         How many rows are valid, and every bad row with its line number.
     """
+    summary, errors = check_recipients(
+        template_name, recipients, settings=settings, context=context, sender=sender
+    )
+    return summary.valid, errors
+
+
+def check_recipients(
+    template_name: str,
+    recipients: Iterable[RecipientRow],
+    *,
+    settings: MailerSettings,
+    context: Mapping[str, Any] | None = None,
+    sender: str | None = None,
+) -> tuple[CheckSummary, list[InvalidRow]]:
+    """Render and validate every row, and count the repeated addresses.
+
+    Returns:
+        The counts (valid and bad rows, rows repeating an earlier address),
+        and every bad row with its line number.
+    """
     job = _Job(
         template_name,
         load_template_set(template_name, settings.templates_dir),
@@ -104,7 +133,7 @@ def check_rows(
         sender,
     )
     checked = _check(job, recipients)
-    return checked.valid, checked.errors
+    return checked.rows.summary(), checked.errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,40 +159,34 @@ class _Job:
 
 @dataclass(slots=True)
 class _Checked:
-    valid: int
+    rows: CheckedRows  # each row's line and fingerprint, the digest, repeats
     errors: list[InvalidRow]
-    digest: str  # of every row, so a journal notices another (or edited) file
 
 
 def _check(job: _Job, recipients: Iterable[RecipientRow]) -> _Checked:
-    """Render every row once, keeping nothing but the count, the errors, a digest."""
-    valid = 0
+    """Render every row once, keeping its fingerprint, and the errors."""
+    checked = CheckedRows(_source_label(recipients))
     errors: list[InvalidRow] = []
-
-    def checked_rows() -> Iterator[Recipient | InvalidRow]:
-        nonlocal valid
-        for row in _rows(recipients):
-            yield row
-            if isinstance(row, InvalidRow):
-                errors.append(row)
-                continue
-            try:
-                job.render(row)
-            except MailerError as exc:
-                errors.append(InvalidRow(row.line, str(exc)))
-            else:
-                valid += 1
-
-    # One pass: each row is digested as it is checked, and nothing is kept.
-    digest = rows_digest(checked_rows())
-    return _Checked(valid, errors, digest)
+    for row in _rows(recipients):
+        if isinstance(row, InvalidRow):
+            errors.append(row)
+            checked.add(row, valid=False)
+            continue
+        try:
+            job.render(row)
+        except MailerError as exc:
+            errors.append(InvalidRow(row.line, str(exc)))
+            checked.add(row, valid=False)
+        else:
+            checked.add(row, valid=True)
+    return _Checked(checked, errors)
 
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     position: int  # order in the source, for reports kept in input order
     line: int
-    result: SendResult | InvalidRow
+    result: Outcome
 
 
 def _is_one_shot(source: RecipientSource) -> bool:
@@ -195,8 +218,12 @@ async def _outcomes(
     journal: Path | str | None,
     stop: asyncio.Event | None,
     on_resume: Callable[[ResumeCounts], None] | None,
+    dedupe: bool = False,
+    on_checked: Callable[[CheckSummary], None] | None = None,
 ) -> AsyncIterator[_Outcome]:
     settings = settings if settings is not None else MailerSettings()
+    if journal is not None:
+        check_journal_path(journal)  # before the check pass, which may be long
     job = _Job(
         template_name,
         load_template_set(template_name, settings.templates_dir),
@@ -210,34 +237,37 @@ async def _outcomes(
             key="MAILER_FROM",
         )
     # A batch that may be refused as a whole is checked before anything is
-    # sent, which reads the rows twice, and a journal reads them again. A
-    # one-shot source is then collected first; with skip_invalid and no
-    # journal, there is nothing to refuse, so it streams once.
-    if _is_one_shot(recipients) and (journal is not None or not skip_invalid):
+    # sent, which reads the rows twice, and a journal reads them again; so
+    # does dedupe, which must know every address first. A one-shot source is
+    # then collected first; with skip_invalid and neither, there is nothing to
+    # refuse, so it streams once.
+    if _is_one_shot(recipients) and (journal is not None or not skip_invalid or dedupe):
         recipients = await _collect(recipients)
-    check_first = not _is_one_shot(recipients)
-    digest = ""
-    if check_first:
+    checked: CheckedRows | None = None
+    if not _is_one_shot(recipients):
         assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
-        checked = _check(job, recipients)
-        if checked.errors and not skip_invalid:
-            raise InvalidRecipientsError(checked.errors)
-        for position, error in enumerate(checked.errors):
+        found = _check(job, recipients)
+        if found.errors and not skip_invalid:
+            raise InvalidRecipientsError(found.errors)
+        checked = found.rows
+        if on_checked is not None:
+            on_checked(checked.summary())
+        for position, error in enumerate(found.errors):
             yield _Outcome(-1 - position, error.line, error)
-        digest = checked.digest
 
     if journal is not None:
+        assert checked is not None  # noqa: S101 - a journal's rows are checked
         assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
         rows = recipients
         journaled = stream_with_journal(
             journal,
             template_name=template_name,
-            source_label=_source_label(rows),
-            fingerprint=digest,
-            rows=lambda: enumerate(_rows(rows), start=1),
+            checked=checked,
+            rows=lambda: _rows(rows),
             render=job.render,
             client_factory=generate_message_client,
             settings=settings,
+            dedupe=dedupe,
             stop=stop,
             on_resume=on_resume,
         )
@@ -245,52 +275,120 @@ async def _outcomes(
             yield _Outcome(position, line, result)
         return
 
-    lines: dict[int, int] = {}  # message index -> row line, while in flight
-    indexes = itertools.count()
-    found: deque[InvalidRow] = deque()  # bad rows met while sending (single pass)
+    plain = _PlainRun(job, checked, dedupe)
+    async with generate_message_client(settings) as client:
+        async for index, result in client.stream(plain.messages(recipients), stop=stop):
+            for outcome in plain.drain():
+                yield outcome
+            yield _Outcome(index, plain.lines.pop(index), result)
+    for outcome in plain.drain():
+        yield outcome
+    for outcome in plain.unread():
+        yield outcome
 
-    def render_or_record(row: Recipient | InvalidRow) -> Message | None:
+
+class _PlainRun:
+    """The send pass without a journal: rows to messages, every row accounted for.
+
+    A row the check pass found bad was reported then; any other row ends with
+    a result: sent or failed, skipped as a repeat (``dedupe``), bad if it no
+    longer renders, or ``pending`` if the file changed before it was read.
+    """
+
+    def __init__(self, job: _Job, checked: CheckedRows | None, dedupe: bool) -> None:
+        self.job = job
+        self.checked = checked
+        self.dedupe = dedupe
+        self.lines: dict[int, int] = {}  # message index -> row line, while in flight
+        self._indexes = itertools.count()
+        self._found: deque[_Outcome] = deque()  # rows settled while reading
+        self._handled = 0  # rows read, in order
+        self._changed: RecipientsChangedError | None = None
+
+    def _message(self, position: int, row: Recipient | InvalidRow) -> Message | None:
+        self._handled = position
+        checked = self.checked
+        if checked is not None and checked.is_invalid(position):
+            return None  # reported by the check pass
         if isinstance(row, InvalidRow):
-            if not check_first:
-                found.append(row)
+            self._found.append(_Outcome(-1, row.line, row))  # no check pass
+            return None
+        if checked is not None and self.dedupe and checked.is_repeat(position):
+            self._found.append(
+                _Outcome(-1, row.line, DuplicateRow(row.line, row.email))
+            )
             return None
         try:
-            message = job.render(row)
+            message = self.job.render(row)
         except MailerError as exc:
-            if not check_first:
-                found.append(InvalidRow(row.line, str(exc)))
-            return None  # when checked first, already reported
-        lines[next(indexes)] = row.line
+            # Even a row that passed the check pass and no longer renders (a
+            # file it names was removed since) gets its line in the report.
+            self._found.append(_Outcome(-1, row.line, InvalidRow(row.line, str(exc))))
+            return None
+        self.lines[next(self._indexes)] = row.line
         return message
 
-    async def from_async(rows: AsyncIterable[RecipientRow]) -> AsyncIterator[Message]:
+    def messages(
+        self, recipients: RecipientSource
+    ) -> Iterator[Message] | AsyncIterator[Message]:
+        """Return the messages to send, read from ``recipients`` as they are needed."""
+        if isinstance(recipients, AsyncIterable):
+            return self._from_async(recipients)
+        return self._from_sync(recipients)
+
+    async def _from_async(
+        self, rows: AsyncIterable[RecipientRow]
+    ) -> AsyncIterator[Message]:
         position = 0
         async for raw in rows:
             position += 1
-            message = render_or_record(_row(raw, position))
+            message = self._message(position, _row(raw, position))
             if message is not None:
                 yield message
 
-    def from_sync(rows: Iterable[RecipientRow]) -> Iterator[Message]:
+    def _from_sync(self, rows: Iterable[RecipientRow]) -> Iterator[Message]:
         # A plain generator: the engine pulls it inline, no task per message.
-        for row in _rows(rows):
-            message = render_or_record(row)
-            if message is not None:
-                yield message
+        numbered = (
+            self.checked.replay(_rows(rows))
+            if self.checked is not None
+            else enumerate(_rows(rows), start=1)
+        )
+        try:
+            for position, row in numbered:
+                message = self._message(position, row)
+                if message is not None:
+                    yield message
+        except RecipientsChangedError as exc:
+            self._changed = exc  # no further message: the rest end pending
 
-    messages: Iterator[Message] | AsyncIterator[Message] = (
-        from_async(recipients)
-        if isinstance(recipients, AsyncIterable)
-        else from_sync(recipients)
-    )
-    async with generate_message_client(settings) as client:
-        async for index, result in client.stream(messages, stop=stop):
-            while found:
-                bad = found.popleft()
-                yield _Outcome(-1, bad.line, bad)
-            yield _Outcome(index, lines.pop(index), result)
-    for bad in found:
-        yield _Outcome(-1, bad.line, bad)
+    def drain(self) -> Iterator[_Outcome]:
+        """Yield the rows settled while reading (bad, repeated)."""
+        while self._found:
+            yield self._found.popleft()
+
+    def unread(self) -> Iterator[_Outcome]:
+        """Yield ``pending`` for each checked row not read because the file changed."""
+        if self._changed is None or self.checked is None:
+            return
+        reason = f"not sent: {self._changed}"
+        checked = self.checked
+        for position in range(self._handled + 1, len(checked) + 1):
+            line = checked.line(position)
+            if checked.is_invalid(position):
+                continue  # reported by the check pass
+            if self.dedupe and checked.is_repeat(position):
+                yield _Outcome(-1, line, DuplicateRow(line, ""))
+                continue
+            result = SendResult.of(
+                SendStatus.PENDING,
+                to=(),
+                message_id=None,
+                recipients={},
+                refused={},
+                error=reason,
+                transient=True,
+            )
+            yield _Outcome(1 << 62, line, result)
 
 
 async def stream_messages(
@@ -304,16 +402,21 @@ async def stream_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
+    dedupe: bool = False,
+    on_checked: Callable[[CheckSummary], None] | None = None,
 ) -> AsyncIterator[tuple[int, SendResult | InvalidRow]]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
-    Memory stays flat whatever the number of rows: rows are read and rendered
-    only as connections free up, and nothing is kept once yielded. A batch
-    that may be refused as a whole (``skip_invalid`` off) is checked first,
-    which reads the rows twice; a one-shot source (an iterator or an async
-    iterable) is then collected into a list. With ``skip_invalid`` (and no
-    ``journal``) every source is read once, and bad rows are yielded as they
-    are met.
+    Rows are read and rendered only as connections free up, and nothing is
+    kept once yielded. A batch that may be refused as a whole (``skip_invalid``
+    off) is checked first, which reads the rows twice; a one-shot source (an
+    iterator or an async iterable) is then collected into a list. The check
+    pass keeps 13 bytes per row (its line and fingerprint) and one set entry
+    per distinct address (about 70 bytes); the send pass compares each row
+    with the one checked, and stops at the first that differs: the file
+    changed, and the rows not sent end ``pending``. With ``skip_invalid`` (and
+    no ``journal`` nor ``dedupe``) every source is read once, and bad rows are
+    yielded as they are met.
 
     Args:
         template_name: The template set to render.
@@ -332,11 +435,17 @@ async def stream_messages(
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
         on_resume: Called, when ``journal`` exists, with what it held.
+        dedupe: Send once per address: a row whose address (compared
+            ignoring case) an earlier row has is not sent, and is yielded as a
+            DuplicateRow.
+        on_checked: Called after the check pass with what it found, repeated
+            addresses included.
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
-        sources other than files) and a SendResult, or an InvalidRow for a
-        row that was skipped. Results come in completion order.
+        sources other than files) and a SendResult, an InvalidRow for a row
+        that was skipped, or a DuplicateRow for a repeat ``dedupe`` skipped.
+        Results come in completion order.
 
     Raises:
         InvalidRecipientsError: Some rows are bad and ``skip_invalid`` is off;
@@ -355,6 +464,8 @@ async def stream_messages(
         journal=journal,
         stop=stop,
         on_resume=on_resume,
+        dedupe=dedupe,
+        on_checked=on_checked,
     ):
         yield outcome.line, outcome.result
 
@@ -371,6 +482,7 @@ async def send_messages(
     keep_results: bool = True,
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
+    dedupe: bool = False,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
@@ -400,11 +512,15 @@ async def send_messages(
         stop: Set it to stop the batch: no new message starts, attempts in
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
             ``pending`` (and stay pending in the journal).
+        dedupe: Send once per address (compared ignoring case): later rows
+            with an address already met are skipped, counted in
+            ``duplicates``.
 
     Returns:
         The report: counts, per-message results (in input order, every
         message of a journal's batch included) and skipped rows; ``resumed``
-        says what a resumed journal held.
+        says what a resumed journal held, ``checked`` what the check pass
+        found (repeated addresses included).
 
     Raises:
         InvalidRecipientsError: Some rows are bad and ``skip_invalid`` is off;
@@ -419,6 +535,9 @@ async def send_messages(
     def resumed(counts: ResumeCounts) -> None:
         report.resumed = counts
 
+    def checked(summary: CheckSummary) -> None:
+        report.checked = summary
+
     async for outcome in _outcomes(
         template_name,
         recipients,
@@ -429,7 +548,12 @@ async def send_messages(
         journal=journal,
         stop=stop,
         on_resume=resumed,
+        dedupe=dedupe,
+        on_checked=checked,
     ):
+        if isinstance(outcome.result, DuplicateRow):
+            report.add_duplicate(outcome.result)
+            continue
         if isinstance(outcome.result, InvalidRow):
             report.add_invalid(outcome.result)
             continue

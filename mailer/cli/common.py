@@ -17,7 +17,11 @@ from rich.console import Console
 
 from mailer.bulk.recipients import RecipientFile
 from mailer.config.settings import MailerSettings
-from mailer.exceptions import InvalidRecipientsError, MailerError
+from mailer.exceptions import (
+    InvalidRecipientsError,
+    MailerError,
+    RecipientsFileError,
+)
 
 # soft_wrap: an error is one line, whatever the terminal width.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -61,6 +65,8 @@ def open_recipients(path: Path) -> RecipientFile:
         return RecipientFile(path)
     except InvalidRecipientsError as exc:
         raise fail(exc.rows[0].error) from None
+    except RecipientsFileError as exc:
+        raise fail(str(exc)) from None
 
 
 TemplateOption = Annotated[
@@ -79,5 +85,13 @@ JournalOption = Annotated[
         "--journal",
         help="Record each message's state in this SQLite file; run the same "
         "command again to resume (what was sent is not sent again).",
+    ),
+]
+DedupeOption = Annotated[
+    bool,
+    typer.Option(
+        "--dedupe",
+        help="Send once per address: a row whose address (ignoring case) an "
+        "earlier row has is skipped and listed, not sent.",
     ),
 ]

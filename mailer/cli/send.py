@@ -10,12 +10,14 @@ from typing import Annotated, Any, TextIO
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from mailer.bulk.recipients import InvalidRow, RecipientFile
+from mailer.bulk.identity import CheckSummary
+from mailer.bulk.recipients import DuplicateRow, InvalidRow, RecipientFile
 from mailer.bulk.report import BatchReport, ResumeCounts
-from mailer.bulk.sending import check_rows, stream_messages
+from mailer.bulk.sending import check_recipients, stream_messages
 from mailer.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    DedupeOption,
     JournalOption,
     RecipientsOption,
     TemplateOption,
@@ -48,30 +50,44 @@ def send(
     ] = False,
     templates_dir: TemplatesDirOption = None,
     journal: JournalOption = None,
+    dedupe: DedupeOption = False,
 ) -> None:
     """Send TEMPLATE to every recipient in the file, concurrently."""
     settings = load_settings(templates_dir)
     source = open_recipients(recipients)
     if dry_run:
         raise typer.Exit(
-            run_command(_dry_run(template, source, settings, skip_invalid))
+            run_command(_dry_run(template, source, settings, skip_invalid, dedupe))
         )
     raise typer.Exit(
-        run_command(_send(template, source, settings, skip_invalid, report, journal))
+        run_command(
+            _send(template, source, settings, skip_invalid, report, journal, dedupe)
+        )
     )
 
 
 async def _dry_run(
-    template: str, source: RecipientFile, settings: MailerSettings, skip_invalid: bool
+    template: str,
+    source: RecipientFile,
+    settings: MailerSettings,
+    skip_invalid: bool,
+    dedupe: bool = False,
 ) -> int:
-    valid, errors = check_rows(template, source, settings=settings)
+    checked, errors = check_recipients(template, source, settings=settings)
     if errors and not skip_invalid:
         raise InvalidRecipientsError(errors)
     for row in errors:
         err.print(f"line {row.line}: {row.error}", markup=False)
+    repeats = checked.describe_repeats(dedupe=dedupe)
+    if repeats:
+        err.print(f"note: {repeats}", markup=False)
+    would_send = checked.valid - (checked.repeated if dedupe else 0)
+    repeated = (
+        f", {checked.repeated} repeating an earlier address" if checked.repeated else ""
+    )
     print(
-        f"dry run: {valid} message(s) would be sent, {len(errors)} invalid row(s); "
-        "nothing was sent"
+        f"dry run: {would_send} message(s) would be sent, {len(errors)} invalid "
+        f"row(s){repeated}; nothing was sent"
     )
     return EXIT_OK
 
@@ -83,6 +99,7 @@ async def _send(
     skip_invalid: bool,
     report_path: Path | None,
     journal: Path | None = None,
+    dedupe: bool = False,
 ) -> int:
     started = time.perf_counter()
     progress = Progress(
@@ -115,6 +132,11 @@ async def _send(
     def resumed(counts: ResumeCounts) -> None:
         print(counts.describe())  # before sending: what the journal held
 
+    def checked(summary: CheckSummary) -> None:
+        repeats = summary.describe_repeats(dedupe=dedupe)
+        if repeats:
+            err.print(f"note: {repeats}", markup=False)  # before sending
+
     shutdown = Shutdown(on_first=first_signal, on_second=second_signal)
     report = _ReportWriter(report_path)
     batch = BatchReport()
@@ -129,8 +151,14 @@ async def _send(
             journal=journal,
             stop=shutdown.stop,
             on_resume=resumed,
+            dedupe=dedupe,
+            on_checked=checked,
         )
         async for line, outcome in outcomes:
+            if isinstance(outcome, DuplicateRow):
+                batch.add_duplicate(outcome)
+                report.write({"line": line, "status": "duplicate", "to": outcome.email})
+                continue
             if isinstance(outcome, InvalidRow):
                 batch.add_invalid(outcome)
                 continue

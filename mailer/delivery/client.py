@@ -22,10 +22,20 @@ from mailer.delivery.control import BatchControl, SendControl, SendRequest
 from mailer.delivery.limits import check_message_limits
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
-from mailer.delivery.state import AttemptObserver, MessageAttempts, OutgoingMessage
+from mailer.delivery.state import (
+    AttemptObserver,
+    ContentObserver,
+    MessageAttempts,
+    OutgoingMessage,
+)
 from mailer.exceptions import ConfigError, DeliveryError, MailerError
 from mailer.replies import Verdict, classify_reply
-from mailer.transports.base import AsyncCloseable, Transport
+from mailer.transports.base import (
+    AsyncCloseable,
+    DeliveryProgress,
+    ProgressTransport,
+    Transport,
+)
 from mailer.transports.factory import transport_from_settings
 
 logger = logging.getLogger("mailer")
@@ -194,11 +204,22 @@ class MessageClient(AsyncCloseable):
         if observer is not None:
             await _notify(observer.attempt_starting(attempts), control)
         attempts.begin()
+        progress = DeliveryProgress(_content_hook(observer, attempts, control))
+        attempts.progress = progress
         try:
             attempts.in_flight = True
-            delivery = await self.transport.deliver(
-                attempts.envelope(), attempts.outgoing.content
-            )
+            transport = self.transport
+            if isinstance(transport, ProgressTransport):
+                delivery = await transport.deliver_with_progress(
+                    attempts.envelope(), attempts.outgoing.content, progress
+                )
+            else:
+                # This transport does not say when the content starts: assume
+                # at once (a cut-short attempt is then ambiguous).
+                progress.content_starting()
+                delivery = await transport.deliver(
+                    attempts.envelope(), attempts.outgoing.content
+                )
         except DeliveryError as exc:
             verdict = attempts.record_error(exc)
             if verdict is Verdict.FATAL:
@@ -354,6 +375,28 @@ _SEND = MessageClient.send
 
 # The control of a send on its own: no slots, no gate, no stop.
 _ALONE = SendControl()
+
+
+def _content_hook(
+    observer: object, attempts: MessageAttempts, control: SendControl
+) -> Callable[[], None] | None:
+    """Return what tells ``observer`` that the content starts, if it wants to know.
+
+    If the observer cannot record it (a journal that cannot be written), the
+    content is not sent: the attempt fails as a transient DeliveryError (the
+    message was not delivered, so it stays to send) and the batch stops.
+    """
+    if not isinstance(observer, ContentObserver):
+        return None
+
+    def content_starting() -> None:
+        try:
+            observer.content_starting(attempts)
+        except Exception as exc:
+            control.stop(f"stopped: {exc}")
+            raise DeliveryError(f"not sent: {exc}", transient=True) from exc
+
+    return content_starting
 
 
 async def _notify(call: Awaitable[None], control: SendControl) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 
 import aiosmtplib
 
@@ -89,8 +90,20 @@ class SMTPConnection:
         self.opened_at = time.monotonic()
         await log_in(self._smtp, self._settings, server=self.server)
 
-    async def send(self, envelope: Envelope, content: bytes) -> Delivery:
+    async def send(
+        self,
+        envelope: Envelope,
+        content: bytes,
+        *,
+        before_content: Callable[[], None] | None = None,
+    ) -> Delivery:
         """Run one mail transaction: MAIL, RCPT for each recipient, DATA.
+
+        Args:
+            envelope: MAIL FROM and RCPT TO addresses.
+            content: The serialised message.
+            before_content: Called before DATA; if it raises, DATA is not sent
+                (the caller drops the connection, mid-transaction).
 
         Returns:
             The accepted and refused recipients and the reply to DATA.
@@ -121,6 +134,8 @@ class SMTPConnection:
             await smtp.rset()
             self.phase = Phase.IDLE
             raise every_recipient_refused(self.server, refused)
+        if before_content is not None:
+            before_content()
         self.phase = Phase.DATA
         # The final reply may take long (content scanning), and a timeout there
         # is the one that can deliver twice (RFC 5321 4.5.3.2.6): give DATA the

@@ -244,7 +244,7 @@ class Lane:
                         current.fail(failure)
                     current, clean = None, False
                     break
-                current.phase = Phase.DATA
+                current.start_content()  # raises if the journal cannot note it
                 in_data = current
                 # A connection that saw a failure takes no new message; what was
                 # already written on it is finished first.
@@ -328,7 +328,9 @@ class Lane:
         try:
             async with asyncio.timeout_at(transaction.deadline):
                 delivery = await connection.send(
-                    transaction.envelope, transaction.content
+                    transaction.envelope,
+                    transaction.content,
+                    before_content=transaction.start_content,
                 )
         except Exception as exc:  # noqa: BLE001 - every failure goes to its sender
             if connection.phase is not Phase.IDLE:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Envelope
 from mailer.exceptions import DeliveryError
-from mailer.transports.base import BaseTransport, Delivery
+from mailer.transports.base import BaseTransport, Delivery, DeliveryProgress
 from mailer.transports.smtp.connection import Phase, SMTPConnection
 from mailer.transports.smtp.errors import map_smtp_errors
 from mailer.transports.smtp.pool import (
@@ -37,7 +37,18 @@ class SMTPTransport(BaseTransport):
         )
 
     async def deliver(self, envelope: Envelope, content: bytes, /) -> Delivery:
+        """Send one message on a pooled connection (see ``deliver_with_progress``)."""
+        return await self.deliver_with_progress(envelope, content, DeliveryProgress())
+
+    async def deliver_with_progress(
+        self, envelope: Envelope, content: bytes, progress: DeliveryProgress, /
+    ) -> Delivery:
         """Send one message on a pooled connection, within ``MAILER_MESSAGE_TIMEOUT``.
+
+        ``progress.content_starting`` is called just before the content is
+        written (in the sequential path, before DATA), never after this call
+        was cancelled: a lane drops a transaction whose sender gave up before
+        its content.
 
         Raises:
             DeliveryError: A subclass saying what failed; partial refusals are
@@ -46,7 +57,7 @@ class SMTPTransport(BaseTransport):
                 (``Phase.DATA``) and without a reply: the server may have
                 accepted the message.
         """
-        transaction = Transaction(envelope, content)
+        transaction = Transaction(envelope, content, progress=progress)
         try:
             with map_smtp_errors(self.server):
                 return await self.pool.send(transaction)
