@@ -32,6 +32,7 @@ may have left count as ambiguous.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import errno
 import json
@@ -478,11 +479,20 @@ class Journal:
             except JournalError:
                 pass  # left as after a crash: the next run settles it
 
+        def to_rest() -> None:
+            # Out of WAL mode at rest: one file, which readers (mailer status,
+            # sqlite3) open without making a -wal and -shm beside it. Skipped
+            # if a reader holds it right now (it stays in WAL mode, consistent).
+            with contextlib.suppress(sqlite3.OperationalError):
+                self._connection.execute("PRAGMA journal_mode=DELETE")
+
         def close() -> None:
             self._connection.close()
             os.close(self._lock)
 
         try:
+            if is_settled:
+                await self._run_db(to_rest)
             await self._run_db(close)
         finally:
             self._executor.shutdown(wait=True)
@@ -710,12 +720,22 @@ def _check_identity(meta: dict[str, str], path: Path, identity: BatchIdentity) -
 
 @dataclass(slots=True)
 class JournalSummary:
-    """What ``mailer status`` reads from a journal: its identity, counts, failures."""
+    """What ``mailer status`` reads from a journal: its identity, counts, failures.
+
+    Attributes:
+        sending_started: Of the ``sending`` messages, how many had started
+            their content (the content log of the run that left them), or
+            None when that cannot be known (they count as ambiguous).
+        log_missing: The run that used the journal did not end cleanly and its
+            write-ahead log is missing: the counts may lack its last records.
+    """
 
     meta: dict[str, str]
     counts: dict[JournalState, int]
     ambiguous: int
     failures: list[JournalEntry]
+    sending_started: int | None = None
+    log_missing: bool = False
 
 
 def read_summary(path: Path | str) -> JournalSummary:
@@ -724,9 +744,17 @@ def read_summary(path: Path | str) -> JournalSummary:
     Raises:
         JournalError: The file is missing or not a journal.
     """
+    path = Path(path)
+    has_log = Path(f"{path.resolve()}-wal").exists()  # before a reader makes one
     connection = open_read_only(path)
     try:
         meta = read_meta(connection)
+        sending = [
+            (row[0], row[1])
+            for row in connection.execute(
+                "SELECT position, attempts FROM messages WHERE state = 'sending'"
+            )
+        ]
         counts = dict(
             connection.execute("SELECT state, COUNT(*) FROM messages GROUP BY state")
         )
@@ -743,11 +771,16 @@ def read_summary(path: Path | str) -> JournalSummary:
         raise JournalError(f"{path}: cannot read it: {exc}", path=str(path)) from None
     finally:
         connection.close()
+    started = read_content_log(log_path(path), meta.get("run", ""))
     return JournalSummary(
         meta=meta,
         counts={state: counts.get(state.value, 0) for state in JournalState},
         ambiguous=ambiguous,
         failures=failures,
+        sending_started=None
+        if started is None
+        else sum(1 for pair in sending if pair in started),
+        log_missing=bool(meta.get("run")) and not has_log,
     )
 
 

@@ -486,12 +486,13 @@ async def send_messages(
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
-    Every row is rendered and validated first, in a pass that keeps nothing in
-    memory; only then is anything sent. Rows are read again for sending, so a
-    re-iterable source (a list, a RecipientFile) keeps memory flat; a one-shot
-    iterator or async iterable is first collected into a list, unless
-    ``skip_invalid`` is on and there is no ``journal`` (then rows are read
-    once, see ``stream_messages``).
+    Every row is rendered and validated first, in a pass that keeps a few
+    bytes per row (its line and fingerprint, see ``stream_messages``); only
+    then is anything sent. Rows are read again for sending, each compared with
+    the one checked, so a re-iterable source (a list, a RecipientFile) is
+    never held in memory; a one-shot iterator or async iterable is first
+    collected into a list, unless ``skip_invalid`` is on and there is neither
+    ``journal`` nor ``dedupe`` (then rows are read once).
 
     Args:
         template_name: The template set to render.
