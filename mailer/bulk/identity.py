@@ -6,7 +6,8 @@ first run reads it a third time to record every message). If the file is
 rewritten in place meanwhile, a position no longer holds the row that was
 checked. ``CheckedRows`` keeps, for each row of the check pass, its line, a
 64-bit fingerprint of its content and what it was (valid, invalid, a repeated
-address): 13 bytes a row, plus one set entry per distinct address. The send
+address): 13 bytes a row, plus one set entry per distinct address (about 80
+bytes; 9.5 MB in all for 100,000 distinct rows). The send
 pass replays the file through it, and the first row that differs (or a row
 too many, or too few) raises ``RecipientsChangedError`` before that row is
 sent. The same fingerprint, stored in the journal, ties each journal entry to
@@ -26,15 +27,21 @@ from mailer.bulk.recipients import InvalidRow, Recipient
 from mailer.exceptions import RecipientsChangedError, RecipientsFileError
 
 VALID, INVALID, REPEAT = 0, 1, 2
+# One encoder for every row (json.dumps with options builds one per call).
+_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
 
 
 def row_item(row: Recipient | InvalidRow) -> bytes:
-    """Return the canonical bytes of a row: its line and every value it holds."""
+    """Return the canonical bytes of a row: its line and every value it holds.
+
+    The same bytes as ``json.dumps(item, sort_keys=True, default=str)``, which
+    journals have always digested: their fingerprints stay comparable.
+    """
     if isinstance(row, Recipient):
         item: Any = [row.line, row.email, row.name, dict(row.context)]
     else:
         item = [row.line, row.error]
-    return json.dumps(item, sort_keys=True, default=str).encode()
+    return _ENCODER.encode(item).encode()
 
 
 def row_fingerprint(row: Recipient | InvalidRow) -> str:

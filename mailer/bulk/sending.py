@@ -412,7 +412,7 @@ async def stream_messages(
     off) is checked first, which reads the rows twice; a one-shot source (an
     iterator or an async iterable) is then collected into a list. The check
     pass keeps 13 bytes per row (its line and fingerprint) and one set entry
-    per distinct address (about 70 bytes); the send pass compares each row
+    per distinct address (about 80 bytes); the send pass compares each row
     with the one checked, and stops at the first that differs: the file
     changed, and the rows not sent end ``pending``. With ``skip_invalid`` (and
     no ``journal`` nor ``dedupe``) every source is read once, and bad rows are
