@@ -44,9 +44,8 @@ def row_item(row: Recipient | InvalidRow) -> bytes:
     return _ENCODER.encode(item).encode()
 
 
-def row_fingerprint(row: Recipient | InvalidRow) -> str:
-    """Return a row's fingerprint (16 hex digits), as the journal stores it."""
-    return _fingerprint(row_item(row)).to_bytes(8, "big").hex()
+def _hex(fingerprint: int) -> str:
+    return fingerprint.to_bytes(8, "big").hex()
 
 
 def _fingerprint(item: bytes) -> int:
@@ -166,6 +165,10 @@ class CheckedRows:
     def is_invalid(self, position: int) -> bool:
         """Return whether the row at ``position`` (from 1) was found bad."""
         return self._kinds[position - 1] == INVALID
+
+    def fingerprint(self, position: int) -> str:
+        """Return the fingerprint of the row at ``position``: 16 hex digits."""
+        return _hex(self._prints[position - 1])
 
     def line(self, position: int) -> int:
         """Return the line of the row at ``position`` (from 1) in the check pass."""

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailer.bulk.identity import CheckedRows, row_fingerprint
+from mailer.bulk.identity import CheckedRows
 from mailer.bulk.journal import BatchIdentity, Journal, JournalEntry, JournalState
 from mailer.bulk.recipients import DuplicateRow, InvalidRow, Recipient
 from mailer.bulk.report import ResumeCounts
@@ -263,14 +263,15 @@ def _new_entries(
             continue
         if dedupe and checked.is_repeat(position):
             continue
-        yield position, row.line, row.email, row_fingerprint(row)
+        # The row is the one checked (replay compared them): its fingerprint too.
+        yield position, row.line, row.email, checked.fingerprint(position)
 
 
-def _matches(entry: JournalEntry, row: Recipient) -> bool:
+def _matches(entry: JournalEntry, row: Recipient, fingerprint: str) -> bool:
     """Return whether ``entry`` is the journal's record of ``row``."""
     if entry.email != row.email:
         return False
-    return entry.fingerprint is None or entry.fingerprint == row_fingerprint(row)
+    return entry.fingerprint is None or entry.fingerprint == fingerprint
 
 
 Outcome = tuple[int, int, SendResult | DuplicateRow]
@@ -334,7 +335,12 @@ class _Walk:
         self, position: int, row: Recipient, entry: JournalEntry | None
     ) -> JournalEntry:
         """Return ``entry`` if it is the journal's record of ``row``, else raise."""
-        if entry is None or entry.position != position or not _matches(entry, row):
+        fingerprint = self.checked.fingerprint(position)  # replay: the row's own
+        if (
+            entry is None
+            or entry.position != position
+            or not _matches(entry, row, fingerprint)
+        ):
             raise RecipientsChangedError(
                 f"{self.checked.label}: line {row.line} ({row.email}) is not "
                 "the message the journal has at its place",

@@ -24,17 +24,17 @@ from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
 from mailer.delivery.state import (
     AttemptObserver,
-    ContentObserver,
     MessageAttempts,
     OutgoingMessage,
+    observes_content,
 )
 from mailer.exceptions import ConfigError, DeliveryError, MailerError
 from mailer.replies import Verdict, classify_reply
 from mailer.transports.base import (
     AsyncCloseable,
     DeliveryProgress,
-    ProgressTransport,
     Transport,
+    reports_progress,
 )
 from mailer.transports.factory import transport_from_settings
 
@@ -209,7 +209,7 @@ class MessageClient(AsyncCloseable):
         try:
             attempts.in_flight = True
             transport = self.transport
-            if isinstance(transport, ProgressTransport):
+            if reports_progress(transport):
                 delivery = await transport.deliver_with_progress(
                     attempts.envelope(), attempts.outgoing.content, progress
                 )
@@ -386,7 +386,7 @@ def _content_hook(
     content is not sent: the attempt fails as a transient DeliveryError (the
     message was not delivered, so it stays to send) and the batch stops.
     """
-    if not isinstance(observer, ContentObserver):
+    if not observes_content(observer):
         return None
 
     def content_starting() -> None:

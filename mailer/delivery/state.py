@@ -9,9 +9,10 @@ Observers (the journal) read it before and after each attempt.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from mailer.content.message import Envelope, Message
 from mailer.delivery.results import SendResult, SendStatus
@@ -70,6 +71,19 @@ class ContentObserver(Protocol):
             Exception: It could not be recorded; the content is then not sent.
         """
         ...
+
+
+def observes_content(observer: object) -> TypeGuard[ContentObserver]:
+    """Return whether ``observer`` is a ContentObserver (cached by class)."""
+    cls = type(observer)
+    known = _OBSERVES_CONTENT.get(cls)
+    if known is None:
+        known = callable(getattr(cls, "content_starting", None))
+        _OBSERVES_CONTENT[cls] = known
+    return known
+
+
+_OBSERVES_CONTENT: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
 class MessageAttempts:

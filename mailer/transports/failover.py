@@ -30,8 +30,8 @@ from mailer.transports.base import (
     BaseTransport,
     Delivery,
     DeliveryProgress,
-    ProgressTransport,
     Transport,
+    reports_progress,
 )
 
 FailoverMode = Literal["failover", "roundrobin"]
@@ -121,7 +121,7 @@ class FailoverTransport(BaseTransport):
         for index in self._order():
             name, transport = self.relays[index]
             try:
-                if isinstance(transport, ProgressTransport):
+                if reports_progress(transport):
                     delivery = await transport.deliver_with_progress(
                         envelope, content, progress
                     )
