@@ -12,8 +12,10 @@ Kinds:
             (DATA's 354 is immediate): pipelining cannot help here.
 
 Each sink counts the messages it accepted in a shared counter, so the
-benchmark can tell delivered, failed and lost messages apart. Sockets listen
-with asyncio's default backlog (100), as aiosmtpd's own Controller does.
+benchmark can tell delivered, failed and lost messages apart, and the
+connections it accepted in another. Every sink refuses a recipient whose
+address starts with "refused" (550 5.1.1), for the refusal benchmark. Sockets
+listen with asyncio's default backlog (100), as aiosmtpd's own Controller does.
 """
 
 from __future__ import annotations
@@ -45,8 +47,17 @@ class _Counter:
             self.shared.value += 1
 
 
+REFUSED = b"550 5.1.1 no such user\r\n"
+
+
+def _is_refused(line: bytes) -> bool:
+    return line[:4].upper() == b"RCPT" and b"<refused" in line.lower()
+
+
 def _reply_for(line: bytes, has_recipient: bool) -> bytes:
     verb = line[:4].upper()
+    if _is_refused(line):
+        return REFUSED
     if verb in (b"EHLO", b"HELO"):
         return EHLO_REPLY if verb == b"EHLO" else b"250 sink\r\n"
     if verb == b"DATA":
@@ -96,7 +107,7 @@ async def _grouped_session(
                 if verb in (b"MAIL", b"RSET"):
                     has_recipient = False
                 elif verb == b"RCPT":
-                    has_recipient = True
+                    has_recipient = has_recipient or reply != REFUSED
                 elif verb == b"DATA":
                     in_content = has_recipient
                 out.append(reply)
@@ -141,7 +152,8 @@ async def _serial_session(
             verb = line[:4].upper()
             reply = _reply_for(line, has_recipient)
             if verb in (b"MAIL", b"RCPT"):
-                has_recipient = verb == b"RCPT"
+                accepted = verb == b"RCPT" and reply != REFUSED
+                has_recipient = accepted or (verb == b"RCPT" and has_recipient)
                 await asyncio.sleep(delay)
             writer.write(reply)
             if verb == b"DATA" and has_recipient:
@@ -161,7 +173,7 @@ async def _serial_session(
         writer.close()
 
 
-async def _aiosmtpd_server(counter: _Counter) -> asyncio.Server:
+async def _aiosmtpd_server(counter: _Counter, connections: _Counter) -> asyncio.Server:
     from aiosmtpd.smtp import SMTP
 
     class CountingHandler:
@@ -176,6 +188,19 @@ async def _aiosmtpd_server(counter: _Counter) -> asyncio.Server:
             session.host_name = hostname
             return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
+        async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+            self,
+            server: Any,
+            session: Any,
+            envelope: Any,
+            address: str,
+            rcpt_options: list[str],
+        ) -> str:
+            if address.lower().startswith("refused"):
+                return REFUSED.decode().strip()
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
         async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
             self, server: Any, session: Any, envelope: Any
         ) -> str:
@@ -185,23 +210,29 @@ async def _aiosmtpd_server(counter: _Counter) -> asyncio.Server:
     handler = CountingHandler()
     loop = asyncio.get_running_loop()
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    return await loop.create_server(
-        lambda: SMTP(handler, hostname="localhost", enable_SMTPUTF8=True, loop=loop),
-        host=HOST,
-        port=0,
-    )
+
+    def session() -> SMTP:
+        connections.add()
+        return SMTP(handler, hostname="localhost", enable_SMTPUTF8=True, loop=loop)
+
+    return await loop.create_server(session, host=HOST, port=0)
 
 
 async def _serve(
-    kind: str, delay: float, counter: _Counter, ports: multiprocessing.Queue[int]
+    kind: str,
+    delay: float,
+    counter: _Counter,
+    ports: multiprocessing.Queue[int],
+    connections: _Counter,
 ) -> None:
     if kind == "aiosmtpd":
-        server = await _aiosmtpd_server(counter)
+        server = await _aiosmtpd_server(counter, connections)
     else:
         session = _serial_session if kind == "serial" else _grouped_session
         pause = 0.0 if kind == "fast" else delay
 
         async def on_client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            connections.add()
             await session(r, w, counter, pause)
 
         server = await asyncio.start_server(on_client, HOST, 0)
@@ -215,22 +246,26 @@ def serve(
     delay: float,
     shared: Synchronized[int],
     ports: multiprocessing.Queue[int],
+    connections: Synchronized[int],
 ) -> None:
     """Run a sink until the process is terminated (the target of a Process)."""
-    asyncio.run(_serve(kind, delay, _Counter(shared), ports))
+    asyncio.run(_serve(kind, delay, _Counter(shared), ports, _Counter(connections)))
 
 
 class Sink:
-    """A sink running in a child process: ``port`` and the ``delivered`` count."""
+    """A sink in a child process: ``port``, ``delivered`` and ``connections`` counts."""
 
     def __init__(self, kind: str, delay: float = 0.02) -> None:
         context = multiprocessing.get_context("spawn")
         self.kind = kind
         self.delay = delay
         self._count: Synchronized[int] = context.Value("q", 0)  # type: ignore[assignment]
+        self._connections: Synchronized[int] = context.Value("q", 0)  # type: ignore[assignment]
         ports: multiprocessing.Queue[int] = context.Queue()
         self._process = context.Process(
-            target=serve, args=(kind, delay, self._count, ports), daemon=True
+            target=serve,
+            args=(kind, delay, self._count, ports, self._connections),
+            daemon=True,
         )
         self._process.start()
         self.port: int = ports.get(timeout=30)
@@ -239,6 +274,11 @@ class Sink:
     def delivered(self) -> int:
         """Return how many messages the sink has accepted so far."""
         return int(self._count.value)
+
+    @property
+    def connections(self) -> int:
+        """Return how many connections the sink has accepted so far."""
+        return int(self._connections.value)
 
     def stop(self) -> None:
         """Terminate the sink process."""

@@ -2,13 +2,16 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from mailer.bulk.attachments import RowAttachments
 from mailer.bulk.identity import CheckSummary
 from mailer.bulk.recipients import DuplicateRow, InvalidRow, Recipient, RecipientFile
 from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.sending import send_messages, stream_messages
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
+from mailer.content.attachments import Attachment
 from mailer.content.message import Envelope, Message
+from mailer.content.unsubscribe import Unsubscribe
 from mailer.delivery.client import MessageClient, generate_message_client
 from mailer.delivery.control import SendRequest
 from mailer.delivery.results import SendResult, SendStatus
@@ -56,6 +59,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Address",
+    "Attachment",
     "AttemptObserver",
     "AuthenticationError",
     "BatchReport",
@@ -91,6 +95,7 @@ __all__ = [
     "Reply",
     "ResumeCounts",
     "RetryPolicy",
+    "RowAttachments",
     "SendRequest",
     "SendResult",
     "SendStatus",
@@ -101,6 +106,7 @@ __all__ = [
     "TemplateSyntaxError",
     "UndefinedVariableError",
     "UnsafeTemplateError",
+    "Unsubscribe",
     "UnsupportedError",
     "Verdict",
     "__version__",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import email.header
 import email.policy
+import email.utils
 import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -14,6 +16,10 @@ from typing import Literal, cast
 from mailer.content.message import Envelope
 
 _PARSER = BytesParser(policy=email.policy.default)
+_ESCAPED = re.compile(r"[\udc80-\udcff]")
+# RFC 5322 specials: a display name holding one is shown quoted.
+_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "reply-to", "sender"})
 
 SessionTLS = Literal["none", "starttls", "tls"]
 
@@ -43,7 +49,39 @@ class SessionInfo:
 
 def _bare(addresses: object) -> tuple[str, ...]:
     header_addresses = getattr(addresses, "addresses", ())
-    return tuple(address.addr_spec for address in header_addresses)
+    return tuple(as_utf8(address.addr_spec) for address in header_addresses)
+
+
+def as_utf8(text: str) -> str:
+    r"""Return ``text`` with UTF-8 bytes that the parser left escaped decoded.
+
+    ``BytesParser`` reads header bytes as ASCII and keeps every other byte as
+    a surrogate escape, so an RFC 6532 header (``To: zoë@example.test``, as
+    sent with SMTPUTF8) would read ``'zo\udcc3\udcab@...'``.
+    """
+    if not _ESCAPED.search(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def decode_address_header(raw: str) -> str:
+    """Return an address header's display text, decoding RFC 2047 words per RFC 2047.
+
+    Python 3.11 to 3.13 keep the space between two adjacent encoded words in
+    a display name (gh-92081): ``=?utf-8?q?Nod?= =?utf-8?q?emailer?=`` reads
+    ``Nod emailer``. RFC 2047 6.2 drops it, as every mail client does.
+    """
+    shown = []
+    for name, address in email.utils.getaddresses([raw.replace("\r\n", "")]):
+        decoded = str(email.header.make_header(email.header.decode_header(name)))
+        if not decoded:
+            shown.append(address)
+        elif _SPECIALS.search(decoded):
+            escaped = decoded.replace("\\", "\\\\").replace('"', '\\"')
+            shown.append(f'"{escaped}" <{address}>')
+        else:
+            shown.append(f"{decoded} <{address}>")
+    return ", ".join(shown)
 
 
 def comparable_address(address: str) -> str:
@@ -62,18 +100,44 @@ def comparable_address(address: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Attachment:
-    """One attachment of a sent message.
+class SentAttachment:
+    """One attachment or inline part of a sent message.
 
     Attributes:
         filename: Its file name, if it has one.
         content_type: Its MIME type (``"application/pdf"``).
         content: Its decoded bytes.
+        disposition: ``"attachment"``, ``"inline"``, or None when not given.
+        content_id: Its Content-ID without angle brackets, if it has one.
     """
 
     filename: str | None
     content_type: str
     content: bytes
+    disposition: str | None = None
+    content_id: str | None = None
+
+    @property
+    def size(self) -> int:
+        """Return the decoded size in bytes."""
+        return len(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class DKIMSignatureInfo:
+    """What the first DKIM-Signature header of a message says (not whether it verifies).
+
+    Attributes:
+        domain: The signing domain (``d=``).
+        selector: The selector (``s=``): the key is at ``S._domainkey.D``.
+        algorithm: ``rsa-sha256`` or ``ed25519-sha256`` (``a=``).
+        signed_headers: The signed header names, in order (``h=``), lower case.
+    """
+
+    domain: str
+    selector: str
+    algorithm: str
+    signed_headers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -107,7 +171,7 @@ class SentMail:
     @property
     def subject(self) -> str:
         """Return the decoded Subject ("" when absent)."""
-        return str(self.message.get("subject", ""))
+        return as_utf8(str(self.message.get("subject", "")))
 
     @property
     def from_(self) -> tuple[str, ...]:
@@ -142,6 +206,20 @@ class SentMail:
         return _bare(self.message.get("reply-to"))
 
     @property
+    def mail_from(self) -> str:
+        """Return the envelope sender (MAIL FROM): ``self.envelope.mail_from``."""
+        return self.envelope.mail_from
+
+    @property
+    def rcpt_tos(self) -> tuple[str, ...]:
+        """Return the envelope recipients (RCPT TO), Bcc included, in order.
+
+        The same as ``self.envelope.rcpt_tos``; ``to`` and ``cc`` are the
+        headers', which never show Bcc.
+        """
+        return self.envelope.rcpt_tos
+
+    @property
     def message_id(self) -> str | None:
         """Return the Message-ID header, angle brackets included."""
         value = self.message.get("message-id")
@@ -150,27 +228,72 @@ class SentMail:
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
         """Return every header field as ``(name, decoded value)``, in order."""
-        return tuple((name, str(value)) for name, value in self.message.items())
+        return tuple(
+            (name, _decoded(name, raw, value))
+            for (name, raw), value in zip(
+                self.message.raw_items(), self.message.values(), strict=True
+            )
+        )
 
     def header(self, name: str) -> str | None:
         """Return the decoded value of header ``name`` (any case), if present."""
-        value = self.message.get(name)
-        return None if value is None else str(value)
+        wanted = name.lower()
+        for (field_name, raw), value in zip(
+            self.message.raw_items(), self.message.values(), strict=True
+        ):
+            if field_name.lower() == wanted:
+                return _decoded(field_name, raw, value)
+        return None
 
     @property
-    def attachments(self) -> tuple[Attachment, ...]:
-        """Return the message's attachments, in order."""
+    def attachments(self) -> tuple[SentAttachment, ...]:
+        """Return every part with a file name or a Content-ID, inline ones included.
+
+        In the order they appear in the message; the text and HTML bodies
+        are not listed.
+        """
         found = []
-        for part in self.message.iter_attachments():
+        for part in self.message.walk():
+            if part.is_multipart():
+                continue
+            filename = part.get_filename()
+            content_id = part.get("content-id")
+            if filename is None and content_id is None:
+                continue
             payload = part.get_payload(decode=True)
             found.append(
-                Attachment(
-                    filename=part.get_filename(),
+                SentAttachment(
+                    filename=None if filename is None else as_utf8(filename),
                     content_type=part.get_content_type(),
                     content=payload if isinstance(payload, bytes) else b"",
+                    disposition=part.get_content_disposition(),
+                    content_id=(
+                        None if content_id is None else str(content_id).strip("<> ")
+                    ),
                 )
             )
         return tuple(found)
+
+    @property
+    def dkim(self) -> DKIMSignatureInfo | None:
+        """Return what the first DKIM-Signature header says, or None if unsigned."""
+        raw = next(
+            (v for k, v in self.message.raw_items() if k.lower() == "dkim-signature"),
+            None,
+        )
+        if raw is None:
+            return None
+        tags: dict[str, str] = {}
+        for item in re.sub(r"\s+", "", str(raw)).split(";"):
+            key, _, value = item.partition("=")
+            if key:
+                tags[key] = value
+        return DKIMSignatureInfo(
+            domain=tags.get("d", ""),
+            selector=tags.get("s", ""),
+            algorithm=tags.get("a", ""),
+            signed_headers=tuple(h.lower() for h in tags.get("h", "").split(":") if h),
+        )
 
     def extract(self, pattern: str) -> str:
         r"""Return what ``pattern`` finds in the text (else HTML) body.
@@ -205,3 +328,9 @@ class SentMail:
             return None
         content = cast(str, part.get_content())
         return content.replace("\r\n", "\n")
+
+
+def _decoded(name: str, raw: str, value: object) -> str:
+    if name.lower() in ADDRESS_HEADERS and "=?" in raw:
+        return decode_address_header(as_utf8(raw))
+    return as_utf8(str(value))

@@ -12,11 +12,24 @@ from __future__ import annotations
 
 import enum
 import re
+import socket
+import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mailer.exceptions import AuthenticationError, DeliveryError, TLSError
+from mailer.exceptions import (
+    AuthenticationError,
+    ConnectError,
+    DeliveryError,
+    DeliveryTimeoutError,
+    RelaysUnavailableError,
+    TLSError,
+)
 
+CODE_OK = 250
+CODE_CLOSING = 421
+CODE_AUTH_REQUIRED = 530
 # RFC 3463 enhanced status code at the start of a reply text: "2.0.0 Ok".
 _ENHANCED_STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
 
@@ -78,6 +91,49 @@ def is_transient_reply(reply: Reply) -> bool:
     return not 500 <= reply.code < 600
 
 
+def is_refusal(reply: Reply) -> bool:
+    """Return whether a reply refuses its command and leaves the session in step.
+
+    A 4xx or 5xx reply answers the command it was meant for: the server is in a
+    known state, and the session can go on (after RSET, if a transaction was
+    open). A 421 is the exception: the server is closing the session (RFC 5321
+    3.8). Any other unexpected reply (a malformed line, code -1, or a code of
+    the wrong class, such as 354 to MAIL) means the session is out of step.
+    """
+    return 400 <= reply.code < 600 and reply.code != CODE_CLOSING
+
+
+def settles_content(reply: Reply) -> bool:
+    """Return whether a reply to a message's content says for sure what happened.
+
+    250 accepts the message; a 4xx or 5xx refuses it (421 included). Anything
+    else, a malformed line (code -1) or an out-of-step code (354, 251...),
+    leaves it unknown: the server may have stored the message, so a failure
+    with such a reply is ambiguous (RFC 1047).
+    """
+    return reply.code == CODE_OK or 400 <= reply.code < 600
+
+
+def calls_for_helo(reply: Reply) -> bool:
+    """Return whether a refused EHLO should be followed by HELO.
+
+    A server without the service extensions answers EHLO with 500 or 502 (or
+    501, 504, 550); a client then greets with HELO (RFC 5321 3.2 and 4.1.4), as
+    smtplib and aiosmtplib do. A 4xx is not that: the server asks to try later.
+    """
+    return 500 <= reply.code < 600
+
+
+def requires_starttls(reply: Reply) -> bool:
+    """Return whether a refusal asks for STARTTLS first (RFC 3207 4: 530)."""
+    return reply.code == CODE_AUTH_REQUIRED and "starttls" in reply.text.lower()
+
+
+def requires_login(reply: Reply) -> bool:
+    """Return whether a refusal asks the client to log in (RFC 4954 6: 530)."""
+    return reply.code == CODE_AUTH_REQUIRED and not requires_starttls(reply)
+
+
 def is_too_many_recipients(reply: Reply) -> bool:
     """Return whether a 552 refusal of RCPT means "too many recipients".
 
@@ -122,3 +178,83 @@ def classify_error(error: BaseException) -> Verdict:
     ):
         return Verdict.TRANSIENT
     return Verdict.PERMANENT
+
+
+class Misconfiguration(enum.Enum):
+    """Why every message of a batch would fail the same way: what to check."""
+
+    UNREACHABLE = "unreachable"  # refused, or the host name does not resolve
+    NOT_SMTP = "not smtp"  # no greeting or not an SMTP one: wrong port or TLS mode
+    CLIENT_REFUSED = "client refused"  # a 5xx greeting: this client is not served
+    STARTTLS_REQUIRED = "starttls required"  # 530 ... STARTTLS
+    LOGIN_REQUIRED = "login required"  # any other 530 (RFC 4954: authentication)
+    LOGIN_REFUSED = "login refused"  # the credentials were refused
+    NO_LOGIN = "no login"  # credentials set, but the server offers no AUTH
+    NO_STARTTLS = "no starttls"  # STARTTLS required, and the server does not offer it
+    TLS = "tls"  # the TLS handshake or the certificate failed
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """Yield ``error`` and the errors it was raised from, each once."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def misconfiguration(error: BaseException) -> Misconfiguration | None:
+    """Return what is misconfigured if ``error`` is one every message would hit.
+
+    These failures are about the session, not the message: the server cannot
+    be reached (connection refused, a host name that does not resolve), what
+    answers is not an SMTP server speaking in clear (no greeting in time, or a
+    greeting that is not SMTP: a wrong port, or implicit TLS on one side only),
+    the server refuses this client at the greeting (5xx), asks for STARTTLS or
+    a login first (530, RFC 3207 and 4954), refuses the login, or TLS fails.
+    A failover list is misconfigured when every relay is.
+
+    Only the first attempt of a batch is judged by this (see
+    ``mailer.delivery.control``): once a message went through, a refused
+    connection means a server restarting, which is worth a retry.
+    """
+    # First: the transport raises a 530 as TLSError or AuthenticationError
+    # (with the reply), and the reply says which of the two is missing.
+    reply = error.reply if isinstance(error, DeliveryError) else None
+    if reply is not None and requires_starttls(reply):
+        return Misconfiguration.STARTTLS_REQUIRED
+    if reply is not None and requires_login(reply):
+        return Misconfiguration.LOGIN_REQUIRED
+    if isinstance(error, AuthenticationError):
+        if error.reply is None:  # no AUTH offered: nothing was refused
+            return Misconfiguration.NO_LOGIN
+        return Misconfiguration.LOGIN_REFUSED
+    if isinstance(error, TLSError):
+        if any(isinstance(e, ssl.SSLError) for e in _chain(error)):
+            return Misconfiguration.TLS
+        return Misconfiguration.NO_STARTTLS
+    if isinstance(error, RelaysUnavailableError):
+        kinds = {misconfiguration(each) for each in error.errors.values()}
+        return kinds.pop() if len(kinds) == 1 else None
+    if not isinstance(error, DeliveryError):
+        return None
+    chain = list(_chain(error))
+    if isinstance(error, ConnectError):
+        if any(isinstance(e, ConnectionRefusedError | socket.gaierror) for e in chain):
+            return Misconfiguration.UNREACHABLE
+        if reply is not None and 500 <= reply.code < 600:
+            return Misconfiguration.CLIENT_REFUSED
+        if reply is not None and reply.code < 0:  # a greeting that is not SMTP
+            return Misconfiguration.NOT_SMTP
+    if isinstance(error, DeliveryTimeoutError) and any(
+        # aiosmtplib's connect timeout, the greeting's: both a timeout and a
+        # connection error (the TCP connect has a timeout of its own).
+        isinstance(e, TimeoutError) and isinstance(e, ConnectionError)
+        for e in chain
+    ):
+        return Misconfiguration.NOT_SMTP
+    return None

@@ -53,6 +53,13 @@ def make_settings() -> Callable[..., MailerSettings]:
 
 
 @pytest.fixture
+def configured_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set MAILER_FROM and MAILER_TEMPLATES_DIR (the examples), as a CLI user would."""
+    monkeypatch.setenv("MAILER_FROM", "Example Shop <shop@example.test>")
+    monkeypatch.setenv("MAILER_TEMPLATES_DIR", str(EXAMPLES / "templates"))
+
+
+@pytest.fixture
 def settings(make_settings: Callable[..., MailerSettings]) -> MailerSettings:
     """Settings for loopback SMTP with the example templates."""
     return make_settings()

@@ -211,6 +211,6 @@ class CheckedRows:
     def _changed(self, detail: str) -> RecipientsChangedError:
         return RecipientsChangedError(
             f"{self.label} changed while the batch was running: {detail}; no "
-            "further message is sent (run again once the file is final)",
+            "further message is sent",
             path=self.label,
         )

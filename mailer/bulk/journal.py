@@ -77,13 +77,16 @@ CREATE TABLE IF NOT EXISTS messages (
     error TEXT,
     next_attempt_at REAL,
     updated_at REAL NOT NULL,
-    fingerprint TEXT
+    fingerprint TEXT,
+    date TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_state ON messages (state);
 """
 # Columns added since version 1 was first written: a journal that lacks one
-# gets it when it is opened (NULL in its existing rows).
-ADDED_COLUMNS = {"fingerprint": "TEXT"}
+# gets it when it is opened (NULL in its existing rows: a row without its
+# fingerprint is matched by address; one without its Date resumes with a new
+# Date, as before).
+ADDED_COLUMNS = {"fingerprint": "TEXT", "date": "TEXT"}
 
 
 class JournalState(enum.StrEnum):
@@ -133,6 +136,7 @@ class JournalEntry:
     error: str | None = None
     next_attempt_at: float | None = None
     fingerprint: str | None = None  # of the row (None in older journals)
+    date: str | None = None  # the Date header, recorded with the Message-ID
 
     @property
     def is_done(self) -> bool:
@@ -163,6 +167,7 @@ def entry_from_row(row: sqlite3.Row) -> JournalEntry:
         email=row["email"],
         state=JournalState(row["state"]),
         message_id=row["message_id"],
+        date=row["date"] if "date" in row.keys() else None,  # noqa: SIM118
         attempts=row["attempts"],
         ambiguous=bool(row["ambiguous"]),
         transient=bool(row["transient"]),
@@ -434,6 +439,7 @@ class Journal:
             entry.error,
             entry.next_attempt_at,
             time.time(),
+            entry.date,
             entry.position,
         )
 
@@ -443,7 +449,7 @@ class Journal:
                     "UPDATE messages SET state = ?, message_id = ?, attempts = ?,"
                     " ambiguous = ?, transient = ?, recipients = ?, replies = ?,"
                     " reply_code = ?, reply_text = ?, error = ?, next_attempt_at = ?,"
-                    " updated_at = ? WHERE position = ?",
+                    " updated_at = ?, date = ? WHERE position = ?",
                     values,
                 )
 
@@ -703,17 +709,23 @@ def _check_identity(meta: dict[str, str], path: Path, identity: BatchIdentity) -
             path=str(path),
         )
     if meta.get("fingerprint") != identity.fingerprint:
+        started = meta.get("source")
+        # The same name twice told nothing: say which case this is.
+        what = (
+            f"{started} changed since the journal was started"
+            if started == identity.source
+            else f"it was started for the recipients {started}, not {identity.source}"
+        )
         raise JournalError(
-            f"{path} is the journal of another batch: its recipients "
-            f"({meta.get('source')}) differ from these ({identity.source}), "
-            "or the file changed since; use a new journal file for this batch",
+            f"{path} is the journal of another batch: {what}; use a new journal "
+            "file for this batch (or the original file to resume it)",
             path=str(path),
         )
     if (meta.get("dedupe", "0") == "1") != identity.dedupe:
-        started = "with" if meta.get("dedupe") == "1" else "without"
+        mode = "with" if meta.get("dedupe") == "1" else "without"
         raise JournalError(
-            f"{path}: its batch was started {started} --dedupe; run it "
-            f"{started} --dedupe again to resume it",
+            f"{path}: its batch was started {mode} --dedupe; run it "
+            f"{mode} --dedupe again to resume it",
             path=str(path),
         )
 

@@ -113,6 +113,8 @@ class RecipientFile:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        # A CSV file's header, once read: what a template may use.
+        self.columns: tuple[str, ...] | None = None
         suffix = self.path.suffix.lower()
         if suffix not in CSV_SUFFIXES | JSONL_SUFFIXES:
             raise InvalidRecipientsError(
@@ -150,13 +152,10 @@ class RecipientFile:
         with self.path.open("rb") as handle:
             header = next(csv.reader(_text_lines(handle, self._error)), None)
         columns = [column.strip() for column in header or []]
+        self.columns = tuple(columns)
         if EMAIL_KEY not in columns:
             raise InvalidRecipientsError(
-                [
-                    InvalidRow(
-                        1, f"{self.path}: the header row has no {EMAIL_KEY!r} column"
-                    )
-                ]
+                [InvalidRow(1, f"{self.path}: {_header_problem(header, columns)}")]
             )
         first: dict[str, int] = {}
         for number, column in enumerate(columns, start=1):
@@ -293,3 +292,34 @@ def _is_deeper_than(value: object, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
+
+
+# Separators spreadsheets use instead of commas (a "CSV" saved in some locales).
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _header_problem(header: list[str] | None, columns: list[str]) -> str:
+    """Return why a CSV header has no ``email`` column, and what was found instead."""
+    if not header or not any(columns):
+        return (
+            "the file is empty; a CSV file needs a header row naming its columns, "
+            f"one of them {EMAIL_KEY!r}"
+        )
+    if len(columns) == 1:
+        for separator, name in _OTHER_SEPARATORS.items():
+            if separator in columns[0]:
+                return (
+                    f"the header row is one column, {columns[0][:80]!r}: the file "
+                    f"looks separated by {name}; mailer reads comma-separated "
+                    f"files (save it as CSV with commas), and needs an "
+                    f"{EMAIL_KEY!r} column"
+                )
+    found = ", ".join(repr(column) for column in columns[:20])
+    more = f" and {len(columns) - 20} more" if len(columns) > 20 else ""
+    near = [column for column in columns if column.lower() == EMAIL_KEY]
+    hint = (
+        f"; column names are case-sensitive: rename {near[0]!r} to {EMAIL_KEY!r}"
+        if near
+        else ""
+    )
+    return f"the header row has no {EMAIL_KEY!r} column (found {found}{more}){hint}"

@@ -78,6 +78,7 @@ class JournalObserver:
         entry = self.entry
         entry.state = JournalState.SENDING
         entry.message_id = attempts.message_id
+        entry.date = attempts.outgoing.date or entry.date
         entry.attempts = self._earlier_attempts + attempts.attempts + 1
         entry.next_attempt_at = None
         await self.journal.record(entry)
@@ -403,6 +404,9 @@ class _Walk:
             message_id=entry.message_id,
             recipients=recipients,
             observer=JournalObserver(self.journal, entry),
+            # With the Message-ID, the Date makes the resent bytes (and their
+            # DKIM signature) the same as those of the first attempt.
+            date=entry.date,
         )
 
     async def drain(self) -> AsyncIterator[Outcome]:

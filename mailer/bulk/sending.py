@@ -10,6 +10,7 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Callable,
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailer.bulk.attachments import RowAttachments, check_attachments_size
 from mailer.bulk.identity import CheckedRows, CheckSummary
 from mailer.bulk.journal import check_journal_path
 from mailer.bulk.recipients import (
@@ -42,10 +44,14 @@ from mailer.exceptions import (
     InvalidRecipientsError,
     MailerError,
     RecipientsChangedError,
+    UndefinedVariableError,
 )
 from mailer.templates.sets import TemplateSet, load_template_set, render_set
 
 RecipientRow = Recipient | InvalidRow | Mapping[str, Any]
+# Recipients columns with a meaning beyond the templates.
+LOCALE_KEY = "locale"
+UNSUBSCRIBE_KEY = "unsubscribe_url"
 RecipientSource = Iterable[RecipientRow] | AsyncIterable[RecipientRow]
 Outcome = SendResult | InvalidRow  # a DuplicateRow is an InvalidRow
 
@@ -69,8 +75,13 @@ def render_row(
     context: Mapping[str, Any] | None = None,
     sender: str | None = None,
     templates: TemplateSet | None = None,
+    attachments: RowAttachments | None = None,
 ) -> Message:
     """Render the template for one recipient (shared context under the row's own).
+
+    A ``locale`` column picks the set's ``NAME/<locale>/`` folder when it
+    has one; an ``unsubscribe_url`` column adds the one-click unsubscribe
+    headers.
 
     Args:
         template_name: The template set.
@@ -79,6 +90,8 @@ def render_row(
         context: Variables shared by every row.
         sender: The From address.
         templates: The set, already loaded (a batch loads it once).
+        attachments: The files every message carries, and the column naming
+            each row's own.
 
     Raises:
         MailerError: The row does not render into a valid message.
@@ -87,9 +100,25 @@ def render_row(
     to: str | Address = recipient.email
     if recipient.name:
         to = Address.create(recipient.email, recipient.name, field="to")
-    if templates is None:
+    locale = values.get(LOCALE_KEY)
+    if locale:
+        # Cached per (set, locale): a batch compiles each locale once.
+        root = templates.root if templates is not None else settings.templates_dir
+        templates = load_template_set(template_name, root, locale=str(locale))
+    elif templates is None:
         templates = load_template_set(template_name, settings.templates_dir)
-    return render_set(templates, to=to, context=values, sender=sender)
+    unsubscribe = values.get(UNSUBSCRIBE_KEY) or None
+    files = attachments.for_row(recipient) if attachments else ()
+    if files:
+        check_attachments_size(files, settings)
+    return render_set(
+        templates,
+        to=to,
+        context=values,
+        sender=sender,
+        attachments=files,
+        unsubscribe=unsubscribe,
+    )
 
 
 def check_rows(
@@ -99,14 +128,32 @@ def check_rows(
     settings: MailerSettings,
     context: Mapping[str, Any] | None = None,
     sender: str | None = None,
+    attachments: RowAttachments | None = None,
+    on_valid: Callable[[Recipient, Message], None] | None = None,
 ) -> tuple[int, list[InvalidRow]]:
     """Render and validate every row without keeping the messages.
+
+    Args:
+        template_name: The template set.
+        recipients: The rows.
+        settings: For the templates directory.
+        context: Variables shared by every row.
+        sender: The From address.
+        attachments: The files of each row (missing files are bad rows).
+        on_valid: Called with each valid row and its message (a dry run
+            lists what would be sent).
 
     Returns:
         How many rows are valid, and every bad row with its line number.
     """
     summary, errors = check_recipients(
-        template_name, recipients, settings=settings, context=context, sender=sender
+        template_name,
+        recipients,
+        settings=settings,
+        context=context,
+        sender=sender,
+        attachments=attachments,
+        on_valid=on_valid,
     )
     return summary.valid, errors
 
@@ -118,8 +165,19 @@ def check_recipients(
     settings: MailerSettings,
     context: Mapping[str, Any] | None = None,
     sender: str | None = None,
+    attachments: RowAttachments | None = None,
+    on_valid: Callable[[Recipient, Message], None] | None = None,
 ) -> tuple[CheckSummary, list[InvalidRow]]:
     """Render and validate every row, and count the repeated addresses.
+
+    Args:
+        template_name: The template set.
+        recipients: The rows.
+        settings: For the templates directory.
+        context: Variables shared by every row.
+        sender: The From address.
+        attachments: The files of each row (missing files are bad rows).
+        on_valid: Called with each valid row and its message.
 
     Returns:
         The counts (valid and bad rows, rows repeating an earlier address),
@@ -131,8 +189,9 @@ def check_recipients(
         settings,
         context,
         sender,
+        attachments,
     )
-    checked = _check(job, recipients)
+    checked = _check(job, recipients, on_valid)
     return checked.rows.summary(), checked.errors
 
 
@@ -145,6 +204,7 @@ class _Job:
     settings: MailerSettings
     context: Mapping[str, Any] | None
     sender: str | None
+    attachments: RowAttachments | None = None
 
     def render(self, row: Recipient) -> Message:
         return render_row(
@@ -154,6 +214,7 @@ class _Job:
             context=self.context,
             sender=self.sender,
             templates=self.templates,
+            attachments=self.attachments,
         )
 
 
@@ -163,23 +224,66 @@ class _Checked:
     errors: list[InvalidRow]
 
 
-def _check(job: _Job, recipients: Iterable[RecipientRow]) -> _Checked:
-    """Render every row once, keeping its fingerprint, and the errors."""
+class _CheckInterruptedError(Exception):
+    """The check pass saw ``stop`` set: nothing has been sent."""
+
+
+def _check(
+    job: _Job,
+    recipients: Iterable[RecipientRow],
+    on_valid: Callable[[Recipient, Message], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> _Checked:
+    """Render every row once, keeping its line and fingerprint, and the errors.
+
+    Raises:
+        _CheckInterruptedError: ``stop`` was set meanwhile (read between rows,
+            so that a long check ends within one row of a Ctrl-C).
+    """
     checked = CheckedRows(_source_label(recipients))
     errors: list[InvalidRow] = []
+    columns = getattr(recipients, "columns", None)  # a CSV file's header
     for row in _rows(recipients):
+        if stop is not None and stop.is_set():
+            raise _CheckInterruptedError
         if isinstance(row, InvalidRow):
             errors.append(row)
             checked.add(row, valid=False)
             continue
         try:
-            job.render(row)
+            message = job.render(row)
+        except UndefinedVariableError as exc:
+            errors.append(InvalidRow(row.line, _missing_value(exc, columns)))
+            checked.add(row, valid=False)
         except MailerError as exc:
             errors.append(InvalidRow(row.line, str(exc)))
             checked.add(row, valid=False)
         else:
             checked.add(row, valid=True)
+            if on_valid is not None:
+                on_valid(row, message)
     return _Checked(checked, errors)
+
+
+def _missing_value(
+    error: UndefinedVariableError, columns: tuple[str, ...] | None
+) -> str:
+    """Say why a row lacks a variable its template uses, in the file's terms.
+
+    For a CSV file, a name missing from the header is the same mistake on every
+    row, said the same way (so it can be said once): the column is missing.
+    A name in the header lacks a value on this row only: its cell is empty.
+    """
+    variable = error.variable
+    if columns is None or not variable.isidentifier():
+        return str(error)
+    used_by = error.template.split("/", 1)[-1]
+    if variable not in columns:
+        return f"column {variable!r} is used by {used_by} but is not in the header"
+    return (
+        f"column {variable!r} is empty on this row, and {used_by} uses it (write "
+        f'{{{{ {variable} | default("...") }}}} in the template to allow it)'
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,18 +322,24 @@ async def _outcomes(
     journal: Path | str | None,
     stop: asyncio.Event | None,
     on_resume: Callable[[ResumeCounts], None] | None,
-    dedupe: bool = False,
+    attachments: RowAttachments | None = None,
     on_checked: Callable[[CheckSummary], None] | None = None,
+    templates_dir: Path | str | None = None,
+    dedupe: bool = False,
 ) -> AsyncIterator[_Outcome]:
     settings = settings if settings is not None else MailerSettings()
     if journal is not None:
         check_journal_path(journal)  # before the check pass, which may be long
     job = _Job(
         template_name,
-        load_template_set(template_name, settings.templates_dir),
+        load_template_set(
+            template_name,
+            settings.templates_dir if templates_dir is None else Path(templates_dir),
+        ),
         settings,
         context,
         sender,
+        attachments,
     )
     if sender is None and settings.default_sender is None:
         raise ConfigError(
@@ -246,7 +356,15 @@ async def _outcomes(
     checked: CheckedRows | None = None
     if not _is_one_shot(recipients):
         assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
-        found = _check(job, recipients)
+        try:
+            # In a worker thread: the event loop stays free to handle signals,
+            # so Ctrl-C stops a long check pass (it used to wait for its end).
+            found = await asyncio.to_thread(_check, job, recipients, None, stop)
+        except _CheckInterruptedError:
+            # Stopped before anything was sent or journaled: the batch ends
+            # here, with nothing to report (listing every row as pending cost
+            # as long as the check itself on a large file).
+            return
         if found.errors and not skip_invalid:
             raise InvalidRecipientsError(found.errors)
         checked = found.rows
@@ -275,7 +393,7 @@ async def _outcomes(
             yield _Outcome(position, line, result)
         return
 
-    plain = _PlainRun(job, checked, dedupe)
+    plain = _PlainRun(job, checked, dedupe, stop)
     async with generate_message_client(settings) as client:
         async for index, result in client.stream(plain.messages(recipients), stop=stop):
             for outcome in plain.drain():
@@ -283,7 +401,7 @@ async def _outcomes(
             yield _Outcome(index, plain.lines.pop(index), result)
     for outcome in plain.drain():
         yield outcome
-    for outcome in plain.unread():
+    async for outcome in plain.rest():
         yield outcome
 
 
@@ -292,18 +410,31 @@ class _PlainRun:
 
     A row the check pass found bad was reported then; any other row ends with
     a result: sent or failed, skipped as a repeat (``dedupe``), bad if it no
-    longer renders, or ``pending`` if the file changed before it was read.
+    longer renders, or ``pending``: the batch was stopped before it was taken
+    (it is not rendered then), or the file changed before it was read.
     """
 
-    def __init__(self, job: _Job, checked: CheckedRows | None, dedupe: bool) -> None:
+    def __init__(
+        self,
+        job: _Job,
+        checked: CheckedRows | None,
+        dedupe: bool,
+        stop: asyncio.Event | None,
+    ) -> None:
         self.job = job
         self.checked = checked
         self.dedupe = dedupe
+        self.stop = stop
         self.lines: dict[int, int] = {}  # message index -> row line, while in flight
         self._indexes = itertools.count()
         self._found: deque[_Outcome] = deque()  # rows settled while reading
         self._handled = 0  # rows read, in order
         self._changed: RecipientsChangedError | None = None
+        self._rest_sync: Iterator[tuple[int, Recipient | InvalidRow]] | None = None
+        self._rest_async: AsyncIterator[RecipientRow] | None = None
+
+    def _halted(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def _message(self, position: int, row: Recipient | InvalidRow) -> Message | None:
         self._handled = position
@@ -314,16 +445,16 @@ class _PlainRun:
             self._found.append(_Outcome(-1, row.line, row))  # no check pass
             return None
         if checked is not None and self.dedupe and checked.is_repeat(position):
-            self._found.append(
-                _Outcome(-1, row.line, DuplicateRow(row.line, row.email))
-            )
+            skipped = DuplicateRow(row.line, row.email)
+            self._found.append(_Outcome(-1, row.line, skipped))
             return None
         try:
             message = self.job.render(row)
         except MailerError as exc:
             # Even a row that passed the check pass and no longer renders (a
             # file it names was removed since) gets its line in the report.
-            self._found.append(_Outcome(-1, row.line, InvalidRow(row.line, str(exc))))
+            bad = InvalidRow(row.line, str(exc))
+            self._found.append(_Outcome(-1, row.line, bad))
             return None
         self.lines[next(self._indexes)] = row.line
         return message
@@ -333,31 +464,37 @@ class _PlainRun:
     ) -> Iterator[Message] | AsyncIterator[Message]:
         """Return the messages to send, read from ``recipients`` as they are needed."""
         if isinstance(recipients, AsyncIterable):
-            return self._from_async(recipients)
-        return self._from_sync(recipients)
+            self._rest_async = aiter(recipients)
+            return self._from_async(self._rest_async)
+        self._rest_sync = (
+            self.checked.replay(_rows(recipients))
+            if self.checked is not None
+            else enumerate(_rows(recipients), start=1)
+        )
+        return self._from_sync(self._rest_sync)
 
     async def _from_async(
-        self, rows: AsyncIterable[RecipientRow]
+        self, rows: AsyncIterator[RecipientRow]
     ) -> AsyncIterator[Message]:
-        position = 0
         async for raw in rows:
-            position += 1
+            position = self._handled + 1
             message = self._message(position, _row(raw, position))
             if message is not None:
                 yield message
+            if self._halted():
+                return  # the rest is pending, and is not rendered (rest())
 
-    def _from_sync(self, rows: Iterable[RecipientRow]) -> Iterator[Message]:
+    def _from_sync(
+        self, rows: Iterator[tuple[int, Recipient | InvalidRow]]
+    ) -> Iterator[Message]:
         # A plain generator: the engine pulls it inline, no task per message.
-        numbered = (
-            self.checked.replay(_rows(rows))
-            if self.checked is not None
-            else enumerate(_rows(rows), start=1)
-        )
         try:
-            for position, row in numbered:
+            for position, row in rows:
                 message = self._message(position, row)
                 if message is not None:
                     yield message
+                if self._halted():
+                    return  # the rest is pending, and is not rendered (rest())
         except RecipientsChangedError as exc:
             self._changed = exc  # no further message: the rest end pending
 
@@ -366,12 +503,59 @@ class _PlainRun:
         while self._found:
             yield self._found.popleft()
 
-    def unread(self) -> Iterator[_Outcome]:
-        """Yield ``pending`` for each checked row not read because the file changed."""
-        if self._changed is None or self.checked is None:
-            return
-        reason = f"not sent: {self._changed}"
+    async def rest(self) -> AsyncIterator[_Outcome]:
+        """Yield ``pending`` for every row the batch did not take.
+
+        After a stop, the rows are read (not rendered) for their address;
+        after a change of the file, the checked rows' lines are all that is
+        trustworthy.
+        """
+        if self._changed is None and self._halted():
+            reason = f"not sent: {getattr(self.stop, 'reason', 'interrupted')}"
+            left = 0
+            try:
+                while (taken := await self._next_rest()) is not None:
+                    left += 1
+                    if left % 1000 == 0:
+                        await asyncio.sleep(0)  # a second Ctrl-C is heard meanwhile
+                    outcome = self._not_taken(*taken, reason)
+                    if outcome is not None:
+                        yield outcome
+            except RecipientsChangedError as exc:
+                self._changed = exc
+        if self._changed is not None:
+            for outcome in self._unread(f"not sent: {self._changed}"):
+                yield outcome
+
+    async def _next_rest(self) -> tuple[int, Recipient | InvalidRow] | None:
+        if self._rest_sync is not None:
+            return next(self._rest_sync, None)
+        if self._rest_async is not None:
+            raw = await anext(self._rest_async, None)
+            if raw is None:
+                return None
+            return self._handled + 1, _row(raw, self._handled + 1)
+        return None
+
+    def _not_taken(
+        self, position: int, row: Recipient | InvalidRow, reason: str
+    ) -> _Outcome | None:
+        """Return the outcome of a row a stopped batch never took, if it has one."""
+        self._handled = position
         checked = self.checked
+        if checked is not None and checked.is_invalid(position):
+            return None  # reported by the check pass
+        if isinstance(row, InvalidRow):
+            return _Outcome(-1, row.line, row)
+        if checked is not None and self.dedupe and checked.is_repeat(position):
+            return _Outcome(-1, row.line, DuplicateRow(row.line, row.email))
+        return _Outcome(next(self._indexes), row.line, _pending((row.email,), reason))
+
+    def _unread(self, reason: str) -> Iterator[_Outcome]:
+        """Yield ``pending`` for each checked row not read: the file changed."""
+        checked = self.checked
+        if checked is None:
+            return
         for position in range(self._handled + 1, len(checked) + 1):
             line = checked.line(position)
             if checked.is_invalid(position):
@@ -379,16 +563,19 @@ class _PlainRun:
             if self.dedupe and checked.is_repeat(position):
                 yield _Outcome(-1, line, DuplicateRow(line, ""))
                 continue
-            result = SendResult.of(
-                SendStatus.PENDING,
-                to=(),
-                message_id=None,
-                recipients={},
-                refused={},
-                error=reason,
-                transient=True,
-            )
-            yield _Outcome(1 << 62, line, result)
+            yield _Outcome(next(self._indexes), line, _pending((), reason))
+
+
+def _pending(to: tuple[str, ...], reason: str) -> SendResult:
+    return SendResult.of(
+        SendStatus.PENDING,
+        to=to,
+        message_id=None,
+        recipients={},
+        refused={},
+        error=reason,
+        transient=True,
+    )
 
 
 async def stream_messages(
@@ -402,9 +589,11 @@ async def stream_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
-    dedupe: bool = False,
+    attachments: RowAttachments | None = None,
     on_checked: Callable[[CheckSummary], None] | None = None,
-) -> AsyncIterator[tuple[int, SendResult | InvalidRow]]:
+    templates_dir: Path | str | None = None,
+    dedupe: bool = False,
+) -> AsyncGenerator[tuple[int, SendResult | InvalidRow], None]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
     Rows are read and rendered only as connections free up, and nothing is
@@ -433,13 +622,21 @@ async def stream_messages(
             first. It must be the journal of this template and these rows.
         stop: Set it to stop the batch: no new message starts, attempts in
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
-            ``pending`` (and stay pending in the journal).
+            ``pending`` (and stay pending in the journal). Set during the
+            check pass, it ends the batch at the next row, before anything
+            is sent or journaled: nothing more is yielded.
         on_resume: Called, when ``journal`` exists, with what it held.
+        attachments: Files for every message and per row (see
+            ``RowAttachments``); a row naming a missing file is bad.
+        on_checked: Called, once the check pass is over, with what it found:
+            the valid rows (the messages the batch will send, but for repeats
+            under ``dedupe``: a progress bar's total), the bad rows and the
+            repeated addresses.
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
         dedupe: Send once per address: a row whose address (compared
             ignoring case) an earlier row has is not sent, and is yielded as a
             DuplicateRow.
-        on_checked: Called after the check pass with what it found, repeated
-            addresses included.
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
@@ -464,8 +661,10 @@ async def stream_messages(
         journal=journal,
         stop=stop,
         on_resume=on_resume,
-        dedupe=dedupe,
+        attachments=attachments,
         on_checked=on_checked,
+        templates_dir=templates_dir,
+        dedupe=dedupe,
     ):
         yield outcome.line, outcome.result
 
@@ -482,6 +681,8 @@ async def send_messages(
     keep_results: bool = True,
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
+    attachments: RowAttachments | None = None,
+    templates_dir: Path | str | None = None,
     dedupe: bool = False,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
@@ -512,7 +713,13 @@ async def send_messages(
             and these recipients.
         stop: Set it to stop the batch: no new message starts, attempts in
             flight get ``MAILER_SHUTDOWN_GRACE`` seconds, the rest end
-            ``pending`` (and stay pending in the journal).
+            ``pending`` (and stay pending in the journal). Set during the
+            check pass, it ends the batch before anything is sent: the report
+            is empty.
+        attachments: Files for every message and per row (see
+            ``RowAttachments``); a row naming a missing file is bad.
+        templates_dir: Where the template sets are; default
+            ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
         dedupe: Send once per address (compared ignoring case): later rows
             with an address already met are skipped, counted in
             ``duplicates``.
@@ -549,6 +756,8 @@ async def send_messages(
         journal=journal,
         stop=stop,
         on_resume=resumed,
+        attachments=attachments,
+        templates_dir=templates_dir,
         dedupe=dedupe,
         on_checked=checked,
     ):

@@ -21,7 +21,8 @@ from mailer.inbox.server import start_inbox
 
 def demo(
     directory: Annotated[
-        Path | None, typer.Option("--dir", help="Where to save the .eml files.")
+        Path | None,
+        typer.Option("--dir", metavar="DIR", help="Where to save the .eml files."),
     ] = None,
 ) -> None:
     """Send the example template through a local SMTP inbox; needs no configuration."""

@@ -1,11 +1,13 @@
-"""Turn SIGINT/SIGTERM into a graceful stop of a batch; a second one exits at once.
+"""Turn SIGINT/SIGTERM/SIGHUP into a graceful stop of a batch; a second one exits now.
 
 The first signal sets ``stop``: the batch takes no new message and gives the
 attempts in flight ``MAILER_SHUTDOWN_GRACE`` seconds, then everything is
-recorded and the command exits 130 (SIGINT) or 143 (SIGTERM). A second signal
-exits at once. That is safe for the journal: each of its commits is atomic
-(SQLite), so the file holds the last committed state of every message, and
-the attempts cut short stay ``sending``, which a resume treats as ambiguous.
+recorded and the command exits 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP: the
+terminal closed, or a supervisor's reload; it used to kill the batch with no
+summary). A second signal exits at once. That is safe for the journal: each
+of its commits is atomic (SQLite), so the file holds the last committed state
+of every message, and the attempts cut short stay ``sending``, which a resume
+treats as ambiguous.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+from mailer.delivery.control import StopEvent
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def exit_code_for(signum: int) -> int:
@@ -50,7 +54,7 @@ class Shutdown:
         on_second: Callable[[str], None] | None = None,
         exit_now: Callable[[int], NoReturn] = _exit_now,
     ) -> None:
-        self.stop = asyncio.Event()
+        self.stop = StopEvent()
         self.exit_code: int | None = None
         self._on_first = on_first
         self._on_second = on_second
@@ -59,12 +63,12 @@ class Shutdown:
     def handle(self, signum: int) -> None:
         """React to a signal: stop the batch, or exit at once if already stopping."""
         name = signal.Signals(signum).name
-        if self.stop.is_set():
+        if self.exit_code is not None:  # a signal came before: the second one
             if self._on_second is not None:
                 self._on_second(name)
             self._exit_now(exit_code_for(signum))
         self.exit_code = exit_code_for(signum)
-        self.stop.set()
+        self.stop.set_reason(f"interrupted ({name})")
         if self._on_first is not None:
             self._on_first(name)
 

@@ -18,7 +18,10 @@ from mailer.exceptions import MailerError
 
 def status(
     journal: Annotated[
-        Path, typer.Option("--journal", help="The journal of a `mailer send` run.")
+        Path,
+        typer.Option(
+            "--journal", metavar="FILE", help="The journal of a `mailer send` run."
+        ),
     ],
 ) -> None:
     """Print a journal's counts by state and list its failed messages."""

@@ -10,13 +10,15 @@ Grammar::
 
 Options: ``tls`` (none, opportunistic, starttls, tls), ``timeout`` (seconds
 per SMTP command), ``ca_file`` and ``local_hostname``, as the ``MAILER_SMTP_*``
-keys of the same names. The user name and password are percent-decoded (write
-``@`` as ``%40``).
+keys of the same names. The user name and password are percent-decoded: a
+character that would end the user-info part of a URL (``/ ? # @``) and ``%``
+itself must be written percent-encoded (``%2F %3F %23 %40 %25``).
 
 This module only splits the text: each relay's values are validated by
 ``MailerSettings`` itself (``MailerSettings.relays``), with the same rules as
 the ``MAILER_SMTP_*`` keys. Error messages name the relay and the part at
-fault but never repeat the DSN, which holds the password.
+fault ("the host part") but never repeat any of the DSN, which holds the
+password: not even a piece that a stray character moved into another part.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ CONSOLE = "console://"
 
 _LIST = re.compile(r"^\s*(failover|roundrobin)\s*\((.*)\)\s*$", re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Characters that end the user-info part of a URL (RFC 3986 3.2.1) or open
+# another: unencoded in a password, they move its tail into the host, the
+# path or the query, where an error message would quote it.
+_ENDS_USER_INFO = frozenset("/?#@[]")
+PERCENT_ENCODING_HINT = (
+    "percent-encode these characters in the user name and password: "
+    "/ as %2F, ? as %3F, # as %23, @ as %40, % as %25, a space as %20"
+)
 
 
 class DSNError(ValueError):
@@ -114,15 +124,37 @@ def parse_dsn(text: str) -> RelayList:
     return RelayList(mode, relays)
 
 
+def _check_user_info(text: str, where: str) -> None:
+    """Refuse a user-info part holding a character that ends it (before urlsplit).
+
+    The user-info runs from ``://`` to the last ``@``. Left to ``urlsplit``, a
+    ``/``, ``?`` or ``#`` in a password ends the user-info early and the rest
+    of the password becomes the host, the path or an option, which a later
+    error would quote: ``not a valid host name: 'ssw0rd!'``.
+    """
+    _, separator, rest = text.partition("://")
+    user_info, at, _ = rest.rpartition("@")
+    if separator and at and not _ENDS_USER_INFO.isdisjoint(user_info):
+        raise DSNError(
+            f"{where}the user-info part (user name and password, before the "
+            f"last @) holds a character that ends it; {PERCENT_ENCODING_HINT} "
+            "(and @ as %40 in an option value too)"
+        )
+
+
 def _parse_relay(text: str, index: int | None) -> Relay:
     where = f"relay {index}: " if index is not None else ""
     if _CONTROL.search(text):
         raise DSNError(f"{where}control characters are not allowed")
+    _check_user_info(text, where)
     try:
         url = urlsplit(text)
         port = url.port
     except ValueError:
-        raise DSNError(f"{where}not a valid URL (port 1-65535?)") from None
+        raise DSNError(
+            f"{where}the port part is not a number from 1 to 65535 (or the URL is "
+            f"malformed; {PERCENT_ENCODING_HINT})"
+        ) from None
     if url.scheme not in SCHEMES:
         raise DSNError(
             f"{where}the scheme must be smtp:// or smtps:// (or the whole DSN "
@@ -130,16 +162,22 @@ def _parse_relay(text: str, index: int | None) -> Relay:
         )
     host = url.hostname
     if not host:
-        raise DSNError(f"{where}no host")
+        raise DSNError(f"{where}the host part is missing")
     if port == 0:
-        raise DSNError(f"{where}port must be 1-65535")
+        raise DSNError(f"{where}the port part must be 1-65535")
     if url.path not in ("", "/") or url.fragment:
-        raise DSNError(f"{where}a path or #fragment is not allowed")
+        raise DSNError(
+            f"{where}a path or #fragment is not allowed after the host part "
+            f"(a password holding / or #? {PERCENT_ENCODING_HINT})"
+        )
     options = _options(url.query, where)
     username = unquote(url.username) if url.username else None
     password = unquote(url.password) if url.password is not None else None
     if (username is None) != (password is None):
-        raise DSNError(f"{where}give both a user name and a password, or neither")
+        raise DSNError(
+            f"{where}the user-info part needs both a user name and a password "
+            "(user:password@), or neither"
+        )
     return Relay(
         host=host,
         port=port,
@@ -155,7 +193,8 @@ def _options(query: str, where: str) -> dict[str, str]:
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in OPTIONS:
             raise DSNError(
-                f"{where}unknown option {key!r} (known: {', '.join(OPTIONS)})"
+                f"{where}unknown option {key!r} in the query part (known: "
+                f"{', '.join(OPTIONS)})"
             )
         if key in options:
             raise DSNError(f"{where}option {key!r} is given twice")

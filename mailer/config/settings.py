@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from dotenv import dotenv_values
 from pydantic import (
     AliasChoices,
     Field,
@@ -19,9 +18,14 @@ from pydantic import (
     field_validator,
 )
 from pydantic import model_validator as _model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from mailer.config.dsn import OPTIONS, Relay, RelayMode, TLSMode, parse_dsn
+from mailer.config.envfile import LiteralDotEnvSource, env_file_paths, read_env_file
 from mailer.content.addresses import Address
 from mailer.exceptions import ConfigError, MailerError
 
@@ -66,9 +70,11 @@ class MailerSettings(BaseSettings):
     """How to reach the SMTP server and how to send; read from ``MAILER_*`` variables.
 
     Values come, highest priority first, from keyword arguments, the environment,
-    and the ``.env`` file in the current directory. Unknown ``MAILER_*`` keys are
-    errors (a typo must not silently drop a setting); other keys in ``.env`` are
-    left alone. Errors name the key and never echo the value.
+    and the ``.env`` file in the current directory (or ``_env_file=PATH``).
+    ``.env`` values are taken literally: ``$`` is never expanded (see
+    ``mailer.config.envfile``). Unknown ``MAILER_*`` keys are errors (a typo
+    must not silently drop a setting); other keys in ``.env`` are left alone.
+    Errors name the key and never echo the value.
     """
 
     model_config = SettingsConfigDict(
@@ -178,9 +184,45 @@ class MailerSettings(BaseSettings):
         10.0, ge=0, le=3600, allow_inf_nan=False, description="In-flight on Ctrl-C."
     )
 
+    # DKIM signing (issue 13; see mailer/content/dkim.py).
+    dkim_domain: str | None = Field(
+        None, description="Signing domain (d=); aligned with the From domain."
+    )
+    dkim_selector: str | None = Field(
+        None, description="Selector (s=): the key is at SELECTOR._domainkey.DOMAIN."
+    )
+    dkim_private_key_file: Path | None = Field(
+        None, description="PEM private key file (RSA >= 1024 bits, or Ed25519)."
+    )
+    dkim_private_key: SecretStr | None = Field(
+        None, description="The PEM private key itself (a secret; \\n for newlines)."
+    )
+
     # The DSN's relays, validated once (see _validated_relays).
     _relays: tuple[MailerSettings, ...] | None = PrivateAttr(None)
     _relay_mode: RelayMode = PrivateAttr("single")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read ``.env`` with our literal reader instead of python-dotenv's default.
+
+        The default expands ``${VAR}``, even in single quotes, so a password
+        holding ``$`` silently changed; ours reads every value as written.
+        """
+        # The source pydantic-settings made knows which file: .env or _env_file.
+        env_file = getattr(dotenv_settings, "env_file", None)
+        encoding = getattr(dotenv_settings, "env_file_encoding", None) or "utf-8"
+        literal = LiteralDotEnvSource(
+            settings_cls, env_file, env_names=env_names(), encoding=encoding
+        )
+        return init_settings, env_settings, literal, file_secret_settings
 
     def __init__(self, **values: Any) -> None:
         """Load and validate the settings.
@@ -282,6 +324,58 @@ class MailerSettings(BaseSettings):
                 f"{ENV_PREFIX}SMTP_TLS: "
                 + _CLEAR_LOGIN.format(tls="'none'", host=self.smtp_host, fix="tls")
             )
+        return self
+
+    @field_validator("dkim_domain", mode="after")
+    @classmethod
+    def _dkim_domain_is_host(cls, value: str | None) -> str | None:
+        if value is not None and not _HOSTNAME.fullmatch(value):
+            raise ValueError("not a domain name")
+        return value
+
+    @field_validator("dkim_selector", mode="after")
+    @classmethod
+    def _dkim_selector_is_label(cls, value: str | None) -> str | None:
+        if value is not None and not _HOSTNAME.fullmatch(value):
+            raise ValueError("letters, digits, '-' and '.' only (a DNS name part)")
+        return value
+
+    @_model_validator(mode="after")
+    def _dkim_consistent(self) -> MailerSettings:
+        given = [
+            name
+            for name in (
+                "dkim_domain",
+                "dkim_selector",
+                "dkim_private_key_file",
+                "dkim_private_key",
+            )
+            if getattr(self, name) is not None
+        ]
+        if not given:
+            return self
+        if self.dkim_private_key is not None and self.dkim_private_key_file is not None:
+            raise ValueError(
+                f"{ENV_PREFIX}DKIM_PRIVATE_KEY: set either it or "
+                f"{ENV_PREFIX}DKIM_PRIVATE_KEY_FILE, not both"
+            )
+        for name in ("dkim_domain", "dkim_selector"):
+            if getattr(self, name) is None:
+                raise ValueError(
+                    f"{ENV_PREFIX}{name.upper()}: required when "
+                    f"{ENV_PREFIX}{given[0].upper()} is set (DKIM signing)"
+                )
+        if self.dkim_private_key is None and self.dkim_private_key_file is None:
+            raise ValueError(
+                f"{ENV_PREFIX}DKIM_PRIVATE_KEY_FILE: required with "
+                f"{ENV_PREFIX}DKIM_DOMAIN (or set {ENV_PREFIX}DKIM_PRIVATE_KEY)"
+            )
+        from mailer.config.signing import check_alignment, dkim_signer
+
+        signer = dkim_signer(self)  # the key is read and checked at start-up
+        sender = self.default_sender
+        if signer is not None and sender is not None:
+            check_alignment(signer, sender, field=f"{ENV_PREFIX}FROM")
         return self
 
     @field_validator("smtp_tls_fingerprint", mode="after")
@@ -410,8 +504,8 @@ def _check_known_keys(values: dict[str, Any]) -> None:
         raise ConfigError(f"{key}: unknown setting{_suggest(key, known)}", key=key)
     env_file = values.get("_env_file", MailerSettings.model_config.get("env_file"))
     keys = [k for k in os.environ if k.upper().startswith(ENV_PREFIX)]
-    if isinstance(env_file, str | Path) and Path(env_file).is_file():
-        keys += [k for k in dotenv_values(env_file) if k.upper().startswith(ENV_PREFIX)]
+    for path in env_file_paths(env_file):
+        keys += [k for k in read_env_file(path) if k.upper().startswith(ENV_PREFIX)]
     allowed = set(known.values())
     for key in keys:
         if key.upper() not in allowed:
@@ -422,10 +516,10 @@ def _check_known_keys(values: dict[str, Any]) -> None:
 
 
 _DSN_OPTION = {field: option for option, field in OPTIONS.items()} | {
-    "smtp_host": "host",
-    "smtp_port": "port",
-    "smtp_username": "user name",
-    "smtp_password": "password",
+    "smtp_host": "the host part",
+    "smtp_port": "the port part",
+    "smtp_username": "the user name (in the user-info part)",
+    "smtp_password": "the password (in the user-info part)",
 }
 # The plain-text rules, worded for MAILER_SMTP_TLS or for a relay of MAILER_DSN.
 _CLEAR_MAIL = (

@@ -181,7 +181,12 @@ class Address:
     def __str__(self) -> str:
         if not self.display_name:
             return self.addr_spec
-        return f"{self.display_name} <{self.addr_spec}>"
+        name = self.display_name
+        if _NAME_SPECIALS.search(name):
+            # Quoted (RFC 5322 3.2.4), so that str() parses back to this address.
+            escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+            name = f'"{escaped}"'
+        return f"{name} <{self.addr_spec}>"
 
 
 @lru_cache(maxsize=4096)
@@ -226,11 +231,13 @@ def _validated(addr: str, display_name: str, field: str) -> Address:
         raise InvalidAddressError(
             f"{field}: one address per entry, got {excerpt(addr)}", field=field
         )
-    local, _, domain = addr.rpartition("@")
+    local, at, domain = addr.rpartition("@")
     checked_domain = _LOCALHOST.sub(r"\1test", domain)
     try:
         result = email_validator.validate_email(
-            f"{local}@{checked_domain}",
+            # Without an @, the validator's own reason ("must have an @-sign"),
+            # not the one for "@broken" ("something before the @-sign").
+            f"{local}@{checked_domain}" if at else addr,
             check_deliverability=False,
             test_environment=True,
             allow_smtputf8=True,

@@ -17,7 +17,9 @@ from mailer.content.addresses import (
     excerpt,
     parse_addresses,
 )
+from mailer.content.attachments import Attachment
 from mailer.content.serialize import serialize
+from mailer.content.unsubscribe import Unsubscribe
 from mailer.exceptions import HeaderInjectionError, MessageError
 
 # An envelope address ends at a space or ">" on the MAIL/RCPT line (RFC 5321
@@ -35,6 +37,7 @@ RESERVED_HEADERS = frozenset(
         "content-transfer-encoding",
         "content-type",
         "date",
+        "dkim-signature",
         "from",
         "message-id",
         "mime-version",
@@ -116,6 +119,9 @@ class Message:
         reply_to: Where replies should go.
         sender: The From address; ``None`` means the configured ``MAILER_FROM``.
         headers: Extra header fields, in order.
+        attachments: Files sent with the message, in order (inline images
+            with a Content-ID go beside the HTML, in multipart/related).
+        unsubscribe: Where to unsubscribe (``List-Unsubscribe`` headers).
     """
 
     to: tuple[Address, ...]
@@ -127,6 +133,8 @@ class Message:
     reply_to: tuple[Address, ...]
     sender: Address | None
     headers: tuple[tuple[str, str], ...]
+    attachments: tuple[Attachment, ...]
+    unsubscribe: Unsubscribe | None
 
     def __init__(
         self,
@@ -140,8 +148,13 @@ class Message:
         reply_to: AddressInput | None = None,
         sender: str | Address | None = None,
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        attachments: Iterable[Attachment] | None = None,
+        unsubscribe: str | Iterable[str] | Unsubscribe | None = None,
     ) -> None:
         """Validate every field and build the message.
+
+        ``unsubscribe`` takes an https URL (one-click, RFC 8058), a ``mailto:``
+        URL, or both in a list.
 
         Raises:
             InvalidAddressError: An address is malformed, or a field holds two.
@@ -168,6 +181,8 @@ class Message:
         set_(self, "reply_to", parse_addresses(reply_to, field="reply_to"))
         set_(self, "sender", sender_address)
         set_(self, "headers", _checked_headers(headers))
+        set_(self, "attachments", _checked_attachments(attachments))
+        set_(self, "unsubscribe", _checked_unsubscribe(unsubscribe, self.headers))
 
     def __repr__(self) -> str:
         parts = [f"to={[str(a) for a in self.to]!r}", f"subject={self.subject!r}"]
@@ -184,6 +199,10 @@ class Message:
             parts.append(f"sender={str(self.sender)!r}")
         if self.headers:
             parts.append(f"headers={dict(self.headers)!r}")
+        if self.attachments:
+            parts.append(f"attachments={list(self.attachments)!r}")
+        if self.unsubscribe is not None:
+            parts.append(f"unsubscribe={self.unsubscribe!r}")
         return f"Message({', '.join(parts)})"
 
     def envelope(self, default_sender: Address) -> Envelope:
@@ -284,3 +303,47 @@ def _checked_headers(
         _check_text(value, field=field)
         checked.append((name, value))
     return tuple(checked)
+
+
+def _checked_attachments(
+    attachments: Iterable[Attachment] | None,
+) -> tuple[Attachment, ...]:
+    if attachments is None:
+        return ()
+    if isinstance(attachments, Attachment | str | bytes):
+        raise MessageError(
+            "attachments: expected a list of Attachment", field="attachments"
+        )
+    checked = tuple(attachments)
+    content_ids: set[str] = set()
+    for index, attachment in enumerate(checked):
+        field = f"attachments[{index}]"
+        if not isinstance(attachment, Attachment):
+            raise MessageError(
+                f"{field}: expected an Attachment, got {type(attachment).__name__}",
+                field=field,
+            )
+        if attachment.content_id is not None:
+            if attachment.content_id in content_ids:
+                raise MessageError(
+                    f"{field}: Content-ID {attachment.content_id!r} is used twice",
+                    field=field,
+                )
+            content_ids.add(attachment.content_id)
+    return checked
+
+
+def _checked_unsubscribe(
+    unsubscribe: str | Iterable[str] | Unsubscribe | None,
+    headers: tuple[tuple[str, str], ...],
+) -> Unsubscribe | None:
+    if unsubscribe is None:
+        return None
+    parsed = Unsubscribe.parse(unsubscribe)
+    for name, _ in headers:
+        if name.lower() in {"list-unsubscribe", "list-unsubscribe-post"}:
+            raise MessageError(
+                f"headers[{name!r}]: set by unsubscribe=; give it once",
+                field=f"headers[{name!r}]",
+            )
+    return parsed

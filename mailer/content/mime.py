@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import secrets
 from collections.abc import Iterable, Sequence
@@ -265,10 +266,24 @@ _NON_ASCII_BYTES = bytes(range(0x80, 0x100))
 _CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def new_boundary(*bodies: bytes) -> str:
-    """Return a multipart boundary that occurs in none of the given bodies."""
+def new_boundary(*bodies: bytes, seed: str | None = None) -> str:
+    """Return a multipart boundary that occurs in none of the given bodies.
+
+    Args:
+        bodies: The encoded parts the boundary must not occur in.
+        seed: Derive the boundary from this (the Message-ID and the part's
+            place), so rebuilding the same message gives the same bytes, as a
+            resumed batch must for its DKIM signature; random without it.
+    """
+    attempt = 0
     while True:
+        if seed is None:
+            token = secrets.token_hex(12)
+        else:
+            source = f"{seed}/{attempt}".encode("utf-8", "surrogatepass")
+            token = hashlib.sha256(source).hexdigest()[:24]
         # "=_" never appears in quoted-printable or base64 output.
-        boundary = f"=_mailer_{secrets.token_hex(12)}"
+        boundary = f"=_mailer_{token}"
         if not any(boundary.encode("ascii") in body for body in bodies):
             return boundary
+        attempt += 1

@@ -14,11 +14,18 @@ from collections.abc import (
 )
 from functools import partial
 
+from mailer.config.secrets import Redactor
 from mailer.config.settings import MailerSettings
+from mailer.config.signing import check_alignment, dkim_signer
 from mailer.content.message import Message
-from mailer.content.serialize import serialize
+from mailer.content.serialize import serialize_message
 from mailer.delivery.bounded import stream_batch
-from mailer.delivery.control import BatchControl, SendControl, SendRequest
+from mailer.delivery.control import (
+    BatchControl,
+    SendControl,
+    SendRequest,
+    fatal_reason,
+)
 from mailer.delivery.limits import check_message_limits
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
@@ -32,6 +39,7 @@ from mailer.exceptions import ConfigError, DeliveryError, MailerError
 from mailer.replies import Verdict, classify_reply
 from mailer.transports.base import (
     AsyncCloseable,
+    Delivery,
     DeliveryProgress,
     Transport,
     reports_progress,
@@ -75,26 +83,40 @@ class MessageClient(AsyncCloseable):
             else transport_from_settings(self.settings)
         )
         self.retry_policy = RetryPolicy.from_settings(self.settings)
+        self.dkim_signer = dkim_signer(self.settings)
+        # Every reply and error a transport hands back passes through it before
+        # it becomes a result, a journal entry, a log record or a raised error.
+        self.redactor = Redactor.from_settings(self.settings)
 
     async def aclose(self) -> None:
         """Close the transport's connections."""
         await self.transport.aclose()
 
     def prepare(
-        self, message: Message, /, *, message_id: str | None = None
+        self,
+        message: Message,
+        /,
+        *,
+        message_id: str | None = None,
+        date: str | None = None,
     ) -> OutgoingMessage:
-        """Assign a Message-ID and Date and serialise the message.
+        """Assign a Message-ID and Date, serialise the message and sign it (DKIM).
+
+        It is signed here, once: every retry sends these same bytes.
 
         Args:
             message: The message.
             message_id: Reuse this Message-ID (angle brackets included) instead
                 of making a new one: a resend then carries the same ID, so
                 receivers can tell it is the same message.
+            date: Reuse this Date (a journal resume), so that the bytes and
+                their DKIM signature are those of the first attempt.
 
         Raises:
-            ConfigError: The message has no sender and ``MAILER_FROM`` is not set.
+            ConfigError: The message has no sender and ``MAILER_FROM`` is not
+                set, or its sender does not align with ``MAILER_DKIM_DOMAIN``.
             MessageError: The message is over ``MAILER_MAX_RECIPIENTS`` or
-                ``MAILER_MAX_MESSAGE_SIZE``.
+                ``MAILER_MAX_MESSAGE_SIZE``, or a file attachment is unreadable.
         """
         sender = message.sender or self.settings.default_sender
         if sender is None:
@@ -102,10 +124,18 @@ class MessageClient(AsyncCloseable):
                 "MAILER_FROM: not set, and the message has no sender",
                 key="MAILER_FROM",
             )
-        message_id, content = serialize(message, sender, message_id=message_id)
+        serialized = serialize_message(
+            message, sender, message_id=message_id, date=date
+        )
+        content = serialized.content
+        if self.dkim_signer is not None:
+            check_alignment(self.dkim_signer, sender, field="sender")
+            content = self.dkim_signer.sign(content)
         envelope = message.envelope(sender)
         check_message_limits(envelope, content, self.settings)
-        return OutgoingMessage(message, envelope, content, message_id)
+        return OutgoingMessage(
+            message, envelope, content, serialized.message_id, serialized.date
+        )
 
     async def send(
         self,
@@ -115,6 +145,7 @@ class MessageClient(AsyncCloseable):
         message_id: str | None = None,
         recipients: Sequence[str] | None = None,
         observer: AttemptObserver | None = None,
+        date: str | None = None,
     ) -> SendResult:
         """Send one message, retrying the recipients that were deferred.
 
@@ -131,6 +162,7 @@ class MessageClient(AsyncCloseable):
             recipients: Send only to these envelope recipients (to finish a
                 message that others have accepted already).
             observer: Told before and after each attempt (the journal).
+            date: Reuse this Date (with ``message_id``: a journal resume).
 
         Returns:
             The result: attempts, each recipient's final status, the server's
@@ -148,12 +180,15 @@ class MessageClient(AsyncCloseable):
             message_id=message_id,
             recipients=None if recipients is None else tuple(recipients),
             observer=observer,
+            date=date,
         )
         return await self._send_one(request, _ALONE)
 
     async def _send_one(self, request: SendRequest, control: SendControl) -> SendResult:
         """Send one message under ``control`` (a batch's, or the null one)."""
-        outgoing = self.prepare(request.message, message_id=request.message_id)
+        outgoing = self.prepare(
+            request.message, message_id=request.message_id, date=request.date
+        )
         attempts = MessageAttempts(outgoing, request.recipients)
         try:
             return await self._send_attempts(attempts, request.observer, control)
@@ -220,12 +255,15 @@ class MessageClient(AsyncCloseable):
                 delivery = await transport.deliver(
                     attempts.envelope(), attempts.outgoing.content
                 )
+            delivery = self._redacted(delivery)
         except DeliveryError as exc:
-            verdict = attempts.record_error(exc)
+            self.redactor.error(exc)
+            verdict = attempts.record_error(exc, control.judge(exc))
             if verdict is Verdict.FATAL:
-                control.stop(f"stopped after: {exc}")
+                control.stop(fatal_reason(exc, self.settings))
         except Exception as exc:
             # A bug, not a server reply: record it so nothing is left "sending".
+            self.redactor.error(exc)
             attempts.in_flight = False
             attempts.record_error(exc)
             if observer is not None:
@@ -243,6 +281,19 @@ class MessageClient(AsyncCloseable):
         if observer is not None:
             await _notify(observer.attempt_ended(attempts, retry_in=retry_in), control)
         return retry_in
+
+    def _redacted(self, delivery: Delivery) -> Delivery:
+        """Return ``delivery`` with every password form hidden in its replies."""
+        if not self.redactor:
+            return delivery
+        return Delivery(
+            delivery.accepted,
+            {
+                rcpt: self.redactor.reply(reply)
+                for rcpt, reply in delivery.refused.items()
+            },
+            self.redactor.reply(delivery.reply),
+        )
 
     async def send_many(
         self,
@@ -357,6 +408,7 @@ class MessageClient(AsyncCloseable):
                     message_id=request.message_id,
                     recipients=request.recipients,
                     observer=request.observer,
+                    date=request.date,
                 )
             return await self._send_one(request, control)
         except MailerError as exc:

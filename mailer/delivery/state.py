@@ -29,12 +29,13 @@ from mailer.transports.base import Delivery, DeliveryProgress
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
-    """A message ready for a transport: its envelope, bytes and Message-ID."""
+    """A message ready for a transport: its envelope, bytes, Message-ID and Date."""
 
     message: Message
     envelope: Envelope
     content: bytes
     message_id: str
+    date: str = ""  # recorded by the journal, so a resume rebuilds the same bytes
 
 
 class AttemptObserver(Protocol):
@@ -159,9 +160,17 @@ class MessageAttempts:
             self.statuses[recipient] = classify_reply(reply)
             self.replies[recipient] = reply
 
-    def record_error(self, error: BaseException) -> Verdict:
-        """Record a failed attempt and return what it means."""
-        verdict = classify_error(error)
+    def record_error(
+        self, error: BaseException, verdict: Verdict | None = None
+    ) -> Verdict:
+        """Record a failed attempt and return what it means.
+
+        Args:
+            error: What failed.
+            verdict: What it means, when the batch judged it (a configuration
+                error at its first attempt); by default ``classify_error``.
+        """
+        verdict = classify_error(error) if verdict is None else verdict
         self.verdict = verdict
         self.last_error = error
         reply = getattr(error, "reply", None)

@@ -1,15 +1,22 @@
 """Render template sets (subject, text and HTML) with Jinja2 into Messages.
 
-A template set is a folder ``TEMPLATES_DIR/NAME/`` holding ``subject.txt``,
-``body.txt`` and optionally ``body.html``. Includes and layouts are looked up in
-the set's own folder first, then in the templates directory. Each set gets one
-Jinja2 environment per process, so its templates are compiled once.
+A template set is a folder ``TEMPLATES_DIR/NAME/`` holding ``subject.txt`` and
+``body.txt``, ``body.html`` or both; without ``body.txt`` the text part is
+derived from the rendered HTML. Includes and layouts are looked up in the set's
+own folder first, then in the templates directory. Each set gets one Jinja2
+environment per process, so its templates are compiled once.
+
+A set may hold a ``template.toml`` with ``inline_css = true`` (move ``<style>``
+rules into ``style=`` attributes), and localised copies in ``NAME/<locale>/``
+(``NAME/de/``, ``NAME/pt-BR/``), chosen by ``locale=`` with a fall back to the
+language (``de-AT`` -> ``de``) and then to ``NAME/`` itself.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +26,9 @@ import jinja2
 
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
+from mailer.content.attachments import Attachment
 from mailer.content.message import AddressInput, Message
+from mailer.content.unsubscribe import Unsubscribe
 from mailer.exceptions import (
     MailerError,
     TemplateError,
@@ -27,10 +36,16 @@ from mailer.exceptions import (
     TemplateSyntaxError,
     UndefinedVariableError,
 )
+from mailer.templates.htmlfirst import html_to_text, inline_css
+from mailer.templates.inline import InlineImages
 
 SUBJECT_FILE = "subject.txt"
 TEXT_FILE = "body.txt"
 HTML_FILE = "body.html"
+CONFIG_FILE = "template.toml"
+CONFIG_KEYS = frozenset({"inline_css"})
+# BCP 47-ish: a language, then optional subtags (de, de-AT, pt_BR, zh-Hant).
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*")
 
 # A set name is one folder name: no separators, no "..", nothing hidden.
 _SET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -40,20 +55,80 @@ _UNDEFINED_ATTRIBUTE = re.compile(r"has no attribute '([^']+)'")
 
 @dataclass(frozen=True, slots=True)
 class TemplateSet:
-    """The compiled templates of one set."""
+    """The compiled templates of one set (in one locale).
+
+    Attributes:
+        name: The set's name.
+        subject: The subject template.
+        text: The text template; None when the text is derived from the HTML.
+        html: The HTML template, if the set has one.
+        folders: Where includes and inline images are looked up, in order.
+        root: The templates directory (nothing outside it is read).
+        inline_css: Whether ``<style>`` rules are moved into ``style=``.
+        locale: The locale folder used, if any.
+    """
 
     name: str
     subject: jinja2.Template
-    text: jinja2.Template
+    text: jinja2.Template | None
     html: jinja2.Template | None
+    folders: tuple[Path, ...] = ()
+    root: Path = Path()
+    inline_css: bool = False
+    locale: str | None = None
 
 
-def load_template_set(name: str, templates_dir: Path | str) -> TemplateSet:
+def load_template_set(
+    name: str, templates_dir: Path | str, *, locale: str | None = None
+) -> TemplateSet:
     """Return the compiled template set ``name`` (cached for the process).
 
     Args:
         name: The set's folder name.
         templates_dir: The folder holding the sets.
+        locale: Use ``NAME/<locale>/`` when it exists (then the language
+            alone, ``de`` for ``de-AT``), else ``NAME/``.
+
+    Raises:
+        TemplateNotFoundError: The set or one of its required files is missing.
+        TemplateSyntaxError: A template does not parse (the error has the line).
+        TemplateError: The locale is malformed or ``template.toml`` is invalid.
+    """
+    if not _SET_NAME.fullmatch(name):
+        raise TemplateNotFoundError(
+            f"template {name!r}: not a template set name", template=name
+        )
+    root = Path(templates_dir).resolve()
+    if locale:
+        if not _LOCALE.fullmatch(str(locale)):
+            raise TemplateError(
+                f"template {name!r}: locale {locale!r} is not a locale like "
+                "'de' or 'pt-BR'",
+                template=name,
+            )
+        for candidate in (locale, re.split(r"[-_]", locale)[0]):
+            if (root / name / candidate / SUBJECT_FILE).is_file():
+                return _load_cached(name, root, candidate)
+    return _load_cached(name, root, None)
+
+
+@lru_cache(maxsize=256)
+def _load_cached(name: str, root: Path, locale: str | None) -> TemplateSet:
+    return compile_template_set(name, root, locale=locale)
+
+
+def compile_template_set(
+    name: str, templates_dir: Path | str, *, locale: str | None = None
+) -> TemplateSet:
+    """Compile template set ``name`` from its files now, bypassing the cache.
+
+    For tools that show templates while they are edited (the inbox's
+    previews); ``load_template_set`` compiles each set once per process.
+
+    Args:
+        name: The set's folder name.
+        templates_dir: The folder holding the sets.
+        locale: Compile ``NAME/<locale>/`` (which must exist) instead of ``NAME/``.
 
     Raises:
         TemplateNotFoundError: The set or one of its required files is missing.
@@ -63,12 +138,9 @@ def load_template_set(name: str, templates_dir: Path | str) -> TemplateSet:
         raise TemplateNotFoundError(
             f"template {name!r}: not a template set name", template=name
         )
-    return _load_cached(name, Path(templates_dir).resolve())
-
-
-@lru_cache(maxsize=64)
-def _load_cached(name: str, root: Path) -> TemplateSet:
-    folder = root / name
+    root = Path(templates_dir).resolve()
+    base = root / name
+    folder = base if locale is None else base / locale
     if not root.is_dir():
         raise TemplateNotFoundError(
             f"template {name!r}: templates directory {root} does not exist",
@@ -80,29 +152,65 @@ def _load_cached(name: str, root: Path) -> TemplateSet:
         raise TemplateNotFoundError(
             f"template {name!r}: no folder {folder}{hint}", template=name
         )
-    for required in (SUBJECT_FILE, TEXT_FILE):
-        if not (folder / required).is_file():
-            raise TemplateNotFoundError(
-                f"template {name!r}: missing {required} in {folder}",
-                template=f"{name}/{required}",
-            )
-    environment = _environment(folder, root)
-    html = (
-        _compile(environment, name, HTML_FILE)
-        if (folder / HTML_FILE).is_file()
-        else None
-    )
+    if not (folder / SUBJECT_FILE).is_file():
+        raise TemplateNotFoundError(
+            f"template {name!r}: missing {SUBJECT_FILE} in {folder}",
+            template=f"{name}/{SUBJECT_FILE}",
+        )
+    has_text = (folder / TEXT_FILE).is_file()
+    has_html = (folder / HTML_FILE).is_file()
+    if not has_text and not has_html:
+        raise TemplateNotFoundError(
+            f"template {name!r}: missing {TEXT_FILE} (or {HTML_FILE}, from which "
+            f"the text is derived) in {folder}",
+            template=f"{name}/{TEXT_FILE}",
+        )
+    folders = (folder, base, root) if locale is not None else (folder, root)
+    environment = _environment(folders)
+    config = _read_config(name, base)
     return TemplateSet(
         name=name,
         subject=_compile(environment, name, SUBJECT_FILE),
-        text=_compile(environment, name, TEXT_FILE),
-        html=html,
+        text=_compile(environment, name, TEXT_FILE) if has_text else None,
+        html=_compile(environment, name, HTML_FILE) if has_html else None,
+        folders=folders,
+        root=root,
+        inline_css=config.get("inline_css", False),
+        locale=locale,
     )
 
 
-def _environment(folder: Path, root: Path) -> jinja2.Environment:
+def _read_config(name: str, folder: Path) -> dict[str, bool]:
+    """Read the set's ``template.toml`` (an opt-in per set); {} when absent."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    where = f"{name}/{CONFIG_FILE}"
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TemplateError(
+            f"template {name!r}: {CONFIG_FILE} is not valid TOML: {exc}",
+            template=where,
+        ) from None
+    for key, value in values.items():
+        if key not in CONFIG_KEYS:
+            raise TemplateError(
+                f"template {name!r}: {CONFIG_FILE}: unknown key {key!r} "
+                f"(known: {', '.join(sorted(CONFIG_KEYS))})",
+                template=where,
+            )
+        if not isinstance(value, bool):
+            raise TemplateError(
+                f"template {name!r}: {CONFIG_FILE}: {key} must be true or false",
+                template=where,
+            )
+    return values
+
+
+def _environment(folders: Sequence[Path]) -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader([folder, root]),
+        loader=jinja2.FileSystemLoader(list(folders)),
         # Escape only HTML; the text part and the subject must stay as written.
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "htm", "xml"),
@@ -184,11 +292,16 @@ def render(
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     templates_dir: Path | str | None = None,
     settings: MailerSettings | None = None,
+    attachments: Iterable[Attachment] | None = None,
+    unsubscribe: str | Iterable[str] | Unsubscribe | None = None,
+    locale: str | None = None,
 ) -> Message:
     """Render a template set into a validated Message.
 
     The subject is rendered as text and loses one trailing newline; the HTML
-    body is autoescaped; the text body is not.
+    body is autoescaped; the text body is not. In body.html,
+    ``{{ inline("logo.png") }}`` gives a ``cid:`` URL and adds the image as
+    an inline part.
 
     Args:
         template_name: The set's folder name under the templates directory.
@@ -202,6 +315,9 @@ def render(
         templates_dir: Where the sets are; default ``settings.templates_dir``.
         settings: Used for ``templates_dir`` when it is not given; default
             ``MailerSettings()``.
+        attachments: Files to attach (after any inline images).
+        unsubscribe: One-click unsubscribe URL(s), see ``Message``.
+        locale: Render ``NAME/<locale>/`` when the set has it.
 
     Returns:
         The message.
@@ -215,7 +331,7 @@ def render(
     if templates_dir is None:
         templates_dir = (settings or MailerSettings()).templates_dir
     return render_set(
-        load_template_set(template_name, templates_dir),
+        load_template_set(template_name, templates_dir, locale=locale),
         to=to,
         context=context,
         cc=cc,
@@ -223,6 +339,8 @@ def render(
         reply_to=reply_to,
         sender=sender,
         headers=headers,
+        attachments=attachments,
+        unsubscribe=unsubscribe,
     )
 
 
@@ -236,6 +354,8 @@ def render_set(
     reply_to: AddressInput | None = None,
     sender: str | Address | None = None,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    attachments: Iterable[Attachment] | None = None,
+    unsubscribe: str | Iterable[str] | Unsubscribe | None = None,
 ) -> Message:
     """Render an already loaded template set (a batch loads it once).
 
@@ -245,8 +365,20 @@ def render_set(
     template_name = templates.name
     values = dict(context or {})
     subject = _render(templates.subject, template_name, values)
-    text = _render(templates.text, template_name, values)
-    html = _render(templates.html, template_name, values) if templates.html else None
+    html = None
+    files: list[Attachment] = []
+    if templates.html is not None:
+        images = InlineImages(template_name, templates.folders, templates.root)
+        html = _render(templates.html, template_name, {**values, "inline": images})
+        files.extend(images.attachments)
+    if templates.text is not None:
+        text = _render(templates.text, template_name, values)
+    else:
+        assert html is not None  # noqa: S101 - a set has body.txt or body.html
+        text = html_to_text(html, template=template_name)
+    if html is not None and templates.inline_css:
+        html = inline_css(html, template=template_name)
+    files.extend(attachments or ())
     return message_from_rendered(
         subject,
         text,
@@ -258,6 +390,8 @@ def render_set(
         reply_to=reply_to,
         sender=sender,
         headers=headers,
+        attachments=files,
+        unsubscribe=unsubscribe,
     )
 
 
@@ -273,6 +407,8 @@ def message_from_rendered(
     reply_to: AddressInput | None = None,
     sender: str | Address | None = None,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    attachments: Iterable[Attachment] | None = None,
+    unsubscribe: str | Iterable[str] | Unsubscribe | None = None,
 ) -> Message:
     """Build the Message from rendered parts; an error notes where they came from.
 
@@ -292,6 +428,8 @@ def message_from_rendered(
             reply_to=reply_to,
             sender=sender,
             headers=headers,
+            attachments=attachments,
+            unsubscribe=unsubscribe,
         )
     except MailerError as exc:
         exc.add_note(f"rendering {source}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mailer.records import Attachment, SentMail, SessionInfo
+from mailer.records import DKIMSignatureInfo, SentAttachment, SentMail, SessionInfo
+from mailer.testing.attachments import Attachment
 from mailer.testing.mail import Mail
 from mailer.testing.matchers import (
     Addr,
@@ -25,7 +26,15 @@ from mailer.testing.outbox import Outbox
 
 if TYPE_CHECKING:
     from mailer.testing.config import isolated_settings
-    from mailer.testing.fakes import OutboxTransport, capture_mail, use_transport
+    from mailer.testing.dkim import make_dkim_key, verify_dkim
+    from mailer.testing.fakes import (
+        MemoryTransport,
+        MockTransport,
+        OutboxTransport,
+        capture_mail,
+        use_transport,
+    )
+    from mailer.testing.inbox import InboxClient, InboxError
     from mailer.testing.mocking import SEND_TARGET, patch_send
     from mailer.testing.server.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
     from mailer.testing.server.server import SMTPTestServer
@@ -38,6 +47,10 @@ _LAZY = {
     "FaultPlan": "mailer.testing.server.faults",
     "FaultRule": "mailer.testing.server.faults",
     "GREETING": "mailer.testing.server.faults",
+    "InboxClient": "mailer.testing.inbox",
+    "InboxError": "mailer.testing.inbox",
+    "MemoryTransport": "mailer.testing.fakes",
+    "MockTransport": "mailer.testing.fakes",
     "OutboxTransport": "mailer.testing.fakes",
     "SEND_TARGET": "mailer.testing.mocking",
     "SMTPTestServer": "mailer.testing.server.server",
@@ -47,6 +60,8 @@ _LAZY = {
     "use_transport": "mailer.testing.fakes",
     "TLSBundle": "mailer.testing.tls",
     "isolated_settings": "mailer.testing.config",
+    "make_dkim_key": "mailer.testing.dkim",
+    "verify_dkim": "mailer.testing.dkim",
 }
 
 
@@ -66,22 +81,30 @@ __all__ = [
     "AnyOf",
     "Attachment",
     "Contains",
+    "DKIMSignatureInfo",
     "FaultPlan",
     "FaultRule",
+    "InboxClient",
+    "InboxError",
     "Mail",
     "Matcher",
+    "MemoryTransport",
+    "MockTransport",
     "Not",
     "Outbox",
     "OutboxTransport",
     "Predicate",
     "Regex",
     "SMTPTestServer",
+    "SentAttachment",
     "SentMail",
     "SessionInfo",
     "TLSBundle",
     "ThreadedSMTPTestServer",
     "capture_mail",
     "isolated_settings",
+    "make_dkim_key",
     "patch_send",
     "use_transport",
+    "verify_dkim",
 ]

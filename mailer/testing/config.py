@@ -11,6 +11,9 @@ from mailer.config.settings import _config_error as config_error
 from mailer.exceptions import ConfigError
 from mailer.testing.matchers import suggest
 
+TEST_SENDER = "sender@example.test"
+"""The sender every double uses unless the test sets one (the kit's MAILER_FROM)."""
+
 
 def isolated_settings(**values: Any) -> MailerSettings:
     """Return settings made from ``values`` alone, validated as usual.

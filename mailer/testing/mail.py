@@ -15,7 +15,8 @@ from typing import Any
 
 from mailer.content.addresses import Address
 from mailer.content.message import Envelope, Message
-from mailer.records import SentMail
+from mailer.records import SentAttachment, SentMail
+from mailer.testing.attachments import AttachmentsMatch
 from mailer.testing.matchers import (
     Addr,
     Matcher,
@@ -93,23 +94,6 @@ class _HeadersMatch(Matcher):
         return repr(self.expected)
 
 
-class _AttachmentsMatch(Matcher):
-    """Match attachments by count (int) or by file names (list of str)."""
-
-    def __init__(self, expected: int | list[str] | tuple[str, ...]) -> None:
-        self.expected = expected
-
-    def matches(self, value: Any) -> bool:
-        if not isinstance(value, tuple):
-            return False
-        if isinstance(self.expected, int):
-            return len(value) == self.expected
-        return [a.filename for a in value] == list(self.expected)
-
-    def __repr__(self) -> str:
-        return repr(self.expected)
-
-
 def _field_matcher(name: str, expected: Any) -> Matcher:
     if isinstance(expected, Matcher):
         return expected
@@ -125,7 +109,7 @@ def _field_matcher(name: str, expected: Any) -> Matcher:
     if name == "headers" and isinstance(expected, Mapping):
         return _HeadersMatch(expected)
     if name == "attachments" and isinstance(expected, int | list | tuple):
-        return _AttachmentsMatch(expected)
+        return AttachmentsMatch(expected)
     return as_matcher(expected)
 
 
@@ -135,8 +119,8 @@ class Mail(Matcher):
     Fields: ``subject``, ``text``, ``html``, ``to``, ``cc``, ``bcc``, ``from_``,
     ``reply_to``, ``rcpt_tos``, ``mail_from``, ``message_id``,
     ``headers={name: value}`` (``None`` for "absent"), ``attachments`` (a
-    count or the file names), and for the test server ``tls`` and
-    ``auth_username``.
+    count, the file names, or ``Attachment(...)`` matchers), and for the test
+    server ``tls`` and ``auth_username``.
 
     Each value is a plain value, a matcher (``Contains``, ``Regex``, ``Addr``,
     ``AnyOf``, ``Not``...) or a callable taking the field's value. For address
@@ -148,15 +132,17 @@ class Mail(Matcher):
     """
 
     def __init__(self, **fields: Any) -> None:
+        # Set before anything can raise: pytest shows this half-made object in
+        # the traceback's locals, and its repr must not fail there.
+        self.fields = fields
+        self._last_miss: str | None = None
         for name in fields:
             if name not in FIELDS:
                 raise TypeError(
                     f"Mail() got an unknown field {name!r}{suggest(name, FIELDS)}; "
                     f"fields are {', '.join(sorted(FIELDS))}"
                 )
-        self.fields = fields
         self._matchers = {name: _field_matcher(name, v) for name, v in fields.items()}
-        self._last_miss: str | None = None
 
     def matches(self, value: Any) -> bool:
         """Return whether every given field of ``value`` matches."""
@@ -262,7 +248,16 @@ def _message_view(message: Message) -> FieldView:
             "text": message.body.replace("\r\n", "\n"),
             "html": message.html,
             "headers": header,
-            "attachments": (),
+            "attachments": tuple(
+                SentAttachment(
+                    filename=a.filename,
+                    content_type=a.content_type,
+                    content=a.read(),
+                    disposition=a.disposition,
+                    content_id=a.content_id,
+                )
+                for a in message.attachments
+            ),
         }
         if name in values:
             return values[name]

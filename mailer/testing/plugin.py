@@ -6,11 +6,14 @@ at import: each fixture acts only in the tests that ask for it.
 
 - ``mail_outbox``: ``generate_message_client()`` delivers into an ``Outbox``.
 - ``mock_send``: ``MessageClient.send`` is an autospecced mock.
-- ``mailer_settings``: ``(**overrides) -> MailerSettings``, with the
-  developer's ``MAILER_*`` variables and ``.env`` kept out of the test.
+- ``mailer_settings``: ``(**overrides) -> MailerSettings``.
 - ``smtp_server``, ``smtp_server_factory``: real SMTP servers in the test's
   loop; ``smtp_server_threaded`` for synchronous code.
 - ``smtp_tls``: the test CA (one per session).
+
+The first three keep the developer's ``.env`` and the ``MAILER_*`` variables
+pytest inherited out of the code under test, whose default sender is then
+``sender@example.test``.
 
 Server options come as keywords (the factory) or from the marker
 ``@pytest.mark.smtp_server(tls="starttls", auth={"user": "pw"})``; faults can
@@ -27,7 +30,7 @@ from unittest.mock import AsyncMock
 import pytest
 
 from mailer.config.settings import MailerSettings
-from mailer.testing.config import isolated_settings
+from mailer.testing.config import TEST_SENDER, isolated_settings
 from mailer.testing.fakes import capture_mail
 from mailer.testing.mocking import patch_send
 from mailer.testing.outbox import Outbox
@@ -39,7 +42,6 @@ if TYPE_CHECKING:
     from mailer.testing.tls import TLSBundle
 
 F = TypeVar("F", bound=Callable[..., Any])
-TEST_SENDER = "sender@example.test"
 SERVER_MARKER = "smtp_server"
 FAULTS_MARKER = "smtp_faults"
 
@@ -84,24 +86,60 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+# The MAILER_* variables the test run inherited (the developer's shell, a CI
+# job's environment), read when pytest loads the plugin: before any conftest or
+# test code runs, so nothing a test suite sets itself is among them.
+INHERITED_VARIABLES = {
+    key: value for key, value in os.environ.items() if key.upper().startswith("MAILER_")
+}
+
+
 @pytest.fixture
-def mail_outbox() -> Iterator[Outbox]:
+def _mailer_test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give the code under test the kit's configuration, the same for every double.
+
+    ``MailerSettings()`` (what ``generate_message_client()`` makes) then reads
+    no ``.env`` file and none of the ``MAILER_*`` variables the test run
+    inherited, and finds ``MAILER_FROM=sender@example.test`` unless the test
+    suite set a sender itself. Variables the suite sets (in a fixture, a
+    conftest, the test) are left as they are.
+    """
+    # A developer's shell or .env (a typo, a real server) must not decide
+    # whether, or where, the tests send: only what the suite sets counts.
+    for key, value in INHERITED_VARIABLES.items():
+        if os.environ.get(key) == value:
+            monkeypatch.delenv(key)
+    monkeypatch.setitem(MailerSettings.model_config, "env_file", None)
+    # Application code rarely passes a sender: it relies on MAILER_FROM, which
+    # a project's test run has no reason to set.
+    if "MAILER_FROM" not in os.environ:
+        monkeypatch.setenv("MAILER_FROM", TEST_SENDER)
+
+
+@pytest.fixture
+def mail_outbox(_mailer_test_environment: None) -> Iterator[Outbox]:
     """Deliver what generate_message_client()'s clients send into an Outbox.
 
     The whole pipeline runs (rendering, validation, Bcc stripping, bytes);
-    only the SMTP connection is replaced. Restored after the test.
+    only the SMTP connection is replaced. The code under test reads no
+    ``.env`` and none of the ``MAILER_*`` variables pytest inherited, and its
+    default sender is ``sender@example.test`` (set ``MAILER_FROM`` in the
+    suite to change it). Restored after the test.
     """
     with capture_mail() as outbox:
         yield outbox
 
 
 @pytest.fixture
-def mock_send(request: pytest.FixtureRequest) -> Iterator[AsyncMock]:
+def mock_send(
+    request: pytest.FixtureRequest, _mailer_test_environment: None
+) -> Iterator[AsyncMock]:
     """Patch ``MessageClient.send`` with an autospecced mock for the test.
 
     It returns the ``SendResult`` of a message accepted by every recipient
     (set ``side_effect`` to change that). When the test also uses
-    ``mail_outbox``, each accepted message is recorded there too.
+    ``mail_outbox``, each accepted message is recorded there too. The
+    configuration the code under test sees is ``mail_outbox``'s.
     """
     outbox = None
     if "mail_outbox" in request.fixturenames:
@@ -111,18 +149,17 @@ def mock_send(request: pytest.FixtureRequest) -> Iterator[AsyncMock]:
 
 
 @pytest.fixture
-def mailer_settings(monkeypatch: pytest.MonkeyPatch) -> Callable[..., MailerSettings]:
+def mailer_settings(
+    _mailer_test_environment: None,
+) -> Callable[..., MailerSettings]:
     """Return ``make(**overrides) -> MailerSettings`` for tests.
 
     The settings it makes come from the keywords alone (with
     ``from_="sender@example.test"`` unless given). For the test's duration,
-    ``MAILER_*`` variables are removed and ``MailerSettings()`` made by the
-    code under test reads no ``.env`` file either.
+    the code under test sees ``mail_outbox``'s configuration: no ``.env``,
+    none of the ``MAILER_*`` variables pytest inherited, and
+    ``MAILER_FROM=sender@example.test`` unless the suite set one.
     """
-    for key in list(os.environ):
-        if key.upper().startswith("MAILER_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setitem(MailerSettings.model_config, "env_file", None)
 
     def make(**overrides: Any) -> MailerSettings:
         return isolated_settings(**{"from_": TEST_SENDER, **overrides})

@@ -4,6 +4,13 @@ New tests use the plugin's fixtures (``smtp_server`` and its markers,
 ``smtp_server_factory``, ``smtp_tls``, faults). The fixtures below keep the
 older names working for tests written against ``start_inbox`` directly; the
 certificates all come from the one test CA of ``smtp_tls``.
+
+Settings come from the one helper, ``make_settings`` (tests/conftest.py):
+``settings_for(server_or_port)`` points it at a server, and ``settings_on(port)``
+is that with the sender and 2-second timeout the pool and pipelining tests use.
+Two numbered-message factories are shared: ``mail(n)`` (pool, pipelining) and
+``message(n)`` (delivery, faults). ``scripted_server`` makes ScriptedServers;
+``scripted`` is one pipelining ScriptedServer, running for the whole test.
 """
 
 from __future__ import annotations
@@ -18,11 +25,9 @@ from typing import Any
 import pytest
 import trustme
 
-from mailer import MailerSettings
+from mailer import MailerSettings, Message
 from mailer.inbox.server import Inbox, start_inbox
 from mailer.testing import SMTPTestServer, TLSBundle
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="session")
@@ -63,26 +68,72 @@ def _test_server_settings(server: SMTPTestServer) -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings_for() -> Callable[..., MailerSettings]:
-    """Settings pointing at a given server, sending as the example shop."""
+def settings_for(
+    make_settings: Callable[..., MailerSettings],
+) -> Callable[..., MailerSettings]:
+    """Build make_settings pointed at a server (or a port on 127.0.0.1), timeout 5 s."""
 
-    def make(server: Inbox | SMTPTestServer, **overrides: Any) -> MailerSettings:
-        if isinstance(server, SMTPTestServer):
-            overrides = {**_test_server_settings(server), **overrides}
+    def make(server: Inbox | SMTPTestServer | int, **overrides: Any) -> MailerSettings:
+        if isinstance(server, int):
+            host, port = "127.0.0.1", server
+        else:
+            host, port = server.host, server.port
         values: dict[str, Any] = {
-            "_env_file": None,
-            "smtp_host": server.host,
-            "smtp_port": server.port,
+            "smtp_host": host,
+            "smtp_port": port,
             "smtp_tls": "none",
-            "from_": "Example Shop <shop@example.test>",
-            "templates_dir": EXAMPLES / "templates",
             "timeout": 5,
-            # Retries stay on, as in production, but wait milliseconds.
-            "retry_backoff": 0.001,
-            "retry_max_backoff": 0.005,
         }
+        if isinstance(server, SMTPTestServer):
+            values.update(_test_server_settings(server))
         values.update(overrides)
-        return MailerSettings(**values)
+        return make_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings_on(
+    settings_for: Callable[..., MailerSettings],
+) -> Callable[..., MailerSettings]:
+    """Build settings_for(port) sending as shop@example.test, with a 2 s timeout."""
+
+    def make(port: int, **overrides: Any) -> MailerSettings:
+        return settings_for(
+            port, **{"from_": "shop@example.test", "timeout": 2, **overrides}
+        )
+
+    return make
+
+
+@pytest.fixture
+def mail() -> Callable[..., Message]:
+    """Make message n: to u<n>@example.test, subject "n<n>" (fields override)."""
+
+    def make(n: int, **fields: Any) -> Message:
+        values: dict[str, Any] = {
+            "to": f"u{n}@example.test",
+            "subject": f"n{n}",
+            "body": f"body {n}\n",
+        }
+        values.update(fields)
+        return Message(**values)
+
+    return make
+
+
+@pytest.fixture
+def message() -> Callable[..., Message]:
+    """Make message n: to user<n>@example.test, subject "Message <n>" (fields override)."""
+
+    def make(n: int = 1, **fields: Any) -> Message:
+        values: dict[str, Any] = {
+            "to": f"user{n}@example.test",
+            "subject": f"Message {n}",
+            "body": f"Body {n}\n",
+        }
+        values.update(fields)
+        return Message(**values)
 
     return make
 
@@ -210,3 +261,12 @@ class ScriptedServer:
 def scripted_server() -> Callable[..., ScriptedServer]:
     """Make ScriptedServers (``async with scripted_server(pipelining=False) as s``)."""
     return ScriptedServer
+
+
+@pytest.fixture
+async def scripted(
+    scripted_server: Callable[..., ScriptedServer],
+) -> AsyncIterator[ScriptedServer]:
+    """A pipelining scripted server, started for the test and stopped after it."""
+    async with scripted_server() as server:
+        yield server

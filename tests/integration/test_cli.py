@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,7 @@ async def test_send_from_a_dotenv_with_starttls_and_auth(
 async def test_send_reports_a_refused_login_in_one_line(
     tmp_path: Path, smtp_server: SMTPTestServer, smtp_tls: TLSBundle
 ) -> None:
-    """A wrong password: exit 1, the 535 reply shown, the password never printed."""
+    """A wrong password: exit 2 (configuration), the 535 reply shown, the password never printed."""
     env = clean_env() | {
         "MAILER_SMTP_HOST": smtp_server.host,
         "MAILER_SMTP_PORT": str(smtp_server.port),
@@ -121,10 +122,14 @@ async def test_send_reports_a_refused_login_in_one_line(
         stderr=subprocess.PIPE,
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 1
+    assert process.returncode == 2
     # A refused login stops the batch: one login tried, the rest left pending.
     assert "0 sent, 1 failed, 3 pending" in stdout.decode()
-    assert "3 pending: not sent: stopped after: " in stderr.decode()
+    assert (
+        "3 pending: not sent: stopped: every message would fail the same way: "
+        in stderr.decode()
+    )
+    assert "check MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD" in stderr.decode()
     assert (
         "refused the login: 535 5.7.8 Authentication credentials invalid"
         in stderr.decode()
@@ -144,7 +149,10 @@ def _ignore_sigint() -> None:
     ids=["SIGINT", "SIGTERM"],
 )
 async def test_inbox_command_saves_and_lists_each_message(
-    tmp_path: Path, signum: signal.Signals, code: int
+    tmp_path: Path,
+    signum: signal.Signals,
+    code: int,
+    settings_for: Callable[..., MailerSettings],
 ) -> None:
     """`mailer inbox` listens on loopback, prints a line per message, saves .eml.
 
@@ -155,6 +163,8 @@ async def test_inbox_command_saves_and_lists_each_message(
         *MAILER,
         "inbox",
         "--port",
+        "0",
+        "--http-port",
         "0",
         "--dir",
         str(tmp_path / "box"),
@@ -173,12 +183,7 @@ async def test_inbox_command_saves_and_lists_each_message(
         ).decode()
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", banner)
         assert match, banner
-        settings = MailerSettings(
-            _env_file=None,
-            smtp_host="127.0.0.1",
-            smtp_port=int(match.group(1)),
-            from_="dev@example.test",
-        )
+        settings = settings_for(int(match.group(1)), from_="dev@example.test")
         async with MessageClient(settings) as client:
             await client.send(
                 Message(to="you@example.test", subject="Hello inbox", body="hi")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -25,16 +24,6 @@ from mailer.testing import END_OF_DATA, SMTPTestServer
 THREE = ["ann@example.test", "bob@example.test", "cy@example.test"]
 
 
-def message(n: int = 1, **fields: Any) -> Message:
-    values: dict[str, Any] = {
-        "to": f"user{n}@example.test",
-        "subject": f"Message {n}",
-        "body": f"Body {n}\n",
-    }
-    values.update(fields)
-    return Message(**values)
-
-
 @pytest.mark.parametrize("pipelining", [True, False])
 @pytest.mark.parametrize(
     ("code", "text"),
@@ -45,7 +34,7 @@ def message(n: int = 1, **fields: Any) -> Message:
     ],
 )
 async def test_a_deferral_for_one_of_three_recipients_resends_to_that_one_only(
-    code: int, text: str, pipelining: bool
+    code: int, text: str, pipelining: bool, message: Callable[..., Message]
 ) -> None:
     """Bob deferred: ann and cy get it once; a second transaction goes to bob alone."""
     async with SMTPTestServer(pipelining=pipelining) as server:
@@ -64,7 +53,9 @@ async def test_a_deferral_for_one_of_three_recipients_resends_to_that_one_only(
     assert result.recipients == dict.fromkeys(THREE, RecipientStatus.ACCEPTED)
 
 
-async def test_a_552_for_the_only_recipient_is_retried_too() -> None:
+async def test_a_552_for_the_only_recipient_is_retried_too(
+    message: Callable[..., Message],
+) -> None:
     """Every recipient refused, all with 552 5.5.3: transient, so a second attempt."""
     async with SMTPTestServer() as server:
         server.faults.reply("RCPT", 552, "5.5.3 Too many recipients", times=1)
@@ -74,7 +65,9 @@ async def test_a_552_for_the_only_recipient_is_retried_too() -> None:
     assert len(server.outbox) == 1
 
 
-async def test_a_550_recipient_is_never_retried_and_reported_with_the_reply() -> None:
+async def test_a_550_recipient_is_never_retried_and_reported_with_the_reply(
+    message: Callable[..., Message],
+) -> None:
     """550 for bob, every time: one transaction, bob rejected with the server's words."""
     async with SMTPTestServer() as server:
         rule = server.faults.reply(
@@ -92,7 +85,9 @@ async def test_a_550_recipient_is_never_retried_and_reported_with_the_reply() ->
     assert result.to_report()["refused"][THREE[1]]["enhanced_status"] == "5.1.1"
 
 
-async def test_a_421_at_rcpt_is_retried_on_a_new_connection_without_data() -> None:
+async def test_a_421_at_rcpt_is_retried_on_a_new_connection_without_data(
+    message: Callable[..., Message],
+) -> None:
     """421 closes the session: no DATA is sent on it; attempt 2 opens a fresh one."""
     async with SMTPTestServer() as server:
         server.faults.reply("RCPT", 421, "4.7.0 closing, try later", times=1)
@@ -105,7 +100,9 @@ async def test_a_421_at_rcpt_is_retried_on_a_new_connection_without_data() -> No
     assert server.outbox.one().session.number == 2  # type: ignore[union-attr]
 
 
-async def test_a_451_after_the_dot_is_retried_and_not_ambiguous() -> None:
+async def test_a_451_after_the_dot_is_retried_and_not_ambiguous(
+    message: Callable[..., Message],
+) -> None:
     """The server answered 451: not delivered, so the resend is no duplicate."""
     async with SMTPTestServer() as server:
         server.faults.reply(END_OF_DATA, 451, "4.3.0 try again", times=1)
@@ -115,9 +112,9 @@ async def test_a_451_after_the_dot_is_retried_and_not_ambiguous() -> None:
     assert len(server.outbox) == 1
 
 
-async def test_a_hang_up_after_the_delivered_dot_is_ambiguous_and_resent_with_its_id() -> (
-    None
-):
+async def test_a_hang_up_after_the_delivered_dot_is_ambiguous_and_resent_with_its_id(
+    message: Callable[..., Message],
+) -> None:
     """Delivered, then no reply: resent with the same Message-ID, flagged ambiguous."""
     async with SMTPTestServer() as server:
         server.faults.disconnect(after=END_OF_DATA, keep=True, times=1)
@@ -134,7 +131,9 @@ async def test_a_hang_up_after_the_delivered_dot_is_ambiguous_and_resent_with_it
     )
 
 
-async def test_a_hang_up_before_data_is_retried_and_not_ambiguous() -> None:
+async def test_a_hang_up_before_data_is_retried_and_not_ambiguous(
+    message: Callable[..., Message],
+) -> None:
     """Disconnect at MAIL: nothing could be delivered; one copy, not ambiguous."""
     async with SMTPTestServer() as server:
         server.faults.disconnect(after="MAIL", times=1)
@@ -144,7 +143,9 @@ async def test_a_hang_up_before_data_is_retried_and_not_ambiguous() -> None:
     assert len(server.outbox) == 1
 
 
-async def test_a_hang_up_in_the_middle_of_data_counts_as_ambiguous() -> None:
+async def test_a_hang_up_in_the_middle_of_data_counts_as_ambiguous(
+    message: Callable[..., Message],
+) -> None:
     """Once the content is on its way, no reply means 'may have been delivered'."""
     async with SMTPTestServer() as server:
         server.faults.disconnect(during="DATA", after_bytes=10, times=1)
@@ -190,30 +191,35 @@ def listener_that_never_accepts() -> Iterator[int]:
                 filler.close()
 
 
-async def test_a_connect_that_hangs_costs_the_connect_timeout() -> None:
+async def test_a_connect_that_hangs_costs_the_connect_timeout(
+    settings_for: Callable[..., MailerSettings], message: Callable[..., Message]
+) -> None:
     """No SYN-ACK: each attempt costs MAILER_CONNECT_TIMEOUT, not the greeting's."""
     with listener_that_never_accepts() as port:
-        settings = MailerSettings(
-            _env_file=None,
-            smtp_host="127.0.0.1",
-            smtp_port=port,
-            smtp_tls="none",
+        settings = settings_for(
+            port,
             from_="sender@example.test",
             connect_timeout=0.3,
             greeting_timeout=30,
             timeout=30,
             max_attempts=2,
             retry_backoff=0.01,
+            retry_max_backoff=60,  # the default (make_settings has 0.005, under 0.01)
         )
         started = time.monotonic()
         async with MessageClient(settings) as client:
-            with pytest.raises(DeliveryTimeoutError, match="timed out connecting"):
+            with pytest.raises(
+                DeliveryTimeoutError,
+                match=r"timed out connecting .* \(MAILER_CONNECT_TIMEOUT\)",
+            ):
                 await client.send(message())
         elapsed = time.monotonic() - started
     assert 0.55 < elapsed < 2.0
 
 
-async def test_a_server_that_never_greets_costs_the_greeting_timeout() -> None:
+async def test_a_server_that_never_greets_costs_the_greeting_timeout(
+    message: Callable[..., Message],
+) -> None:
     """Accepts, says nothing: each attempt costs MAILER_GREETING_TIMEOUT, not timeout."""
     async with SMTPTestServer() as server:
         server.faults.no_greeting()
@@ -231,7 +237,7 @@ async def test_a_server_that_never_greets_costs_the_greeting_timeout() -> None:
 
 @pytest.mark.parametrize("pipelining", [True, False])
 async def test_a_command_that_is_never_answered_costs_the_command_timeout(
-    pipelining: bool,
+    pipelining: bool, message: Callable[..., Message]
 ) -> None:
     """MAIL never answered: MAILER_TIMEOUT, then the connection is dropped."""
     async with SMTPTestServer(pipelining=pipelining) as server:
@@ -249,7 +255,7 @@ async def test_a_command_that_is_never_answered_costs_the_command_timeout(
 
 @pytest.mark.parametrize("pipelining", [True, False])
 async def test_a_final_reply_that_never_comes_costs_the_message_timeout(
-    pipelining: bool,
+    pipelining: bool, message: Callable[..., Message]
 ) -> None:
     """No reply after the dot: MAILER_MESSAGE_TIMEOUT, and the message is ambiguous."""
     async with SMTPTestServer(pipelining=pipelining) as server:
@@ -267,7 +273,7 @@ async def test_a_final_reply_that_never_comes_costs_the_message_timeout(
 
 @pytest.mark.parametrize("pipelining", [True, False])
 async def test_a_transaction_is_bounded_as_a_whole_by_the_message_timeout(
-    pipelining: bool,
+    pipelining: bool, message: Callable[..., Message]
 ) -> None:
     """Each reply in time (0.2 s < 0.3 s), together too slow: cut at 0.5 s."""
     async with SMTPTestServer(pipelining=pipelining) as server:
@@ -285,7 +291,7 @@ async def test_a_transaction_is_bounded_as_a_whole_by_the_message_timeout(
 
 @pytest.mark.parametrize("pipelining", [True, False])
 async def test_a_slow_final_reply_gets_the_message_timeout_not_the_command_one(
-    pipelining: bool,
+    pipelining: bool, message: Callable[..., Message]
 ) -> None:
     """0.6 s to answer the dot, MAILER_TIMEOUT 0.2 s: still one attempt, delivered."""
     async with SMTPTestServer(pipelining=pipelining) as server:
@@ -297,7 +303,9 @@ async def test_a_slow_final_reply_gets_the_message_timeout_not_the_command_one(
     assert len(server.outbox) == 1
 
 
-async def test_a_refused_login_stops_the_batch_after_one_login() -> None:
+async def test_a_refused_login_stops_the_batch_after_one_login(
+    message: Callable[..., Message],
+) -> None:
     """535: one AUTH tried for the whole batch (lockout risk), every message reported."""
     async with SMTPTestServer(tls="starttls", auth={"svc": "right"}) as server:
         settings = server.settings(smtp_password="wrong", concurrency=5)
@@ -319,7 +327,9 @@ async def test_a_refused_login_stops_the_batch_after_one_login() -> None:
     assert len(server.outbox) == 0
 
 
-async def test_a_refused_login_is_raised_by_send_after_one_attempt() -> None:
+async def test_a_refused_login_is_raised_by_send_after_one_attempt(
+    message: Callable[..., Message],
+) -> None:
     """send(): AuthenticationError at once, not after MAILER_MAX_ATTEMPTS logins."""
     async with SMTPTestServer(tls="starttls", auth={"svc": "right"}) as server:
         client = MessageClient(server.settings(smtp_password="wrong"))
@@ -330,7 +340,7 @@ async def test_a_refused_login_is_raised_by_send_after_one_attempt() -> None:
     assert server.sessions_opened == 1
 
 
-async def test_a_rate_limit_421_is_waited_out() -> None:
+async def test_a_rate_limit_421_is_waited_out(message: Callable[..., Message]) -> None:
     """421 past 2 messages per 0.3 s: the batch backs off and everything is sent."""
     async with SMTPTestServer() as server:
         rule = server.faults.rate_limit(2, per=0.3)
@@ -347,7 +357,9 @@ async def test_a_rate_limit_421_is_waited_out() -> None:
     assert sum(r.attempts for r in results) == 6 + rule.fired
 
 
-async def test_a_refused_mechanism_moves_on_to_the_next_one() -> None:
+async def test_a_refused_mechanism_moves_on_to_the_next_one(
+    message: Callable[..., Message],
+) -> None:
     """504 to AUTH PLAIN refuses the mechanism, not the password: LOGIN is tried."""
     async with SMTPTestServer(tls="starttls", auth={"svc": "right"}) as server:
         rule = server.faults.reply(
@@ -360,7 +372,9 @@ async def test_a_refused_mechanism_moves_on_to_the_next_one() -> None:
     assert server.outbox.one().session.auth_username == "svc"  # type: ignore[union-attr]
 
 
-async def test_an_unexpected_reply_drops_the_connection_and_is_retried() -> None:
+async def test_an_unexpected_reply_drops_the_connection_and_is_retried(
+    message: Callable[..., Message],
+) -> None:
     """A line that is not SMTP at MAIL: that connection is closed; attempt 2 works."""
     async with SMTPTestServer() as server:
         rule = server.faults.garbage("MAIL", "*** not SMTP ***", times=1)

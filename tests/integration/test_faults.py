@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiosmtplib
@@ -27,16 +28,6 @@ from mailer.testing import END_OF_DATA, SMTPTestServer
 PASSWORD = "s3cret-pw"
 
 
-def message(n: int = 1, **fields: Any) -> Message:
-    values: dict[str, Any] = {
-        "to": f"user{n}@example.test",
-        "subject": f"Message {n}",
-        "body": f"Body {n}\n",
-    }
-    values.update(fields)
-    return Message(**values)
-
-
 async def send(server: SMTPTestServer, mail: Message, **settings: Any) -> SendResult:
     # One attempt: these tests watch each fault; test_delivery_* watch retries.
     async with MessageClient(server.settings(max_attempts=1, **settings)) as client:
@@ -54,7 +45,9 @@ async def wait_until(condition: Any, within: float = 2.0) -> None:
 # -- replies at each command ---------------------------------------------------
 
 
-async def test_a_451_at_mail_fires_once_then_mail_goes_through() -> None:
+async def test_a_451_at_mail_fires_once_then_mail_goes_through(
+    message: Callable[..., Message],
+) -> None:
     """reply("MAIL", 451, times=1): the first send is refused (transient), the next is sent."""
     async with SMTPTestServer() as server:
         rule = server.faults.reply("MAIL", 451, "4.7.1 Try again later", times=1)
@@ -73,7 +66,9 @@ async def test_a_451_at_mail_fires_once_then_mail_goes_through() -> None:
     assert [mail.subject for mail in server.outbox] == ["Message 2"]
 
 
-async def test_a_550_for_one_recipient_is_a_partial_refusal() -> None:
+async def test_a_550_for_one_recipient_is_a_partial_refusal(
+    message: Callable[..., Message],
+) -> None:
     """reply("RCPT", 550, recipient=...): only that recipient is refused; the rest get it."""
     async with SMTPTestServer() as server:
         rule = server.faults.reply(
@@ -89,7 +84,9 @@ async def test_a_550_for_one_recipient_is_a_partial_refusal() -> None:
     assert server.outbox.one().envelope.rcpt_tos == ("ann@example.test",)
 
 
-async def test_after_lets_the_first_matches_through() -> None:
+async def test_after_lets_the_first_matches_through(
+    message: Callable[..., Message],
+) -> None:
     """reply("RCPT", 452, after=1): the first RCPT passes, the second is refused."""
     async with SMTPTestServer() as server:
         rule = server.faults.reply("RCPT", 452, "4.5.3 Too many recipients", after=1)
@@ -103,7 +100,9 @@ async def test_after_lets_the_first_matches_through() -> None:
     assert rule.fired == 2
 
 
-async def test_a_554_at_data_refuses_the_message() -> None:
+async def test_a_554_at_data_refuses_the_message(
+    message: Callable[..., Message],
+) -> None:
     """reply("DATA", 554): the message is refused before its content is sent."""
     async with SMTPTestServer() as server:
         rule = server.faults.reply("DATA", 554, "5.7.1 Not today")
@@ -118,7 +117,9 @@ async def test_a_554_at_data_refuses_the_message() -> None:
     server.outbox.assert_nothing_sent()
 
 
-async def test_a_multi_line_552_after_the_final_dot() -> None:
+async def test_a_multi_line_552_after_the_final_dot(
+    message: Callable[..., Message],
+) -> None:
     """reply(END_OF_DATA, 552, "a\\nb"): the whole message is read, then refused in two lines."""
     async with SMTPTestServer() as server:
         rule = server.faults.reply(
@@ -132,14 +133,18 @@ async def test_a_multi_line_552_after_the_final_dot() -> None:
     assert caught.value.reply.text == "5.3.4 Message too big\n5.3.4 Limit is 1 kB"
     assert rule.fired == 1
     assert "C: ." in transcript
-    assert transcript[-2:] == [
+    assert transcript[-4:] == [
         "S: 552-5.3.4 Message too big",
         "S: 552 5.3.4 Limit is 1 kB",
+        "C: QUIT",  # a refusal leaves the session in step: it ends politely
+        "S: 221 Bye",
     ]
     server.outbox.assert_nothing_sent()
 
 
-async def test_a_2xx_reply_after_the_final_dot_accepts_with_that_text() -> None:
+async def test_a_2xx_reply_after_the_final_dot_accepts_with_that_text(
+    message: Callable[..., Message],
+) -> None:
     """reply(END_OF_DATA, 250, text): the message is kept and the client sees the text."""
     async with SMTPTestServer() as server:
         server.faults.reply(END_OF_DATA, 250, "2.0.0 Ok: queued as ABC123")
@@ -149,7 +154,9 @@ async def test_a_2xx_reply_after_the_final_dot_accepts_with_that_text() -> None:
     assert server.outbox.one().transcript[-1] == "S: 250 2.0.0 Ok: queued as ABC123"
 
 
-async def test_a_421_at_ehlo_closes_the_connection() -> None:
+async def test_a_421_at_ehlo_closes_the_connection(
+    message: Callable[..., Message],
+) -> None:
     """reply("EHLO", 421): the client fails with that transient reply; nothing is sent."""
     async with SMTPTestServer() as server:
         rule = server.faults.reply("EHLO", 421, "4.3.2 Shutting down")
@@ -163,7 +170,9 @@ async def test_a_421_at_ehlo_closes_the_connection() -> None:
     assert server.transcripts[0][-1] == "S: <connection closed>"
 
 
-async def test_a_535_at_auth_is_an_authentication_error() -> None:
+async def test_a_535_at_auth_is_an_authentication_error(
+    message: Callable[..., Message],
+) -> None:
     """reply("AUTH", 535): even the right password is refused, and nothing is sent."""
     async with SMTPTestServer(tls="starttls", auth={"svc": PASSWORD}) as server:
         rule = server.faults.reply("AUTH", 535, "5.7.8 Credentials expired")
@@ -178,7 +187,9 @@ async def test_a_535_at_auth_is_an_authentication_error() -> None:
     server.outbox.assert_nothing_sent()
 
 
-async def test_a_454_at_starttls_stops_before_any_credential_is_sent() -> None:
+async def test_a_454_at_starttls_stops_before_any_credential_is_sent(
+    message: Callable[..., Message],
+) -> None:
     """reply("STARTTLS", 454): the client gives up and never logs in over plain text."""
     async with SMTPTestServer(tls="starttls", auth={"svc": PASSWORD}) as server:
         rule = server.faults.reply("STARTTLS", 454, "4.7.0 TLS not available")
@@ -206,7 +217,9 @@ async def test_a_421_at_noop_reaches_a_raw_client() -> None:
     assert rule.fired == 1
 
 
-async def test_a_fault_at_rset_fires_when_every_recipient_was_refused() -> None:
+async def test_a_fault_at_rset_fires_when_every_recipient_was_refused(
+    message: Callable[..., Message],
+) -> None:
     """reply("RSET", 421) fires on the RSET the client sends after refusals; nothing is sent."""
     async with SMTPTestServer() as server:
         refuse = server.faults.reply("RCPT", 550, "5.1.1 No such user")
@@ -220,7 +233,9 @@ async def test_a_fault_at_rset_fires_when_every_recipient_was_refused() -> None:
 # -- the greeting --------------------------------------------------------------
 
 
-async def test_a_421_greeting_refuses_the_connection() -> None:
+async def test_a_421_greeting_refuses_the_connection(
+    message: Callable[..., Message],
+) -> None:
     """greeting(421): a transient ConnectError carrying the reply; the next connection works."""
     async with SMTPTestServer() as server:
         rule = server.faults.greeting(421, "4.3.2 Too busy", times=1)
@@ -235,7 +250,9 @@ async def test_a_421_greeting_refuses_the_connection() -> None:
     assert [m.subject for m in server.outbox] == ["Message 2"]
 
 
-async def test_a_554_greeting_is_a_permanent_refusal() -> None:
+async def test_a_554_greeting_is_a_permanent_refusal(
+    message: Callable[..., Message],
+) -> None:
     """greeting(554): the ConnectError is not transient."""
     async with SMTPTestServer() as server:
         server.faults.greeting(554, "5.7.1 You are not welcome")
@@ -244,7 +261,9 @@ async def test_a_554_greeting_is_a_permanent_refusal() -> None:
     assert caught.value.transient is False
 
 
-async def test_a_greeting_that_never_comes_costs_the_timeout() -> None:
+async def test_a_greeting_that_never_comes_costs_the_timeout(
+    message: Callable[..., Message],
+) -> None:
     """no_greeting(): the client times out, and the server lets the session go."""
     async with SMTPTestServer() as server:
         rule = server.faults.no_greeting()
@@ -261,7 +280,9 @@ async def test_a_greeting_that_never_comes_costs_the_timeout() -> None:
 # -- hidden extensions ---------------------------------------------------------
 
 
-async def test_hiding_starttls_makes_a_starttls_client_fail_closed() -> None:
+async def test_hiding_starttls_makes_a_starttls_client_fail_closed(
+    message: Callable[..., Message],
+) -> None:
     """hide_extensions("STARTTLS"): the client refuses to go on in clear text."""
     async with SMTPTestServer(tls="starttls") as server:
         rule = server.faults.hide_extensions("starttls")
@@ -273,7 +294,9 @@ async def test_hiding_starttls_makes_a_starttls_client_fail_closed() -> None:
     assert not any(line.startswith("C: MAIL") for line in transcript)
 
 
-async def test_hiding_auth_stops_a_client_that_must_log_in() -> None:
+async def test_hiding_auth_stops_a_client_that_must_log_in(
+    message: Callable[..., Message],
+) -> None:
     """hide_extensions("AUTH"): the client says the server offers no AUTH."""
     async with SMTPTestServer(tls="tls", auth={"svc": PASSWORD}) as server:
         rule = server.faults.hide_extensions("AUTH")
@@ -282,7 +305,9 @@ async def test_hiding_auth_stops_a_client_that_must_log_in() -> None:
     assert rule.fired == 1
 
 
-async def test_hiding_size_leaves_size_out_of_mail_from() -> None:
+async def test_hiding_size_leaves_size_out_of_mail_from(
+    message: Callable[..., Message],
+) -> None:
     """hide_extensions("SIZE"): the client sends MAIL FROM without SIZE=."""
     async with SMTPTestServer() as server:
         await send(server, message(1))
@@ -293,7 +318,9 @@ async def test_hiding_size_leaves_size_out_of_mail_from() -> None:
     assert not any(option.startswith("SIZE=") for option in second.mail_options)
 
 
-async def test_hiding_smtputf8_refuses_a_non_ascii_address_before_mail() -> None:
+async def test_hiding_smtputf8_refuses_a_non_ascii_address_before_mail(
+    message: Callable[..., Message],
+) -> None:
     """hide_extensions("SMTPUTF8"): a message to a non-ASCII mailbox is not sent."""
     async with SMTPTestServer() as server:
         server.faults.hide_extensions("SMTPUTF8")
@@ -328,7 +355,9 @@ async def test_hiding_pipelining_and_8bitmime_from_one_ehlo_only() -> None:
 # -- delays --------------------------------------------------------------------
 
 
-async def test_a_delay_at_mail_makes_the_client_time_out() -> None:
+async def test_a_delay_at_mail_makes_the_client_time_out(
+    message: Callable[..., Message],
+) -> None:
     """delay("MAIL", 30): the client times out, and the server's wait ends with it."""
     async with SMTPTestServer() as server:
         rule = server.faults.delay("MAIL", 30)
@@ -341,7 +370,9 @@ async def test_a_delay_at_mail_makes_the_client_time_out() -> None:
     server.outbox.assert_nothing_sent()
 
 
-async def test_a_short_delay_after_the_final_dot_still_delivers() -> None:
+async def test_a_short_delay_after_the_final_dot_still_delivers(
+    message: Callable[..., Message],
+) -> None:
     """delay(END_OF_DATA, 0.2) within the client's timeout: slower, but sent."""
     async with SMTPTestServer() as server:
         rule = server.faults.delay(END_OF_DATA, 0.2)
@@ -374,7 +405,9 @@ async def test_stopping_the_server_ends_a_pending_delay() -> None:
 
 
 @pytest.mark.parametrize("command", ["MAIL", "RCPT"])
-async def test_a_disconnect_after_an_envelope_command(command: str) -> None:
+async def test_a_disconnect_after_an_envelope_command(
+    command: str, message: Callable[..., Message]
+) -> None:
     """disconnect(after=MAIL/RCPT): a transient ConnectError, nothing delivered."""
     async with SMTPTestServer() as server:
         rule = server.faults.disconnect(after=command)
@@ -388,7 +421,9 @@ async def test_a_disconnect_after_an_envelope_command(command: str) -> None:
     server.outbox.assert_nothing_sent()
 
 
-async def test_a_disconnect_in_the_middle_of_data() -> None:
+async def test_a_disconnect_in_the_middle_of_data(
+    message: Callable[..., Message],
+) -> None:
     """disconnect(during="DATA"): dropped after part of the message; nothing is kept."""
     async with SMTPTestServer() as server:
         rule = server.faults.disconnect(during="DATA", after_bytes=100)
@@ -401,7 +436,9 @@ async def test_a_disconnect_in_the_middle_of_data() -> None:
     server.outbox.assert_nothing_sent()
 
 
-async def test_a_disconnect_right_after_the_final_dot() -> None:
+async def test_a_disconnect_right_after_the_final_dot(
+    message: Callable[..., Message],
+) -> None:
     """disconnect(after=END_OF_DATA): the whole message went, no reply came back."""
     async with SMTPTestServer() as server:
         rule = server.faults.disconnect(after=END_OF_DATA)
@@ -413,7 +450,9 @@ async def test_a_disconnect_right_after_the_final_dot() -> None:
     server.outbox.assert_nothing_sent()
 
 
-async def test_a_disconnect_at_quit_does_not_trouble_closing() -> None:
+async def test_a_disconnect_at_quit_does_not_trouble_closing(
+    message: Callable[..., Message],
+) -> None:
     """disconnect(after="QUIT"): the message was sent and aclose() still returns quietly."""
     async with SMTPTestServer() as server:
         rule = server.faults.disconnect(after="QUIT")
@@ -422,7 +461,9 @@ async def test_a_disconnect_at_quit_does_not_trouble_closing() -> None:
     assert rule.fired == 1
 
 
-async def test_accept_then_drop_answers_250_and_keeps_nothing() -> None:
+async def test_accept_then_drop_answers_250_and_keeps_nothing(
+    message: Callable[..., Message],
+) -> None:
     """accept_then_drop(times=1): the client sees success, the outbox stays empty."""
     async with SMTPTestServer() as server:
         rule = server.faults.accept_then_drop(times=1)
@@ -439,7 +480,9 @@ async def test_accept_then_drop_answers_250_and_keeps_nothing() -> None:
 # -- rate limits, garbage, chaos -------------------------------------------------
 
 
-async def test_a_rate_limit_refuses_past_n_messages_per_window() -> None:
+async def test_a_rate_limit_refuses_past_n_messages_per_window(
+    message: Callable[..., Message],
+) -> None:
     """rate_limit(2, per=60): the third message gets 421; after the window it is accepted."""
     now = [1000.0]
     async with SMTPTestServer() as server:
@@ -460,9 +503,9 @@ async def test_a_rate_limit_refuses_past_n_messages_per_window() -> None:
     assert [m.subject for m in server.outbox] == ["Message 1", "Message 2", "Message 4"]
 
 
-async def test_garbage_instead_of_a_reply_is_an_error_and_the_connection_is_not_reused() -> (
-    None
-):
+async def test_garbage_instead_of_a_reply_is_an_error_and_the_connection_is_not_reused(
+    message: Callable[..., Message],
+) -> None:
     """garbage("MAIL"): the client fails cleanly and opens a new connection next time."""
     async with SMTPTestServer() as server:
         rule = server.faults.garbage("MAIL", "*** not SMTP ***", times=1)
@@ -478,7 +521,9 @@ async def test_garbage_instead_of_a_reply_is_an_error_and_the_connection_is_not_
     assert server.outbox.one().session.number == 2  # type: ignore[union-attr]
 
 
-async def run_chaos(seed: int) -> tuple[list[tuple[str, str]], list[str]]:
+async def run_chaos(
+    message: Callable[..., Message], seed: int
+) -> tuple[list[tuple[str, str]], list[str]]:
     """Send 12 messages one at a time through seeded chaos; return firings and outcomes."""
     # One command at a time: with PIPELINING every command of a group reaches
     # the server even after a refusal, so a seed draws a different sequence.
@@ -492,11 +537,13 @@ async def run_chaos(seed: int) -> tuple[list[tuple[str, str]], list[str]]:
     return fired, [r.status.value for r in results]
 
 
-async def test_chaos_with_the_same_seed_gives_the_same_faults() -> None:
+async def test_chaos_with_the_same_seed_gives_the_same_faults(
+    message: Callable[..., Message],
+) -> None:
     """chaos(seed=...): two runs with one seed fail the same way; another seed differs."""
-    first = await run_chaos(seed=1234)
-    again = await run_chaos(seed=1234)
-    other = await run_chaos(seed=99)
+    first = await run_chaos(message, seed=1234)
+    again = await run_chaos(message, seed=1234)
+    other = await run_chaos(message, seed=99)
     assert first == again
     assert first[0]  # some faults fired
     assert "sent" in first[1]
@@ -504,7 +551,9 @@ async def test_chaos_with_the_same_seed_gives_the_same_faults() -> None:
     assert other != first
 
 
-async def test_every_firing_is_recorded_and_idle_rules_are_named() -> None:
+async def test_every_firing_is_recorded_and_idle_rules_are_named(
+    message: Callable[..., Message],
+) -> None:
     """faults.firings lists each firing; assert_all_fired names the rule that never fired."""
     # One command at a time: pipelined, the RCPT would go out (and fire) with
     # the refused MAIL (RFC 2920).

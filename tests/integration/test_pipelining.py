@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -19,41 +19,10 @@ from mailer.inbox.server import InboxHandler, start_inbox
 ScriptedServerFactory = Callable[..., AbstractAsyncContextManager[Any]]
 
 
-@pytest.fixture
-async def scripted(scripted_server: ScriptedServerFactory) -> AsyncIterator[Any]:
-    """A pipelining scripted server."""
-    async with scripted_server() as server:
-        yield server
-
-
-def settings_on(port: int, **overrides: object) -> MailerSettings:
-    values: dict[str, object] = {
-        "_env_file": None,
-        "smtp_host": "127.0.0.1",
-        "smtp_port": port,
-        "smtp_tls": "none",
-        "from_": "shop@example.test",
-        "timeout": 2,
-        # Retries stay on, as in production, but wait milliseconds.
-        "retry_backoff": 0.001,
-        "retry_max_backoff": 0.005,
-    }
-    values.update(overrides)
-    return MailerSettings(**values)  # type: ignore[arg-type]
-
-
-def mail(n: int, **fields: object) -> Message:
-    values: dict[str, object] = {
-        "to": f"u{n}@example.test",
-        "subject": f"n{n}",
-        "body": f"body {n}\n",
-    }
-    values.update(fields)
-    return Message(**values)  # type: ignore[arg-type]
-
-
 async def test_mail_rcpt_and_data_go_out_in_one_write(
     scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """With PIPELINING, MAIL FROM, every RCPT TO and DATA arrive together."""
     async with MessageClient(settings_on(scripted.port)) as client:
@@ -67,6 +36,8 @@ async def test_mail_rcpt_and_data_go_out_in_one_write(
 
 async def test_without_pipelining_commands_go_one_at_a_time(
     scripted_server: ScriptedServerFactory,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """A server that does not offer PIPELINING gets one command per round trip."""
     async with (
@@ -87,6 +58,8 @@ async def test_without_pipelining_commands_go_one_at_a_time(
 
 async def test_the_next_envelope_rides_with_the_content(
     scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """In a batch, a message's content and the next one's envelope share a write."""
     async with MessageClient(settings_on(scripted.port, concurrency=1)) as client:
@@ -101,6 +74,8 @@ async def test_the_next_envelope_rides_with_the_content(
 
 async def test_each_recipient_gets_its_own_reply_back(
     scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """Refusals in a group are matched to the right recipients, codes and texts."""
     refusals = {
@@ -126,10 +101,12 @@ async def test_each_recipient_gets_its_own_reply_back(
     assert (result.status, result.transient) == ("failed", True)
 
 
-async def test_every_recipient_refused_fails_that_message_and_its_connection(
+async def test_every_recipient_refused_fails_that_message_and_keeps_its_connection(
     scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
-    """All RCPT refused: that message fails (RSET ends it) and its connection with it."""
+    """All RCPT refused: that message fails; RSET ends it and the session goes on."""
     scripted.answer = lambda line: (
         "550 5.1.1 no such user" if line == "RCPT TO:<gone@example.test>" else None
     )
@@ -139,13 +116,16 @@ async def test_every_recipient_refused_fails_that_message_and_its_connection(
     assert [r.status for r in results] == ["failed", "sent", "sent"]
     assert results[0].refused["gone@example.test"].code == 550
     assert results[0].transient is False
+    # Alone: until one message went through, a batch sends one at a time.
     assert ["RSET"] in scripted.reads
-    assert scripted.sessions == 2  # the session that saw the failure was not reused
+    assert scripted.sessions == 1  # a refusal leaves the session in step
     assert len(scripted.messages) == 2
 
 
 async def test_a_refused_sender_is_reported_with_its_reply(
     scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """552 to MAIL FROM: SenderRefusedError with the server's code and text."""
     scripted.answer = lambda line: (
@@ -164,12 +144,14 @@ async def test_a_refused_sender_is_reported_with_its_reply(
 
 async def test_a_refusal_after_the_content_fails_only_that_message(
     scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """451 to message 2's content: that attempt fails; the rest are delivered.
 
-    Message 3's envelope rode with message 2's content, so message 3 is finished
-    on that connection; then the connection is closed, and message 4 and the
-    retry of message 2 go out on a new one.
+    Message 3's envelope rode with message 2's content and goes on; the final
+    reply ended message 2's transaction, so the session stays in step and
+    carries message 4 and the retry of message 2 as well.
     """
     answered: list[int] = []
 
@@ -186,13 +168,15 @@ async def test_a_refusal_after_the_content_fails_only_that_message(
     assert [r.status for r in results] == ["sent", "sent", "sent", "sent"]
     assert [r.attempts for r in results] == [1, 2, 1, 1]
     assert results[1].ambiguous is False  # the server answered: not delivered
-    assert scripted.sessions == 2
-    first_session = scripted.reads[: scripted.reads.index(["EHLO"], 1)]
-    assert sum(read.count("<content>") for read in first_session) == 3
+    assert scripted.sessions == 1
+    assert sum(read.count("<content>") for read in scripted.reads) == 5
+    assert "RSET" not in {verb for read in scripted.reads for verb in read}
 
 
 async def test_a_data_refusal_before_the_content_is_a_data_error(
     scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """554 to DATA itself: DataRefusedError, and the content is never sent."""
     scripted.answer = lambda line: "554 5.5.1 no thanks" if line == "DATA" else None
@@ -217,7 +201,9 @@ class PipeliningHandler(InboxHandler):
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
 
-async def test_dots_and_mixed_line_ends_arrive_intact_through_pipelining() -> None:
+async def test_dots_and_mixed_line_ends_arrive_intact_through_pipelining(
+    settings_on: Callable[..., MailerSettings], mail: Callable[..., Message]
+) -> None:
     """Content written by the pipelined path is dot-stuffed and CRLF-normalised."""
     body = ".\n..\r\n.hidden\rnext\n" + "x" * 2000 + "\n.\n"
     html = "<p>.</p>\r\n.\n"
@@ -235,6 +221,8 @@ async def test_dots_and_mixed_line_ends_arrive_intact_through_pipelining() -> No
 
 async def test_data_opened_with_no_recipient_is_abandoned_not_sent(
     scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """A server answering 354 although it refused every RCPT gets no content."""
     scripted.answer = lambda line: (
@@ -253,7 +241,11 @@ async def test_data_opened_with_no_recipient_is_abandoned_not_sent(
 
 @pytest.mark.parametrize("tls", ["starttls", "tls"])
 async def test_pipelining_works_over_tls(
-    tls: str, server_tls: ssl.SSLContext, ca_file: Path
+    tls: str,
+    server_tls: ssl.SSLContext,
+    ca_file: Path,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """Over STARTTLS and implicit TLS the grouped path delivers every message."""
     async with await start_inbox(

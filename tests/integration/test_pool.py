@@ -17,6 +17,7 @@ from mailer import (
     Message,
     MessageClient,
     RejectedError,
+    SendStatus,
 )
 from mailer.config.settings import MailerSettings
 from mailer.inbox.server import InboxHandler, start_inbox
@@ -24,29 +25,12 @@ from mailer.inbox.server import InboxHandler, start_inbox
 ScriptedServerFactory = Callable[..., AbstractAsyncContextManager[Any]]
 
 
-def settings_on(port: int, **overrides: object) -> MailerSettings:
-    values: dict[str, object] = {
-        "_env_file": None,
-        "smtp_host": "127.0.0.1",
-        "smtp_port": port,
-        "smtp_tls": "none",
-        "from_": "shop@example.test",
-        "timeout": 2,
-        # Retries stay on, as in production, but wait milliseconds.
-        "retry_backoff": 0.001,
-        "retry_max_backoff": 0.005,
-    }
-    values.update(overrides)
-    return MailerSettings(**values)  # type: ignore[arg-type]
-
-
-def mail(n: int) -> Message:
-    return Message(to=f"u{n}@example.test", subject=f"n{n}", body=f"body {n}\n")
-
-
 @pytest.mark.parametrize("pipelining", [True, False])
 async def test_connections_open_on_demand_and_end_with_quit(
-    scripted_server: ScriptedServerFactory, pipelining: bool
+    scripted_server: ScriptedServerFactory,
+    pipelining: bool,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """Nothing connects before the first send; every session ends with QUIT."""
     async with scripted_server(pipelining=pipelining) as server:
@@ -62,7 +46,10 @@ async def test_connections_open_on_demand_and_end_with_quit(
 
 @pytest.mark.parametrize("pipelining", [True, False])
 async def test_a_connection_carries_at_most_max_messages(
-    scripted_server: ScriptedServerFactory, pipelining: bool
+    scripted_server: ScriptedServerFactory,
+    pipelining: bool,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """MAILER_POOL_MAX_MESSAGES=3: seven messages take three sessions, each QUIT."""
     async with scripted_server(pipelining=pipelining) as server:
@@ -85,37 +72,41 @@ def _session_spans(reads: list[list[str]]) -> list[tuple[int, int]]:
 
 
 async def test_an_idle_connection_is_closed_after_max_idle(
-    scripted_server: ScriptedServerFactory,
+    scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """MAILER_POOL_MAX_IDLE: a connection left unused is QUIT; the next send reconnects."""
-    async with scripted_server() as server:
-        settings = settings_on(server.port, concurrency=1, pool_max_idle=0.1)
-        async with MessageClient(settings) as client:
-            await client.send(mail(1))
-            await asyncio.sleep(0.4)
-            assert server.quits == 1  # closed while idle, not at exit
-            await client.send(mail(2))
-        assert server.sessions == 2
-        assert len(server.messages) == 2
+    settings = settings_on(scripted.port, concurrency=1, pool_max_idle=0.1)
+    async with MessageClient(settings) as client:
+        await client.send(mail(1))
+        await asyncio.sleep(0.4)
+        assert scripted.quits == 1  # closed while idle, not at exit
+        await client.send(mail(2))
+    assert scripted.sessions == 2
+    assert len(scripted.messages) == 2
 
 
 async def test_an_old_connection_takes_no_new_message(
-    scripted_server: ScriptedServerFactory,
+    scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """MAILER_POOL_MAX_AGE: past its age, a connection is QUIT before the next send."""
-    async with scripted_server() as server:
-        settings = settings_on(server.port, concurrency=1, pool_max_age=0.1)
-        async with MessageClient(settings) as client:
-            await client.send(mail(1))
-            await asyncio.sleep(0.3)
-            assert server.quits == 0  # the idle limit (10 s) has not passed
-            await client.send(mail(2))
-            assert server.quits == 1
-        assert server.sessions == 2
+    settings = settings_on(scripted.port, concurrency=1, pool_max_age=0.1)
+    async with MessageClient(settings) as client:
+        await client.send(mail(1))
+        await asyncio.sleep(0.3)
+        assert scripted.quits == 0  # the idle limit (10 s) has not passed
+        await client.send(mail(2))
+        assert scripted.quits == 1
+    assert scripted.sessions == 2
 
 
 async def test_a_connection_that_timed_out_is_never_reused(
     scripted_server: ScriptedServerFactory,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """No reply to a message's content: it times out, and the next uses a new session."""
     answered: list[str] = []
@@ -140,6 +131,8 @@ async def test_a_connection_that_timed_out_is_never_reused(
 
 async def test_a_drop_after_the_content_is_ambiguous_and_both_cut_messages_retry(
     scripted_server: ScriptedServerFactory,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """The server drops the line at the end of message 2's content.
 
@@ -172,6 +165,8 @@ async def test_a_drop_after_the_content_is_ambiguous_and_both_cut_messages_retry
 
 async def test_a_421_ends_the_session_and_the_next_message_reconnects(
     scripted_server: ScriptedServerFactory,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """421 to RCPT: that message fails (transient) and the session is replaced."""
     async with scripted_server(
@@ -191,10 +186,12 @@ async def test_a_421_ends_the_session_and_the_next_message_reconnects(
         assert server.sessions == 2
 
 
-async def test_a_refused_message_ends_its_connection_without_pipelining(
+async def test_a_refused_message_keeps_its_connection_without_pipelining(
     scripted_server: ScriptedServerFactory,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
-    """One command at a time: after a 550 the connection is closed, not reused."""
+    """One command at a time: after a 550 to MAIL, RSET and the same session goes on."""
     async with scripted_server(
         pipelining=False,
         answer=lambda line: (
@@ -208,21 +205,24 @@ async def test_a_refused_message_ends_its_connection_without_pipelining(
         assert first[0].reply is not None
         assert first[0].reply.code == 550
         assert second.is_sent
-        assert server.sessions == 2
-        assert server.quits == 1  # only the second session ended with QUIT
+        assert server.sessions == 1
+        assert ["RSET"] in server.reads
+        assert server.quits == 1  # the one session ended with QUIT
 
 
 async def test_nothing_listening_fails_every_message_and_opens_nothing(
-    settings_for: Callable[..., MailerSettings],
+    settings_for: Callable[..., MailerSettings], mail: Callable[..., Message]
 ) -> None:
-    """A closed port: each message fails with a transient ConnectError; none is lost."""
+    """A closed port: the first message fails, the batch stops (issue 12.6), none is lost."""
     inbox = await start_inbox()
     await inbox.aclose()
     async with MessageClient(settings_for(inbox, concurrency=2)) as client:
         results = await client.send_many(mail(n) for n in range(5))
     assert len(results) == 5
-    assert all(not r.is_sent and r.transient for r in results)
+    assert not any(r.is_sent for r in results)
+    assert [r.status for r in results] == [SendStatus.FAILED] + [SendStatus.PENDING] * 4
     assert all(r.error and "cannot reach" in r.error for r in results)
+    assert all(r.transient for r in results[1:])
 
 
 class SlowContent(InboxHandler):
@@ -236,7 +236,7 @@ class SlowContent(InboxHandler):
 
 
 async def test_a_cancelled_send_leaves_the_connection_in_step(
-    settings_for: Callable[..., MailerSettings],
+    settings_for: Callable[..., MailerSettings], mail: Callable[..., Message]
 ) -> None:
     """A sender that gives up mid-transaction does not desynchronise the session."""
     async with await start_inbox(handler=SlowContent()) as inbox:
@@ -250,33 +250,37 @@ async def test_a_cancelled_send_leaves_the_connection_in_step(
 
 
 async def test_a_closed_client_refuses_new_messages(
-    scripted_server: ScriptedServerFactory,
+    scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """After the client is closed, a send is an error, not a hang."""
-    async with scripted_server() as server:
-        client = MessageClient(settings_on(server.port))
-        await client.aclose()
-        with pytest.raises(RuntimeError, match="closed"):
-            await client.send(mail(1))
-        assert server.sessions == 0
+    client = MessageClient(settings_on(scripted.port))
+    await client.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.send(mail(1))
+    assert scripted.sessions == 0
 
 
 async def test_a_pipelined_connection_dropped_while_idle_is_replaced(
-    scripted_server: ScriptedServerFactory,
+    scripted: Any,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """The server closes an idle session: the next message goes out on a new one."""
-    async with scripted_server() as server:
-        async with MessageClient(settings_on(server.port, concurrency=1)) as client:
-            await client.send(mail(1))
-            server.drop_all()
-            result = await client.send(mail(2))
-        assert result.is_sent
-        assert server.sessions == 2
-        assert len(server.messages) == 2
+    async with MessageClient(settings_on(scripted.port, concurrency=1)) as client:
+        await client.send(mail(1))
+        scripted.drop_all()
+        result = await client.send(mail(2))
+    assert result.is_sent
+    assert scripted.sessions == 2
+    assert len(scripted.messages) == 2
 
 
 async def test_a_reused_connection_found_dead_at_the_envelope_is_retried(
     scripted_server: ScriptedServerFactory,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """Closed on the second MAIL FROM: a counted attempt, retried on a new session."""
     mails: list[str] = []
@@ -299,6 +303,8 @@ async def test_a_reused_connection_found_dead_at_the_envelope_is_retried(
 
 async def test_a_connection_closed_at_every_envelope_is_retried_only_max_attempts(
     scripted_server: ScriptedServerFactory,
+    settings_on: Callable[..., MailerSettings],
+    mail: Callable[..., Message],
 ) -> None:
     """Dropped at each MAIL FROM: one session per attempt, then reported, no loop."""
     async with scripted_server(

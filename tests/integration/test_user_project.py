@@ -15,9 +15,13 @@ USER_PROJECT_TESTS = 7
 
 
 def run_pytest(
-    *args: str, cwd: Path, pythonpath: Path | None = None
+    *args: str,
+    cwd: Path,
+    pythonpath: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MAILER_")}
+    env.update(extra_env or {})
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("PYTEST_ADDOPTS", None)
     if pythonpath is not None:
@@ -106,3 +110,112 @@ def test_without_pytest_asyncio_the_async_fixtures_say_what_is_missing(
     )
     # The fixture fails in setup: an error for that test, the others pass.
     assert result.stdout.strip().splitlines()[-1].startswith("2 passed, 1 error")
+
+
+# -- issue 12.16: the most ordinary application code, in the most bare project --
+
+PLAIN_APP = '''\
+"""Application code as people write it: no settings passed anywhere."""
+
+from mailer import Message, generate_message_client, send_messages
+
+
+async def send_welcome(email):
+    async with generate_message_client() as client:
+        return await client.send(Message(to=email, subject="Welcome", body="Hi!"))
+
+
+async def send_newsletter(emails):
+    return await send_messages("news", [{"email": email} for email in emails])
+'''
+
+PLAIN_TESTS = '''\
+"""Tests with the plugin's fixtures only: no conftest, no settings passed."""
+
+from app import send_newsletter, send_welcome
+
+from mailer.testing import Contains, Mail
+
+
+async def test_mail_outbox(mail_outbox):
+    """The outbox gets the mail, from the test sender."""
+    result = await send_welcome("ann@example.test")
+    assert result.is_sent
+    mail_outbox.one(Mail(to="ann@example.test", from_="sender@example.test"))
+
+
+async def test_mock_send(mock_send):
+    """The mock is awaited with the message; its result is sent."""
+    result = await send_welcome("ann@example.test")
+    assert result.is_sent
+    mock_send.assert_awaited_once_with(Mail(to="ann@example.test", subject="Welcome"))
+
+
+async def test_send_messages_into_the_outbox(mail_outbox):
+    """A batch renders from ./templates and lands in the outbox."""
+    report = await send_newsletter(["ann@example.test", "bob@example.test"])
+    assert (report.sent, report.failed) == (2, 0)
+    mail_outbox.assert_sent(Mail(text=Contains("news")), count=2)
+
+
+async def test_send_messages_with_the_mock(mock_send):
+    """A batch goes through the mock too."""
+    report = await send_newsletter(["ann@example.test"])
+    assert report.sent == 1
+    mock_send.assert_awaited_once_with(Mail(to="ann@example.test"))
+
+
+async def test_a_sender_set_by_the_test_wins(mail_outbox, monkeypatch):
+    """MAILER_FROM set in the test replaces the test default."""
+    monkeypatch.setenv("MAILER_FROM", "Shop <shop@example.test>")
+    await send_welcome("ann@example.test")
+    mail_outbox.one(Mail(from_="shop@example.test"))
+'''
+
+PLAIN_TEST_COUNT = 5
+
+
+def write_plain_project(root: Path) -> Path:
+    """Write a project with no conftest, no .env and no MAILER_* anywhere."""
+    (root / "pyproject.toml").write_text(
+        "[tool.pytest.ini_options]\n"
+        'asyncio_mode = "auto"\n'
+        'asyncio_default_fixture_loop_scope = "function"\n'
+        'filterwarnings = ["error"]\n'
+        'pythonpath = ["."]\n'
+    )
+    (root / "app.py").write_text(PLAIN_APP)
+    (root / "tests").mkdir()
+    (root / "tests" / "test_app.py").write_text(PLAIN_TESTS)
+    news = root / "templates" / "news"
+    news.mkdir(parents=True)
+    (news / "subject.txt").write_text("This month's news\n")
+    (news / "body.txt").write_text("Hello {{ email }}, here is the news.\n")
+    return root
+
+
+def test_fixtures_work_with_code_that_passes_no_settings(tmp_path: Path) -> None:
+    """No .env, no MAILER_FROM: mail_outbox and mock_send give a test sender (12.16)."""
+    project = write_plain_project(tmp_path)
+    assert not list(project.rglob("conftest.py"))
+    assert not (project / ".env").exists()
+    result = run_pytest("-q", cwd=project)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert output.strip().splitlines()[-1].startswith(f"{PLAIN_TEST_COUNT} passed")
+
+
+def test_fixtures_keep_the_developers_configuration_out(tmp_path: Path) -> None:
+    """A .env with a typo and MAILER_* variables reach neither double (12.16)."""
+    project = write_plain_project(tmp_path)
+    (project / ".env").write_text(
+        "MAILER_SMTP_HSOT=smtp.example.com\nMAILER_FROM=dev@example.com\n"
+    )
+    result = run_pytest(
+        "-q",
+        cwd=project,
+        extra_env={"MAILER_SMTP_PORT": "not-a-port", "MAILER_FROM": "me@example.com"},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert output.strip().splitlines()[-1].startswith(f"{PLAIN_TEST_COUNT} passed")

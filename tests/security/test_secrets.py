@@ -10,6 +10,7 @@ out: it is the server's, and at DEBUG it prints every line it receives.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 
 from mailer import AuthenticationError, Message, MessageClient, send_messages
 from mailer.bulk.recipients import RecipientFile
-from mailer.transports.smtp.login import secret_forms
+from mailer.config.secrets import secret_forms
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +73,7 @@ async def run_cli(folder: Path, *args: str) -> tuple[int, str, str]:
     return process.returncode, stdout.decode(), stderr.decode()
 
 
-@pytest.mark.parametrize(("password", "exit_code"), [(WRONG, 1), (PASSWORD, 0)])
+@pytest.mark.parametrize(("password", "exit_code"), [(WRONG, 2), (PASSWORD, 0)])
 async def test_the_cli_never_prints_or_reports_the_password(
     watched_server,
     tmp_path: Path,
@@ -173,7 +174,8 @@ async def test_in_process_logs_errors_results_and_reprs_never_hold_the_password(
 
 async def test_a_server_that_echoes_the_password_is_redacted(watched_server) -> None:
     """535 replies that quote the password (plain or base64) reach the user redacted."""
-    plain_b64, login_b64 = secret_forms(USER, WRONG)[1:]
+    plain_b64 = base64.b64encode(f"\0{USER}\0{WRONG}".encode()).decode()
+    login_b64 = base64.b64encode(WRONG.encode()).decode()
     async with watched_server(tls="starttls", auth={USER: PASSWORD}) as server:
         # A careless server that quotes what it was sent.
         server.faults.reply(
@@ -188,3 +190,44 @@ async def test_a_server_that_echoes_the_password_is_redacted(watched_server) -> 
     assert_no_secret(repr(caught.value.__cause__), "the chained aiosmtplib error")
     assert caught.value.reply is not None
     assert_no_secret(caught.value.reply.text, "the reply")
+
+
+async def test_replies_quoting_the_password_after_login_are_redacted_in_the_cli(
+    watched_server, tmp_path: Path
+) -> None:
+    """A server quoting it at MAIL FROM (plain, unpadded base64, split over two lines): output and report clean."""
+    plain_b64 = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+    login_b64 = base64.b64encode(PASSWORD.encode()).decode().rstrip("=")
+    half = len(login_b64) // 2
+    async with watched_server(tls="starttls", auth={USER: PASSWORD}) as server:
+        assert server.tls_bundle is not None
+        rule = server.faults.reply(
+            "MAIL",
+            550,
+            f"5.7.1 you are {USER} with {PASSWORD}\n"
+            f"5.7.1 sent {plain_b64.rstrip('=')} and {login_b64[:half]}\n"
+            f"5.7.1 {login_b64[half:]}",
+        )
+        write_env(tmp_path, server.port, server.tls_bundle.ca_path, PASSWORD)
+        code, stdout, stderr = await run_cli(
+            tmp_path,
+            "send",
+            "--template",
+            "welcome",
+            "--recipients",
+            str(EXAMPLES / "recipients.csv"),
+            "--report",
+            "report.jsonl",
+        )
+    assert rule.fired >= 1
+    assert code == 1, stderr
+    report = (tmp_path / "report.jsonl").read_text(encoding="utf-8")
+    lines = [json.loads(line) for line in report.splitlines()]
+    assert {line["status"] for line in lines} == {"failed"}
+    assert "[redacted]" in lines[0]["reply"]["text"]
+    assert "[redacted]" in lines[0]["error"]
+    assert "[redacted]" in stderr
+    for text, channel in ((stdout, "stdout"), (stderr, "stderr"), (report, "report")):
+        assert_no_secret(text, channel)
+        for piece in (login_b64[:half], login_b64[half:]):
+            assert piece not in text, f"half of the split form leaked into {channel}"

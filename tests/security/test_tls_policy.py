@@ -37,7 +37,7 @@ async def test_required_starttls_not_offered_is_refused_before_auth_and_mail(
         )
     assert "does not offer STARTTLS" in str(error)
     assert "nothing was sent" in str(error)
-    assert server.commands == ["EHLO"]
+    assert server.commands == ["EHLO", "QUIT"]  # QUIT: RFC 5321 4.1.1.10
     server.outbox.assert_nothing_sent()
 
 
@@ -56,7 +56,7 @@ async def test_an_ehlo_that_hides_starttls_is_refused_though_auth_is_offered(
     assert any(
         "AUTH" in line for line in server.transcripts[0] if line.startswith("S: 250")
     )
-    assert server.commands == ["EHLO"]
+    assert server.commands == ["EHLO", "QUIT"]  # QUIT: RFC 5321 4.1.1.10
 
 
 async def test_opportunistic_never_sends_a_password_in_clear_to_a_remote_host(
@@ -71,7 +71,7 @@ async def test_opportunistic_never_sends_a_password_in_clear_to_a_remote_host(
             server.settings(smtp_tls="opportunistic", **LOGIN)
         )
     assert "never sent in clear" in str(error)
-    assert server.commands == ["EHLO"]
+    assert server.commands == ["EHLO", "QUIT"]  # QUIT: RFC 5321 4.1.1.10
 
 
 async def test_opportunistic_without_starttls_sends_in_clear_with_a_warning(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
@@ -19,10 +19,6 @@ from mailer.transports.smtp.tls import (
     certificate_fingerprint,
     explain_certificate_failure,
 )
-
-
-def make(**values: Any) -> MailerSettings:
-    return MailerSettings(_env_file=None, **values)
 
 
 def test_the_default_context_verifies_chain_and_host_with_tls_1_2_at_least() -> None:
@@ -49,10 +45,12 @@ def test_a_ca_file_is_the_only_trust(ca_file: Path, ca: trustme.CA) -> None:
     assert certificates == [expected]
 
 
-def test_the_policy_follows_the_settings(ca_file: Path) -> None:
+def test_the_policy_follows_the_settings(
+    ca_file: Path, make_settings: Callable[..., MailerSettings]
+) -> None:
     """TLSPolicy.from_settings reads mode, verification, CA, version and pins."""
     policy = TLSPolicy.from_settings(
-        make(
+        make_settings(
             smtp_host="smtp.example.com",
             smtp_tls="tls",
             smtp_ca_file=ca_file,
@@ -139,36 +137,44 @@ def test_several_pins_allow_a_rotation() -> None:
 @pytest.mark.parametrize(
     "value", ["", "ab" * 31, "zz" * 32, "ab" * 32 + ",", "md5:" + "ab" * 16]
 )
-def test_malformed_pins_are_refused(value: str) -> None:
+def test_malformed_pins_are_refused(
+    value: str, make_settings: Callable[..., MailerSettings]
+) -> None:
     """Anything but 64 hex digits per entry is a ConfigError naming the key."""
     with pytest.raises(ConfigError) as caught:
-        make(smtp_host="smtp.example.com", smtp_tls_fingerprint=value)
+        make_settings(smtp_host="smtp.example.com", smtp_tls_fingerprint=value)
     assert caught.value.key == "MAILER_SMTP_TLS_FINGERPRINT"
 
 
-def test_opportunistic_is_a_mode_and_defaults_to_port_25() -> None:
+def test_opportunistic_is_a_mode_and_defaults_to_port_25(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
     """MAILER_SMTP_TLS=opportunistic is accepted (port 25 unless set)."""
-    settings = make(smtp_host="relay.example.com", smtp_tls="opportunistic")
+    settings = make_settings(smtp_host="relay.example.com", smtp_tls="opportunistic")
     assert (settings.tls_mode, settings.port) == ("opportunistic", 25)
 
 
-def test_the_default_off_loopback_is_still_required_starttls() -> None:
+def test_the_default_off_loopback_is_still_required_starttls(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
     """No MAILER_SMTP_TLS and a remote host: starttls (required), port 587."""
-    settings = make(smtp_host="smtp.example.com")
+    settings = make_settings(smtp_host="smtp.example.com")
     assert (settings.tls_mode, settings.port) == ("starttls", 587)
     assert settings.smtp_insecure_skip_verify is False
     assert settings.smtp_tls_min_version == "1.2"
     assert (settings.max_recipients, settings.max_message_size) == (100, 26_214_400)
 
 
-def test_plaintext_to_a_remote_host_needs_the_loud_setting() -> None:
+def test_plaintext_to_a_remote_host_needs_the_loud_setting(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
     """tls=none off loopback: refused, the message names MAILER_SMTP_INSECURE_PLAINTEXT."""
     with pytest.raises(
         ConfigError, match="MAILER_SMTP_INSECURE_PLAINTEXT=true"
     ) as caught:
-        make(smtp_host="relay.internal", smtp_tls="none")
+        make_settings(smtp_host="relay.internal", smtp_tls="none")
     assert caught.value.key == "MAILER_SMTP_TLS"
-    allowed = make(
+    allowed = make_settings(
         smtp_host="relay.internal", smtp_tls="none", smtp_insecure_plaintext=True
     )
     assert allowed.tls_mode == "none"

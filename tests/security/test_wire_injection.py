@@ -107,7 +107,7 @@ async def test_a_non_ascii_local_part_needs_smtputf8(watched_server) -> None:
         with pytest.raises(UnsupportedError, match="SMTPUTF8") as caught:
             await client.send(message)
     assert "\n" not in str(caught.value)
-    assert server.commands == ["EHLO"]
+    assert server.commands == ["EHLO", "QUIT"]  # refused before MAIL
     async with (
         watched_server(smtputf8=True) as server,
         MessageClient(server.settings()) as client,

@@ -30,6 +30,7 @@ from mailer.testing import (
     AnyOf,
     Contains,
     FaultRule,
+    InboxClient,
     Mail,
     Not,
     Outbox,
@@ -76,6 +77,7 @@ async def send_batch() -> BatchReport:
         [{"email": "a@example.test", "name": "A"}],
         journal=Path("batch.journal"),
         stop=stop,
+        templates_dir="templates",
     )
 
 
@@ -134,6 +136,11 @@ def use_matchers_and_outboxes(outbox: Outbox) -> SentMail:
     with outbox.capture() as captured:
         pass
     assert captured == []
+    envelope: tuple[str, tuple[str, ...]] = (
+        outbox.last.mail_from,
+        outbox.last.rcpt_tos,
+    )
+    assert envelope
     return outbox.one(lambda mail: mail.subject == "s")
 
 
@@ -153,3 +160,40 @@ def use_the_threaded_server() -> int:
 
 def render_untrusted(source: str) -> Message:
     return render_string("Hi", source, trusted=False, to="a@example.test")
+
+
+def use_content_features(mail: SentMail) -> Message:
+    from pathlib import Path
+
+    from mailer import Attachment, RowAttachments, Unsubscribe
+    from mailer.testing import Attachment as AttachmentMatcher
+    from mailer.testing import make_dkim_key, verify_dkim
+
+    pdf = Attachment(b"%PDF", filename="a.pdf", content_type="application/pdf")
+    logo = Attachment.from_path(
+        Path("logo.png"), disposition="inline", content_id="logo@example.test"
+    )
+    files = RowAttachments.from_paths([Path("terms.pdf")], column="files")
+    assert files.common
+    assert mail == Mail(attachments=[AttachmentMatcher(filename="a.pdf", size=4)])
+    info = mail.dkim
+    if info is not None:
+        assert info.domain
+    _, record = make_dkim_key("ed25519")
+    assert verify_dkim(mail, record).selector
+    return Message(
+        to="a@example.test",
+        subject="s",
+        body="b",
+        attachments=[pdf, logo],
+        unsubscribe=Unsubscribe(url="https://example.test/u"),
+    )
+
+
+async def use_the_inbox_client() -> list[SentMail]:
+    inbox = InboxClient("http://127.0.0.1:8025", timeout=5)
+    await inbox.clear()
+    outbox: Outbox = await inbox.outbox("is:unread")
+    outbox.assert_nothing_sent()
+    found: list[SentMail] = await inbox.wait_for(subject=Contains("Hi"), timeout=1)
+    return found + inbox.wait_for_blocking(Mail(to=Addr("a@example.test")), count=1)

@@ -29,6 +29,18 @@ def test_bcc_is_the_envelope_minus_to_and_cc_without_case() -> None:
     assert mail.bcc == ("audit@example.test",)
 
 
+def test_the_envelope_is_readable_as_mail_from_and_rcpt_tos() -> None:
+    """mail.rcpt_tos and mail.mail_from are the envelope's, as in Mail(rcpt_tos=...) (12.17)."""
+    mail = sent(
+        Message(
+            to="Ann <ann@example.test>", bcc="audit@example.test", subject="s", body="b"
+        )
+    )
+    assert mail.rcpt_tos == mail.envelope.rcpt_tos
+    assert mail.rcpt_tos == ("ann@example.test", "audit@example.test")
+    assert mail.mail_from == mail.envelope.mail_from == "shop@example.test"
+
+
 def test_bcc_compares_idna_and_unicode_domains_as_equal() -> None:
     """A Unicode domain in To and its xn-- form on the envelope are one address."""
     mail = sent(

@@ -35,6 +35,7 @@ from mailer.testing.server.rules import (
     HangUp,
     HangUpInData,
     HideExtensions,
+    KeepThenGarbage,
     KeepThenHangUp,
     RateLimitRule,
     SendGarbage,
@@ -44,6 +45,14 @@ from mailer.testing.server.rules import (
 )
 
 DEFAULT_GARBAGE = "?? this line is not an SMTP reply"
+# The malformed final replies of malformed_final_reply(): a line that is not a
+# reply, a reply line longer than aiosmtplib's limit (8,192 bytes), and the
+# text of a reply without its code.
+MALFORMED_REPLIES = {
+    "garbage": DEFAULT_GARBAGE,
+    "too_long": "250 2.0.0 Ok: queued " + "x" * 9000,
+    "no_code": "Ok: queued as 12345",
+}
 
 
 class FaultPlan:
@@ -308,6 +317,36 @@ class FaultPlan:
                 f"garbage at {point}: {line!r}" + _count_words(times, after),
                 point,
                 SendGarbage(line),
+                times=_times(times),
+                after=_after(after),
+            )
+        )
+
+    def malformed_final_reply(
+        self, form: str = "garbage", *, times: int | None = None, after: int = 0
+    ) -> FaultRule:
+        """Keep the message, then answer its final dot with a malformed line.
+
+        The message reaches the outbox, but the client cannot read the reply:
+        it cannot know the message was delivered (a resend is a duplicate).
+
+        Args:
+            form: ``"garbage"`` (a line that is not a reply), ``"too_long"`` (a
+                250 line longer than 8,192 bytes) or ``"no_code"`` (reply text
+                without its code).
+            times: Fire at most this many times (default: every time).
+            after: Let this many messages through first.
+        """
+        if form not in MALFORMED_REPLIES:
+            raise ValueError(
+                f"form: use one of {', '.join(MALFORMED_REPLIES)}, not {form!r}"
+            )
+        return self._add(
+            FaultRule(
+                f"keep the message, then a malformed final reply ({form})"
+                + _count_words(times, after),
+                END_OF_DATA,
+                KeepThenGarbage(MALFORMED_REPLIES[form]),
                 times=_times(times),
                 after=_after(after),
             )

@@ -17,8 +17,8 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as ServerEnvelope
 
 from mailer.content.message import Envelope
-from mailer.inbox.server import InboxHandler
-from mailer.records import SentMail, SessionInfo, SessionTLS
+from mailer.inbox.server import InboxHandler, InboxSMTP
+from mailer.records import SentMail
 from mailer.testing.server.faults import FaultPlan
 from mailer.testing.server.rules import (
     COMMANDS,
@@ -28,6 +28,7 @@ from mailer.testing.server.rules import (
     Decision,
     HangUp,
     HangUpInData,
+    KeepThenGarbage,
     KeepThenHangUp,
     SendGarbage,
     SendReply,
@@ -66,8 +67,10 @@ def _faultable(command: str) -> FaultableMethod:
     return smtp_command
 
 
-class FaultySMTP(SMTP):
-    """An aiosmtpd session that obeys a FaultPlan and writes a transcript.
+class FaultySMTP(InboxSMTP):
+    """An inbox session that obeys a FaultPlan and writes a transcript.
+
+    ``session_info()`` and the bounded line length come from ``InboxSMTP``.
 
     Args:
         handler: The handler (a ``RecordingHandler``).
@@ -170,34 +173,6 @@ class FaultySMTP(SMTP):
         """Wait until the connection ends (aiosmtpd then cancels this task)."""
         await asyncio.get_running_loop().create_future()
 
-    def session_info(self) -> SessionInfo:
-        """Return what is known about this session now."""
-        session = self.session
-        if session is None:
-            raise RuntimeError("no session before the connection is made")
-        ssl_object = (
-            self.transport.get_extra_info("ssl_object") if self.transport else None
-        )
-        tls: SessionTLS = "none"
-        if ssl_object is not None:
-            # STARTTLS leaves aiosmtpd's TLS protocol object behind; implicit
-            # TLS was set up by the event loop before aiosmtpd saw the socket.
-            tls = "starttls" if self._tls_protocol is not None else "tls"
-        # aiosmtpd's annotations are narrower than what it stores: the peer is
-        # the socket's (host, port) and auth_data what the authenticator gave.
-        peer: Any = session.peer or ("", 0)
-        auth_data: Any = session.auth_data
-        return SessionInfo(
-            number=self.number,
-            peer=(str(peer[0]), int(peer[1])),
-            helo=session.host_name,
-            tls=tls,
-            tls_version=ssl_object.version() if ssl_object is not None else None,
-            auth_username=auth_data
-            if session.authenticated and isinstance(auth_data, str)
-            else None,
-        )
-
 
 # aiosmtpd finds command handlers by name (smtp_MAIL...) when a session starts.
 for _command in FAULTABLE_COMMANDS:
@@ -267,6 +242,9 @@ class RecordingHandler(InboxHandler):
         if isinstance(action, SendGarbage):
             await server.apply(Decision(decision.delay))
             return action.line
+        if isinstance(action, KeepThenGarbage):
+            await server.apply(Decision(decision.delay))
+            return self._accept(server, envelope, content, [action.line])
         if isinstance(action, KeepThenHangUp):
             await server.apply(Decision(decision.delay))
             self._accept(server, envelope, content, [])

@@ -96,6 +96,20 @@ class SendGarbage:
 
 
 @dataclass(frozen=True, slots=True)
+class KeepThenGarbage:
+    """Keep the message (it is delivered), then answer the final dot with a bad line.
+
+    The client cannot read the reply, so it cannot know the message arrived:
+    a resend makes a duplicate, which it must count as ambiguous.
+
+    Attributes:
+        line: The malformed line sent instead of the reply.
+    """
+
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
 class AcceptAndDrop:
     """Answer 250 to the message and then lose it (it never reaches the outbox)."""
 
@@ -129,6 +143,7 @@ Action = (
     | KeepThenHangUp
     | StaySilent
     | SendGarbage
+    | KeepThenGarbage
     | AcceptAndDrop
     | Delay
     | HideExtensions

@@ -22,14 +22,14 @@ from typing import Any, Literal, Self
 
 from mailer.config.settings import MailerSettings, is_loopback
 from mailer.inbox.server import DEFAULT_SIZE_LIMIT, Inbox, start_inbox
-from mailer.testing.config import isolated_settings
+from mailer.testing.config import TEST_SENDER, isolated_settings
 from mailer.testing.outbox import Outbox
 from mailer.testing.server.faults import FaultPlan
 from mailer.testing.server.protocol import FaultySMTP, RecordingHandler
 from mailer.testing.tls import OwnedTLSBundle, TLSBundle
 
 ServerTLS = Literal["starttls", "tls"] | None
-DEFAULT_SENDER = "sender@example.test"
+DEFAULT_SENDER = TEST_SENDER
 # Short enough that a test waiting on a broken server fails in seconds.
 DEFAULT_CLIENT_TIMEOUT = 10.0
 # Retries stay on, as in production, but a test should not sleep for seconds.

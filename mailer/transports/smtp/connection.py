@@ -1,22 +1,30 @@
-"""Open one SMTP session (TLS policy, login) and run mail transactions on it."""
+"""Open one SMTP session (socket, TLS policy, greeting, login) and close it."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
-from collections.abc import Callable
 
 import aiosmtplib
 
+from mailer.config.secrets import Redactor
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Envelope
 from mailer.exceptions import RecipientsRefusedError, UnsupportedError
 from mailer.replies import RecipientStatus, Reply, classify_reply
-from mailer.transports.base import Delivery
+from mailer.transports.smtp.dialogue import DialogueSMTP
+from mailer.transports.smtp.greeting import greet
 from mailer.transports.smtp.limits import check_server_size
 from mailer.transports.smtp.login import log_in
 from mailer.transports.smtp.sockets import open_socket
 from mailer.transports.smtp.tls import TLSPolicy
+
+# Closing politely waits this long for the reply to QUIT (RFC 5321 4.1.1.10
+# asks the client to wait for it), never MAILER_TIMEOUT: a server that does not
+# answer QUIT must not add half a minute to every run.
+QUIT_TIMEOUT = 3.0
+QUIT = b"QUIT\r\n"
 
 
 class Phase(enum.Enum):
@@ -25,6 +33,7 @@ class Phase(enum.Enum):
     IDLE = "idle"
     ENVELOPE = "envelope"  # MAIL/RCPT: nothing can have been delivered yet
     DATA = "data"  # content sent or being sent: the server may have accepted it
+    ANSWERED = "answered"  # a well-formed reply to the content: the outcome is known
 
 
 class SMTPConnection:
@@ -32,27 +41,30 @@ class SMTPConnection:
 
     def __init__(self, settings: MailerSettings) -> None:
         self.server = f"{settings.smtp_host}:{settings.port}"
-        mode = settings.tls_mode
         self._settings = settings
-        # start_tls is never None: aiosmtplib's None means "upgrade if offered",
-        # which silently continues in clear (AUTH included) when a server, or an
+        # start_tls is False: the TLS policy (tls.py) decides on STARTTLS
+        # itself. aiosmtplib's None would mean "upgrade if offered", which
+        # silently continues in clear (AUTH included) when a server, or an
         # attacker in the middle, hides STARTTLS.
-        self._smtp = aiosmtplib.SMTP(
+        self._smtp: aiosmtplib.SMTP = DialogueSMTP(
+            redactor=Redactor.from_settings(settings),
             hostname=settings.smtp_host,
             port=settings.port,
-            use_tls=mode == "tls",
-            start_tls=mode == "starttls",
+            use_tls=settings.tls_mode == "tls",
+            start_tls=False,
             validate_certs=True,
             cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
             timeout=settings.timeout,
             local_hostname=settings.smtp_local_hostname,
         )
-        self.phase = Phase.IDLE
+        # False once a transaction failed in a way that leaves the server's
+        # state unknown (a timeout, a lost or malformed reply): never reused.
+        self.in_step = True
         self.opened_at = 0.0
 
     @property
     def smtp(self) -> aiosmtplib.SMTP:
-        """Return the aiosmtplib client (the pipelined path writes through it)."""
+        """Return the aiosmtplib client (transactions are written through it)."""
         return self._smtp
 
     @property
@@ -62,8 +74,8 @@ class SMTPConnection:
 
     @property
     def is_usable(self) -> bool:
-        """Return whether the session is still open and between transactions."""
-        return self._smtp.is_connected and self.phase is Phase.IDLE
+        """Return whether the session is still open and in step with the server."""
+        return self._smtp.is_connected and self.in_step
 
     async def open(self) -> None:
         """Connect, secure the session as the TLS policy says, greet, and log in.
@@ -86,69 +98,15 @@ class SMTPConnection:
         if self._smtp.is_ehlo_or_helo_needed:
             # After STARTTLS the extensions must be asked for again (RFC 3207 4.2);
             # AUTH, SIZE and SMTPUTF8 checks below need them.
-            await self._smtp.ehlo()
+            await greet(self._smtp, server=self.server)
         self.opened_at = time.monotonic()
         await log_in(self._smtp, self._settings, server=self.server)
-
-    async def send(
-        self,
-        envelope: Envelope,
-        content: bytes,
-        *,
-        before_content: Callable[[], None] | None = None,
-    ) -> Delivery:
-        """Run one mail transaction: MAIL, RCPT for each recipient, DATA.
-
-        Args:
-            envelope: MAIL FROM and RCPT TO addresses.
-            content: The serialised message.
-            before_content: Called before DATA; if it raises, DATA is not sent
-                (the caller drops the connection, mid-transaction).
-
-        Returns:
-            The accepted and refused recipients and the reply to DATA.
-
-        Raises:
-            RecipientsRefusedError: Every recipient was refused.
-            UnsupportedError: The message needs SMTPUTF8 and the server lacks it.
-            aiosmtplib.SMTPException: Any other failure (mapped by the caller).
-        """
-        smtp = self._smtp
-        options, encoding = self.mail_options(envelope, content)
-        self.phase = Phase.ENVELOPE
-        await smtp.mail(envelope.mail_from, options=options, encoding=encoding)
-        accepted: list[str] = []
-        refused: dict[str, Reply] = {}
-        for recipient in envelope.rcpt_tos:
-            try:
-                await smtp.rcpt(recipient, encoding=encoding)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                if exc.code == 421 or not smtp.is_connected:
-                    # 421 ends the session (aiosmtplib has closed it): the whole
-                    # transaction failed, not this recipient. Never go on to DATA.
-                    raise
-                refused[recipient] = Reply(exc.code, exc.message)
-            else:
-                accepted.append(recipient)
-        if not accepted:
-            await smtp.rset()
-            self.phase = Phase.IDLE
-            raise every_recipient_refused(self.server, refused)
-        if before_content is not None:
-            before_content()
-        self.phase = Phase.DATA
-        # The final reply may take long (content scanning), and a timeout there
-        # is the one that can deliver twice (RFC 5321 4.5.3.2.6): give DATA the
-        # whole-message budget, not the per-command timeout.
-        reply = await smtp.data(content, timeout=self._settings.message_timeout)
-        self.phase = Phase.IDLE
-        return Delivery(tuple(accepted), refused, Reply(reply.code, reply.message))
 
     def mail_options(self, envelope: Envelope, content: bytes) -> tuple[list[str], str]:
         """Check that the message may go out, then return MAIL FROM's parameters.
 
-        Both the one-command-at-a-time and the pipelined paths call this before
-        anything is written.
+        Called before anything of the transaction is written, so a message that
+        fails these checks costs neither a command nor the connection.
 
         Returns:
             The MAIL FROM parameters and the encoding of the envelope addresses.
@@ -167,7 +125,7 @@ class SMTPConnection:
             if not smtp.supports_extension("smtputf8"):
                 raise UnsupportedError(
                     f"{self.server} does not support SMTPUTF8, which a non-ASCII "
-                    "address needs"
+                    "address needs; nothing was sent"
                 )
             options.append("SMTPUTF8")
             encoding = "utf-8"
@@ -178,16 +136,31 @@ class SMTPConnection:
         return options, encoding
 
     async def quit(self) -> None:
-        """End the session politely (QUIT); close it if the server does not answer."""
-        if not self._smtp.is_connected:
-            return
+        """End the session politely: QUIT, and its reply for QUIT_TIMEOUT at most."""
         try:
-            await self._smtp.quit()
+            if self._smtp.is_connected:
+                await self._smtp.quit(timeout=min(QUIT_TIMEOUT, self._settings.timeout))
         except (aiosmtplib.SMTPException, OSError):
+            pass  # no reply in time, or the server left first: closed all the same
+        finally:
             self._smtp.close()
 
-    def close(self) -> None:
-        """Drop the connection at once, without QUIT (after an error)."""
+    def close(self, *, say_quit: bool = False) -> None:
+        """Close the connection now, without waiting for anything.
+
+        Args:
+            say_quit: Write QUIT first if the connection is still open, so a
+                server that can still hear it ends the session cleanly (RFC 5321
+                4.1.1.10); its reply is not awaited. Leave it False when the
+                server is reading message content (QUIT would be content).
+        """
+        transport = self._smtp.transport
+        if (
+            say_quit
+            and isinstance(transport, asyncio.WriteTransport)
+            and not transport.is_closing()
+        ):
+            transport.write(QUIT)
         self._smtp.close()
 
 

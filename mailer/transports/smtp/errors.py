@@ -19,7 +19,7 @@ from mailer.exceptions import (
     TLSError,
     UnsupportedError,
 )
-from mailer.replies import Reply
+from mailer.replies import Reply, requires_login, requires_starttls
 from mailer.transports.smtp.tls import (
     explain_certificate_failure,
     explain_handshake_failure,
@@ -56,6 +56,54 @@ def describe_tls_failure(error: ssl.SSLError, server: str) -> str:
     return f"TLS with {server} failed: {reason}{hint}"
 
 
+def _response_error(
+    exc: aiosmtplib.SMTPResponseException, server: str
+) -> DeliveryError:
+    """Return the DeliveryError for a server's reply, most specific class first."""
+    reply = _reply(exc)
+    transient = 400 <= exc.code < 500
+    if requires_starttls(reply):
+        # RFC 3207 4: every message would get this; say which setting to change.
+        return TLSError(
+            f"{server} requires STARTTLS first ({reply}): set "
+            "MAILER_SMTP_TLS=starttls; nothing was sent",
+            reply=reply,
+        )
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return AuthenticationError(
+            f"{server} refused the login: {exc.code} {exc.message}", reply=reply
+        )
+    if requires_login(reply):
+        return AuthenticationError(
+            f"{server} requires a login ({reply}): set MAILER_SMTP_USERNAME and "
+            "MAILER_SMTP_PASSWORD; nothing was sent",
+            reply=reply,
+        )
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return SenderRefusedError(
+            f"{server} refused the sender {exc.sender}: {exc.code} {exc.message}",
+            reply=reply,
+            transient=transient,
+        )
+    if isinstance(exc, aiosmtplib.SMTPDataError):
+        return DataRefusedError(
+            f"{server} refused the message: {exc.code} {exc.message}",
+            reply=reply,
+            transient=transient,
+        )
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+        return ConnectError(
+            f"{server} refused the connection: {exc.code} {exc.message}",
+            reply=reply,
+            transient=not 500 <= exc.code < 600,
+        )
+    return RejectedError(
+        f"{server} answered {exc.code} {exc.message}",
+        reply=reply,
+        transient=transient,
+    )
+
+
 @contextmanager
 def map_smtp_errors(server: str) -> Iterator[None]:
     """Re-raise aiosmtplib, ssl and socket errors as the matching DeliveryError.
@@ -67,23 +115,8 @@ def map_smtp_errors(server: str) -> Iterator[None]:
         yield
     except DeliveryError:
         raise
-    except aiosmtplib.SMTPAuthenticationError as exc:
-        raise AuthenticationError(
-            f"{server} refused the login: {exc.code} {exc.message}",
-            reply=_reply(exc),
-        ) from exc
-    except aiosmtplib.SMTPSenderRefused as exc:
-        raise SenderRefusedError(
-            f"{server} refused the sender {exc.sender}: {exc.code} {exc.message}",
-            reply=_reply(exc),
-            transient=400 <= exc.code < 500,
-        ) from exc
-    except aiosmtplib.SMTPDataError as exc:
-        raise DataRefusedError(
-            f"{server} refused the message: {exc.code} {exc.message}",
-            reply=_reply(exc),
-            transient=400 <= exc.code < 500,
-        ) from exc
+    except aiosmtplib.SMTPResponseException as exc:
+        raise _response_error(exc, server) from exc
     except aiosmtplib.SMTPConnectTimeoutError as exc:
         raise DeliveryTimeoutError(
             f"timed out connecting to {server}", transient=True
@@ -94,18 +127,6 @@ def map_smtp_errors(server: str) -> Iterator[None]:
         ) from exc
     except aiosmtplib.SMTPNotSupported as exc:
         raise UnsupportedError(f"{server}: {exc.message}") from exc
-    except aiosmtplib.SMTPConnectResponseError as exc:
-        raise ConnectError(
-            f"{server} refused the connection: {exc.code} {exc.message}",
-            reply=_reply(exc),
-            transient=not 500 <= exc.code < 600,
-        ) from exc
-    except aiosmtplib.SMTPResponseException as exc:
-        raise RejectedError(
-            f"{server} answered {exc.code} {exc.message}",
-            reply=_reply(exc),
-            transient=400 <= exc.code < 500,
-        ) from exc
     except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected) as exc:
         tls_error = _ssl_cause(exc)
         if tls_error is not None:
@@ -122,11 +143,6 @@ def map_smtp_errors(server: str) -> Iterator[None]:
     except ssl.SSLError as exc:
         raise TLSError(describe_tls_failure(exc, server)) from exc
     except aiosmtplib.SMTPException as exc:
-        if "STARTTLS" in exc.message:
-            raise TLSError(
-                f"{server} does not offer STARTTLS, which MAILER_SMTP_TLS=starttls "
-                "requires; nothing was sent"
-            ) from exc
         raise DeliveryError(f"{server}: {exc.message}") from exc
     except TimeoutError as exc:
         raise DeliveryTimeoutError(

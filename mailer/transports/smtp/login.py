@@ -6,36 +6,15 @@ never put in an error message, even when a server echoes it back in a reply.
 
 from __future__ import annotations
 
-import base64
-
 import aiosmtplib
 
+from mailer.config.secrets import Redactor
 from mailer.config.settings import MailerSettings, is_loopback
 from mailer.exceptions import AuthenticationError, TLSError
 from mailer.transports.smtp.tls import is_encrypted
 
-REDACTED = "[redacted]"
 # AUTH replies that refuse the mechanism, not the credentials.
 MECHANISM_REFUSED = frozenset({504, 534})
-
-
-def secret_forms(username: str, password: str) -> list[str]:
-    r"""Return the ways a password can appear on the wire: as is, and base64'd.
-
-    AUTH PLAIN sends base64 of ``\0user\0password``; AUTH LOGIN sends base64
-    of the password alone. A careless server may echo either.
-    """
-    forms = [password]
-    for raw in (f"\0{username}\0{password}", password):
-        forms.append(base64.b64encode(raw.encode("utf-8")).decode("ascii"))
-    return [form for form in forms if form]
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """Return ``text`` with every secret replaced by ``[redacted]``."""
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
 
 
 async def log_in(
@@ -62,24 +41,38 @@ async def log_in(
     if not is_encrypted(smtp) and not is_loopback(settings.smtp_host):
         raise TLSError(
             f"{server} did not offer STARTTLS, and the password is never sent "
-            "in clear to a remote host; nothing was sent"
+            "in clear to a remote host; nothing was sent. Set MAILER_SMTP_TLS=tls "
+            "if the server expects TLS from the first byte (usually port 465), "
+            "or leave MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD empty if it "
+            "needs no login"
         )
     if not smtp.supports_extension("auth"):
-        raise AuthenticationError(
-            f"{server} offers no AUTH"
-            + ("" if is_encrypted(smtp) else " before TLS")
-            + "; cannot log in"
-        )
+        raise AuthenticationError(_no_auth_message(smtp, server))
     secret = password.get_secret_value()
     try:
         await _log_in_once(smtp, username, secret)
     except aiosmtplib.SMTPResponseException as exc:
-        forms = secret_forms(username, secret)
-        cleaned = redact(exc.message, forms)
-        if cleaned != exc.message:
-            exc.message = cleaned
-            exc.args = (exc.code, cleaned)
+        # The client redacts every reply it gets back; this covers code that
+        # calls the transport directly (see mailer.config.secrets).
+        Redactor([(username, secret)]).error(exc)
         raise
+
+
+def _no_auth_message(smtp: aiosmtplib.SMTP, server: str) -> str:
+    """Return why the login cannot happen, and which settings to change."""
+    empty = "leave MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD empty"
+    if is_encrypted(smtp):
+        return (
+            f"{server} offers no AUTH, so it cannot take the login; {empty} if "
+            "this server needs no login"
+        )
+    # Servers offer AUTH only over TLS, and local test servers (mailer inbox)
+    # take mail without any login.
+    return (
+        f"{server} offers no AUTH before TLS, so it cannot take the login; "
+        f"{empty} for a server that needs no login (such as `mailer inbox`), or "
+        "set MAILER_SMTP_TLS=starttls (or tls) if it has TLS"
+    )
 
 
 async def _log_in_once(smtp: aiosmtplib.SMTP, username: str, password: str) -> None:

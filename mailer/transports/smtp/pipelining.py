@@ -9,15 +9,17 @@ sends "content of message k + envelope of message k+1" in one write: one round
 trip per message in a steady stream (see ``lane.py``).
 
 This runs on the aiosmtplib connection the session was opened with (greeting,
-EHLO, STARTTLS, AUTH, RSET and QUIT stay aiosmtplib's). Only the reading of
-grouped replies needs its own code: aiosmtplib's protocol expects one reply per
-command it wrote, and drops bytes that arrive while a parsed reply waits to be
-picked up; with several replies in flight, that loses replies (measured: 1 in
-100 transactions against aiosmtpd, which writes each reply separately). So for
-the length of a pipelined exchange a ``ReplyReader`` takes the connection's
-transport over (``transport.set_protocol``, public asyncio API), keeps every
-byte, hands replies out in order, and passes connection events on to
-aiosmtplib's protocol, which gets the transport back afterwards.
+EHLO, STARTTLS, AUTH and the polite QUIT stay aiosmtplib's). The transactions
+themselves (MAIL, RCPT, DATA, the content, RSET) are written and read here, with
+or without PIPELINING: aiosmtplib's protocol expects one reply per command it
+wrote, and drops bytes that arrive while a parsed reply waits to be picked up;
+with several replies in flight, that loses replies (measured: 1 in 100
+transactions against aiosmtpd, which writes each reply separately). Its reads
+also go through ``asyncio.wait_for``, which on Python 3.11 can swallow a
+cancellation. So for the length of an exchange a ``ReplyReader`` takes the
+connection's transport over (``transport.set_protocol``, public asyncio API),
+keeps every byte, hands replies out in order, and passes connection events on
+to aiosmtplib's protocol, which gets the transport back afterwards.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
 from mailer.content.message import Envelope
+from mailer.transports.smtp.dialogue import log_reply, log_written
 
 CRLF = b"\r\n"
 # Lone CR or LF become CRLF on the wire, as aiosmtplib's data() does.
@@ -48,14 +51,16 @@ MAX_LINE_LENGTH = 8192
 MAX_REPLY_LENGTH = 4 * MAX_LINE_LENGTH
 
 
-def wire_content(content: bytes) -> bytes:
+def wire_content(content: bytes, after: bytes = b"") -> bytes:
     """Return the message content as sent after DATA: CRLF, dot-stuffed, ``.`` line.
 
     Args:
         content: The serialised message.
+        after: Commands written in the same write (the next envelope).
 
     Returns:
-        The bytes to write after the 354 reply, ending with ``CRLF.CRLF``.
+        The bytes to write after the 354 reply, ending with ``CRLF.CRLF``
+        (and ``after``).
     """
     crlf = content.count(CRLF)
     if content.count(b"\r") == crlf == content.count(b"\n"):
@@ -68,7 +73,11 @@ def wire_content(content: bytes) -> bytes:
     # with CRLF line ends, such a line follows "\n" or opens the content.
     if normal.startswith(b"."):
         normal = b"." + normal
-    return normal.replace(b"\n.", b"\n..") + b".\r\n"
+    if b"\n." in normal:
+        normal = normal.replace(b"\n.", b"\n..")
+    # One copy of the content, not three: with attachments it is megabytes,
+    # and every message in flight holds its copies at once.
+    return b"".join((normal, b".\r\n", after))
 
 
 def envelope_commands(envelope: Envelope, options: list[str], encoding: str) -> bytes:
@@ -97,10 +106,12 @@ def envelope_commands(envelope: Envelope, options: list[str], encoding: str) -> 
 
 @dataclass(frozen=True, slots=True)
 class EnvelopeReplies:
-    """The replies to one pipelined ``MAIL``, ``RCPT``... and ``DATA`` group.
+    """The replies to one ``MAIL``, ``RCPT``... and ``DATA`` group.
 
     Reading stops at a 421 (the server is closing and will answer nothing
-    more): the replies after it are missing, ``data`` is then None.
+    more): the replies after it are missing, ``data`` is then None. Sent one
+    command at a time, the group also stops after a refused MAIL (no ``rcpts``)
+    or when every recipient was refused (no ``data``).
     """
 
     mail: SMTPResponse
@@ -236,6 +247,7 @@ class PipelinedSession:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         self._transport: asyncio.Transport = transport
         self._inner: asyncio.Protocol = protocol
+        self._smtp = smtp
         self._timeout = timeout
         self._reader = ReplyReader(protocol)
 
@@ -256,6 +268,7 @@ class PipelinedSession:
         """
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        log_written(self._smtp, data)  # -v: the dialogue, when shown
         self._transport.write(data)
 
     async def read_reply(self, deadline: float) -> SMTPResponse:
@@ -266,11 +279,15 @@ class PipelinedSession:
                 stops after ``timeout``, whichever comes first.
         """
         until = asyncio.get_running_loop().time() + self._timeout
-        return await self._reader.read(min(until, deadline))
+        reply = await self._reader.read(min(until, deadline))
+        log_reply(self._smtp, reply)
+        return reply
 
     async def read_final_reply(self, deadline: float) -> SMTPResponse:
         """Return the reply to a message's content, waiting until ``deadline``."""
-        return await self._reader.read(deadline)
+        reply = await self._reader.read(deadline)
+        log_reply(self._smtp, reply)
+        return reply
 
     async def read_envelope_replies(
         self, recipients: int, deadline: float
@@ -284,4 +301,33 @@ class PipelinedSession:
             rcpts.append(await self.read_reply(deadline))
             if rcpts[-1].code == CODE_CLOSING:
                 return EnvelopeReplies(mail, tuple(rcpts), None)
+        return EnvelopeReplies(mail, tuple(rcpts), await self.read_reply(deadline))
+
+    async def send_envelope_in_turn(
+        self, group: bytes, deadline: float
+    ) -> EnvelopeReplies:
+        """Send MAIL, each RCPT and DATA one at a time, each after the last reply.
+
+        For a server without PIPELINING. It stops early as a client must: no
+        RCPT after a refused MAIL, no DATA when every recipient was refused,
+        nothing after a 421.
+
+        Args:
+            group: The commands, as ``envelope_commands`` makes them.
+            deadline: The transaction's deadline (loop time).
+        """
+        mail_line, *rcpt_lines, data_line = group.split(CRLF)[:-1]
+        self.write(mail_line + CRLF)
+        mail = await self.read_reply(deadline)
+        if mail.code != CODE_OK:
+            return EnvelopeReplies(mail, (), None)
+        rcpts: list[SMTPResponse] = []
+        for line in rcpt_lines:
+            self.write(line + CRLF)
+            rcpts.append(await self.read_reply(deadline))
+            if rcpts[-1].code == CODE_CLOSING:
+                return EnvelopeReplies(mail, tuple(rcpts), None)
+        if not any(r.code in (CODE_OK, CODE_WILL_FORWARD) for r in rcpts):
+            return EnvelopeReplies(mail, tuple(rcpts), None)
+        self.write(data_line + CRLF)
         return EnvelopeReplies(mail, tuple(rcpts), await self.read_reply(deadline))

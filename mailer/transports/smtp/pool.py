@@ -93,22 +93,32 @@ class ConnectionPool:
             self._message_timeout,
         )
         task = asyncio.get_running_loop().create_task(lane.run())
+        lane.task = task
         self._lanes[task] = lane
         task.add_done_callback(self._lane_ended)
+        if self.is_closed:
+            lane.close_soon()
 
     def _lane_ended(self, task: asyncio.Task[None]) -> None:
-        del self._lanes[task]
+        lane = self._lanes.pop(task)
         if task.cancelled():
-            return  # the event loop is shutting down
-        error = task.exception()
-        if error is not None:
+            if not lane.is_cut_short:
+                return  # the event loop is shutting down
+        elif (error := task.exception()) is not None:
             logger.error("a connection lane stopped", exc_info=error)
-            # Its transactions were failed; queued work must not wait forever.
-            if len(self._queue) and not self.is_closed:
-                self._start_lane()
+        # Its own transactions were settled; work still queued must not wait
+        # forever (aclose waits for this lane too).
+        if self._queue.has_live_work():
+            self._start_lane()
 
     async def aclose(self) -> None:
-        """Finish queued work, QUIT every connection and stop the lanes."""
+        """Finish queued work, QUIT every connection and stop the lanes.
+
+        Work whose senders gave up (their tasks were cancelled) is not waited
+        for: the lanes holding only such work stop at once.
+        """
         self._queue.close()
-        if self._lanes:
+        for lane in list(self._lanes.values()):
+            lane.close_soon()
+        while self._lanes:
             await asyncio.gather(*self._lanes, return_exceptions=True)

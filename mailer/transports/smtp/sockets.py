@@ -50,7 +50,9 @@ async def open_socket(host: str, port: int, *, limit: float) -> socket.socket:
                     return sock
     except TimeoutError:
         raise DeliveryTimeoutError(
-            f"timed out connecting to {server}", transient=True
+            f"timed out connecting to {server} within {limit:g} s "
+            "(MAILER_CONNECT_TIMEOUT)",
+            transient=True,
         ) from None
     except OSError as exc:  # name resolution failed
         raise ConnectError(

@@ -28,7 +28,8 @@ import aiosmtplib
 
 from mailer.config.dsn import TLSMode
 from mailer.config.settings import MailerSettings
-from mailer.exceptions import TLSError
+from mailer.exceptions import DeliveryTimeoutError, TLSError
+from mailer.transports.smtp.greeting import greet, greeted_with_helo
 
 logger = logging.getLogger("mailer.tls")
 
@@ -118,6 +119,20 @@ def is_encrypted(smtp: aiosmtplib.SMTP) -> bool:
     return smtp.is_connected and smtp.get_transport_info("ssl_object") is not None
 
 
+def no_starttls_message(smtp: aiosmtplib.SMTP, server: str) -> str:
+    """Return why a required STARTTLS cannot happen, and which setting to change."""
+    if greeted_with_helo(smtp):
+        why = f"{server} refused EHLO and answered HELO, so it offers no STARTTLS"
+    else:
+        why = f"{server} does not offer STARTTLS (its EHLO reply lists no STARTTLS)"
+    return (
+        f"{why}, which MAILER_SMTP_TLS=starttls requires; nothing was sent. Set "
+        "MAILER_SMTP_TLS=none for a server without TLS (such as `mailer inbox`), "
+        "or MAILER_SMTP_TLS=tls if it expects TLS from the first byte (usually "
+        "port 465)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TLSPolicy:
     """How one server's connections are secured, read from the settings.
@@ -169,37 +184,43 @@ class TLSPolicy:
         smtp: aiosmtplib.SMTP,
         *,
         server: str,
-        sock: socket.socket | None = None,
-        greeting_timeout: float | None = None,
+        sock: socket.socket,
+        greeting_timeout: float,
     ) -> None:
-        """Connect ``smtp`` and secure the session; no other command is sent.
+        """Connect ``smtp`` over ``sock``, greet, and secure the session.
+
+        For ``starttls`` and ``opportunistic`` the client greets (EHLO, or HELO
+        if the server refuses EHLO) and upgrades here; afterwards the caller
+        greets again (RFC 3207 4.2). No other command is sent.
 
         Args:
-            smtp: A client built with ``use_tls`` for ``tls``, ``start_tls``
-                True for ``starttls`` and False otherwise.
+            smtp: A client built with ``use_tls`` for ``tls`` and with
+                ``start_tls=False`` (the upgrade is this policy's decision).
             server: ``host:port``, for the messages.
-            sock: An already connected socket to use (aiosmtplib then owns
-                it); by default aiosmtplib connects itself.
+            sock: A connected socket (aiosmtplib then owns it). aiosmtplib
+                needs no port with it; the host name stays, for the
+                certificate check.
             greeting_timeout: Seconds for the implicit-TLS handshake and the
-                greeting; by default the client's command timeout.
+                greeting (``MAILER_GREETING_TIMEOUT``).
 
         Raises:
-            TLSError: The certificate does not match the pin, or the handshake
-                was cut off (other TLS failures are mapped by the caller).
+            DeliveryTimeoutError: No greeting (or handshake) in time.
+            TLSError: STARTTLS is required and not offered, the certificate
+                does not match the pin, or the handshake was cut off (other TLS
+                failures are mapped by the caller).
         """
         context = await self.client_context()
-        timeout = smtp.timeout if greeting_timeout is None else greeting_timeout
         try:
-            if sock is None:
-                await smtp.connect(tls_context=context, timeout=timeout)
-            else:
-                # aiosmtplib wants no port with a socket; the host name stays,
-                # for the certificate check.
-                await smtp.connect(
-                    tls_context=context, sock=sock, port=None, timeout=timeout
-                )
-            if self.mode == "opportunistic":
-                await self._upgrade_if_offered(smtp, context, server=server)
+            await smtp.connect(
+                tls_context=context, sock=sock, port=None, timeout=greeting_timeout
+            )
+        except aiosmtplib.SMTPConnectTimeoutError as exc:
+            raise DeliveryTimeoutError(
+                self._no_greeting(server, greeting_timeout), transient=True
+            ) from exc
+        try:
+            if self.mode in ("starttls", "opportunistic"):
+                await self._upgrade(smtp, context, server=server)
         except aiosmtplib.SMTPServerDisconnected as exc:
             if "upgrading transport" not in exc.message:
                 raise
@@ -218,14 +239,29 @@ class TLSPolicy:
                 )
             self._check_pin(smtp, server=server)
 
-    async def _upgrade_if_offered(
+    def _no_greeting(self, server: str, timeout: float) -> str:
+        if self.mode == "tls":
+            return (
+                f"{server} accepted the connection but completed no TLS handshake "
+                f"and greeting within {timeout:g} s (MAILER_GREETING_TIMEOUT)"
+            )
+        # A port that expects TLS from the first byte waits for our handshake
+        # while we wait for its greeting: the usual cause, so say it.
+        return (
+            f"{server} accepted the connection but sent no greeting within "
+            f"{timeout:g} s (MAILER_GREETING_TIMEOUT); if this port expects TLS "
+            "from the first byte (usually 465), set MAILER_SMTP_TLS=tls"
+        )
+
+    async def _upgrade(
         self, smtp: aiosmtplib.SMTP, context: ssl.SSLContext | None, *, server: str
     ) -> None:
-        if smtp.is_ehlo_or_helo_needed:
-            await smtp.ehlo()
+        await greet(smtp, server=server)
         if smtp.supports_extension("starttls"):
             await smtp.starttls(tls_context=context)
             return
+        if self.mode == "starttls":
+            raise TLSError(no_starttls_message(smtp, server))
         logger.warning(
             "%s does not offer STARTTLS: sending in clear "
             "(MAILER_SMTP_TLS=opportunistic)",

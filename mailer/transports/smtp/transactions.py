@@ -44,7 +44,8 @@ class Transaction:
         content: The serialised message.
         outcome: Resolves to the Delivery, or to the error that stopped it.
         phase: ``ENVELOPE`` once MAIL FROM was sent; ``DATA`` once the content
-            was written (a failure from then on may have been delivered).
+            was written (a failure from then on may have been delivered);
+            ``ANSWERED`` once a well-formed reply to the content came.
         deadline: When the transaction must have ended (event loop time), set
             as its MAIL FROM is written (``MAILER_MESSAGE_TIMEOUT`` later).
         progress: Told just before the content is written (``start_content``).
@@ -114,6 +115,10 @@ class TransactionQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def has_live_work(self) -> bool:
+        """Return whether a queued transaction still has a sender waiting for it."""
+        return any(not transaction.is_abandoned for transaction in self._items)
 
     def take_nowait(self) -> Transaction | None:
         """Return the next live transaction, or None when none is queued."""

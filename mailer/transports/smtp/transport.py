@@ -21,9 +21,10 @@ class SMTPTransport(BaseTransport):
     Messages are queued to the pool's lanes; a server offering PIPELINING gets
     the envelope commands of a message in one write, chained behind the content
     of the message before it. Each call is one attempt: it does not retry. A
-    failed transaction closes its connection (it may be out of step with the
-    server); retrying, on a fresh one, is the client's job (``mailer.retry``),
-    so that every attempt is counted and spaced by the backoff.
+    refused transaction leaves its connection in step, and it is reused; one
+    that failed otherwise (a timeout, a lost or malformed reply) closes its
+    connection. Retrying is the client's job (``mailer.delivery.retry``), so
+    that every attempt is counted and spaced by the backoff.
     """
 
     def __init__(self, settings: MailerSettings) -> None:
@@ -46,23 +47,24 @@ class SMTPTransport(BaseTransport):
         """Send one message on a pooled connection, within ``MAILER_MESSAGE_TIMEOUT``.
 
         ``progress.content_starting`` is called just before the content is
-        written (in the sequential path, before DATA), never after this call
-        was cancelled: a lane drops a transaction whose sender gave up before
-        its content.
+        written (after the server's 354), never after this call was
+        cancelled: a transaction whose sender gave up before its content is
+        dropped.
 
         Raises:
             DeliveryError: A subclass saying what failed; partial refusals are
                 returned in ``Delivery.refused`` instead. ``ambiguous`` is set
                 when the failure came once the content may have been written
-                (``Phase.DATA``) and without a reply: the server may have
-                accepted the message.
+                (``Phase.DATA``) and before a well-formed reply to it (none, or
+                a malformed or out-of-step one): the server may have accepted
+                the message.
         """
         transaction = Transaction(envelope, content, progress=progress)
         try:
             with map_smtp_errors(self.server):
                 return await self.pool.send(transaction)
         except DeliveryError as exc:
-            if transaction.phase is Phase.DATA and exc.reply is None:
+            if transaction.phase is Phase.DATA:
                 exc.ambiguous = True
             raise
 

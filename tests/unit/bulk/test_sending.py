@@ -12,6 +12,7 @@ Each test here is also an example to copy:
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from unittest.mock import AsyncMock, call, patch
 
@@ -28,10 +29,12 @@ from mailer import (
     SendStatus,
     TemplateNotFoundError,
     send_messages,
+    stream_messages,
 )
 from mailer.config.settings import MailerSettings
 from mailer.transports import MemoryTransport
 
+EXAMPLE_TEMPLATES = Path(__file__).resolve().parents[3] / "examples" / "templates"
 ANN = {"email": "ann@example.test", "name": "Ann", "customer_id": "C-1", "plan": "pro"}
 BOB = {
     "email": "bob@example.test",
@@ -274,6 +277,34 @@ async def test_messages_really_reach_the_transport(settings: MailerSettings) -> 
     assert ann.message["To"] == "Ann <ann@example.test>"
     assert ann.html is not None
     assert "<b>C-1</b>" in ann.html
+
+
+async def test_templates_dir_is_an_argument_as_for_render(
+    make_settings: Callable[..., MailerSettings], tmp_path: Path
+) -> None:
+    """send_messages and stream_messages take templates_dir, as render() does (12.17)."""
+    settings = make_settings(templates_dir=tmp_path / "elsewhere")
+    examples = EXAMPLE_TEMPLATES
+    transport = MemoryTransport()
+    real = MessageClient(settings, transport=transport)
+    with patch("mailer.bulk.sending.generate_message_client", return_value=real):
+        report = await send_messages(
+            "welcome", [ANN], settings=settings, templates_dir=examples
+        )
+        streamed = [
+            outcome
+            async for outcome in stream_messages(
+                "welcome", [BOB], settings=settings, templates_dir=str(examples)
+            )
+        ]
+    assert report.sent == 1
+    assert [line for line, _ in streamed] == [1]
+    assert [m.subject for m in transport.outbox] == [
+        "Welcome to Example Shop, Ann!",
+        "Welcome to Example Shop, Bob!",
+    ]
+    with pytest.raises(TemplateNotFoundError):
+        await send_messages("welcome", [ANN], settings=settings)
 
 
 async def test_unknown_template_fails_before_the_client_is_made(

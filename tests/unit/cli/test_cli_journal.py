@@ -22,11 +22,8 @@ runner = CliRunner()
 NO_USER = Reply(550, "5.1.1 no such user")
 
 
-@pytest.fixture(autouse=True)
-def _configured(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Configuration through the environment, as a user would set it."""
-    monkeypatch.setenv("MAILER_FROM", "Example Shop <shop@example.test>")
-    monkeypatch.setenv("MAILER_TEMPLATES_DIR", str(EXAMPLES / "templates"))
+# Configured through the environment, as a user would set it.
+pytestmark = pytest.mark.usefixtures("configured_environment")
 
 
 @pytest.fixture

@@ -26,11 +26,8 @@ CSV_LINE = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _configured(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Configuration through the environment, as a user would set it."""
-    monkeypatch.setenv("MAILER_FROM", "Example Shop <shop@example.test>")
-    monkeypatch.setenv("MAILER_TEMPLATES_DIR", str(EXAMPLES / "templates"))
+# Configured through the environment, as a user would set it.
+pytestmark = pytest.mark.usefixtures("configured_environment")
 
 
 def test_report_lines_are_on_disk_before_the_batch_ends(tmp_path: Path) -> None:

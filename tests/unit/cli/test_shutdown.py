@@ -56,3 +56,28 @@ async def test_real_signals_reach_the_handler_only_while_installed() -> None:
     assert shutdown.exit_code == 130
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+async def test_sighup_is_handled_like_sigterm() -> None:
+    """SIGHUP (a closed terminal): stop with a reason, exit code 129 (issue 11.12)."""
+    assert exit_code_for(signal.SIGHUP) == 129
+    heard: list[str] = []
+    shutdown = Shutdown(on_first=heard.append, exit_now=fake_exit)
+    with shutdown.installed():
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.wait_for(shutdown.stop.wait(), 2)
+    assert shutdown.exit_code == 129
+    assert heard == ["SIGHUP"]
+    assert shutdown.stop.reason == "interrupted (SIGHUP)"
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+
+
+async def test_a_stop_set_by_the_command_is_not_a_first_signal() -> None:
+    """The report failing sets stop; a later Ctrl-C is then a first signal, not an exit."""
+    heard: list[str] = []
+    shutdown = Shutdown(on_first=heard.append, exit_now=fake_exit)
+    shutdown.stop.set_reason("stopped: the report cannot be written")
+    shutdown.handle(signal.SIGINT)  # would raise ExitedError if taken as a second
+    assert heard == ["SIGINT"]
+    assert shutdown.exit_code == 130
+    assert shutdown.stop.reason == "stopped: the report cannot be written"

@@ -222,3 +222,73 @@ def test_env_example_documents_every_key() -> None:
             above -= 1  # keys documented together share one comment
         assert above >= 0, f"{key} has no comment"
         assert lines[above].startswith("#"), f"{key} has no comment"
+
+
+# .env values as written in the file, and what the password must be. The
+# environment holds DOTENV_TEST_X so that any ${...} expansion would show.
+LITERAL_VALUES = [
+    ("'pa${DOTENV_TEST_X}ss'", "pa${DOTENV_TEST_X}ss"),
+    ('"pa${DOTENV_TEST_X}ss"', "pa${DOTENV_TEST_X}ss"),
+    ("pa${DOTENV_TEST_X}ss", "pa${DOTENV_TEST_X}ss"),
+    ("pa$DOTENV_TEST_X", "pa$DOTENV_TEST_X"),
+    ("'$1$abc$'", "$1$abc$"),
+    ("a#b", "a#b"),
+    ("'a #b'", "a #b"),
+    ('"a #b"', "a #b"),
+    ("' spaced out '", " spaced out "),
+    ("'say \"hi\"'", 'say "hi"'),
+    ('"say \\"hi\\""', 'say "hi"'),
+    ('"it\'s"', "it's"),
+]
+
+
+@pytest.mark.parametrize(("written", "password"), LITERAL_VALUES)
+def test_dotenv_values_are_read_literally(
+    monkeypatch: pytest.MonkeyPatch, written: str, password: str
+) -> None:
+    """$, ${VAR}, #, quotes and spaces in a .env password are kept as written (no expansion)."""
+    monkeypatch.setenv("DOTENV_TEST_X", "EXPANDED")
+    write_env(
+        "MAILER_SMTP_USERNAME=user\n"
+        f"MAILER_SMTP_PASSWORD={written}\n"
+        "MAILER_FROM='Shop <shop@example.test>'\n"
+    )
+    settings = MailerSettings()
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == password
+    assert settings.from_ == "Shop <shop@example.test>"
+
+
+def test_a_dotenv_line_that_does_not_parse_names_the_line_and_key_not_the_value() -> (
+    None
+):
+    """An unreadable line is an error (it was a warning and a dropped setting), without its value."""
+    write_env(
+        "MAILER_SMTP_HOST=localhost\nMAILER_SMTP_USERNAME=u\n"
+        f"MAILER_SMTP_PASSWORD='{SECRET}''x'\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        MailerSettings()
+    text = str(caught.value)
+    assert text.startswith(".env: line 3 (MAILER_SMTP_PASSWORD) cannot be read")
+    assert "single quotes" in text
+    assert SECRET not in text
+    assert caught.value.key == "MAILER_SMTP_PASSWORD"
+
+
+def test_a_dotenv_file_that_is_not_utf8_is_one_line() -> None:
+    """A .env saved in another encoding: one line saying so."""
+    Path(".env").write_bytes("MAILER_FROM=Zo\xeb <z@example.test>\n".encode("cp1252"))
+    with pytest.raises(ConfigError, match=r"\.env: not a utf-8 text file"):
+        MailerSettings()
+
+
+def test_an_explicit_env_file_is_read_literally_too(tmp_path: Path) -> None:
+    """_env_file=PATH goes through the same literal reader."""
+    other = tmp_path / "prod.env"
+    other.write_text(
+        "MAILER_SMTP_USERNAME=u\nMAILER_SMTP_PASSWORD='x${HOME}y'\n", encoding="utf-8"
+    )
+    settings = MailerSettings(_env_file=other)
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == "x${HOME}y"

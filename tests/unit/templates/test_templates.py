@@ -27,6 +27,7 @@ def make_set(root: Path, name: str, **files: str) -> Path:
 
 @pytest.fixture
 def templates(tmp_path: Path) -> Path:
+    """A templates folder holding one set, "greet" (subject, text and HTML)."""
     root = tmp_path / "templates"
     make_set(
         root,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -11,6 +12,7 @@ from mailer.testing.server.rules import (
     AcceptAndDrop,
     HangUp,
     HangUpInData,
+    KeepThenGarbage,
     SendGarbage,
     SendReply,
     StaySilent,
@@ -261,3 +263,32 @@ def test_bad_plans_are_refused_with_a_clear_message(call, message) -> None:  # t
     """Each impossible rule raises ValueError naming the argument."""
     with pytest.raises(ValueError, match=re.escape(message)):
         call(FaultPlan())
+
+
+@pytest.mark.parametrize(
+    ("form", "check"),
+    [
+        ("garbage", lambda line: not line[:3].isdigit()),
+        ("too_long", lambda line: line.startswith("250 ") and len(line) > 8192),
+        ("no_code", lambda line: not line[:3].isdigit()),
+    ],
+)
+def test_a_malformed_final_reply_keeps_the_message_and_sends_a_bad_line(
+    form: str, check: Callable[[str], bool]
+) -> None:
+    """malformed_final_reply(form): fires after the dot with a line of that form."""
+    plan = FaultPlan()
+    rule = plan.malformed_final_reply(form, times=1)
+    assert plan.evaluate("DATA", None, 1).action is None
+    action = plan.evaluate(END_OF_DATA, None, 1).action
+    assert isinstance(action, KeepThenGarbage)
+    assert check(action.line)
+    assert plan.evaluate(END_OF_DATA, None, 1).action is None
+    assert rule.fired == 1
+    assert form in rule.description
+
+
+def test_an_unknown_malformed_reply_form_is_refused() -> None:
+    """malformed_final_reply("x") names the forms it knows."""
+    with pytest.raises(ValueError, match="form: use one of garbage, too_long"):
+        FaultPlan().malformed_final_reply("x")

@@ -112,6 +112,17 @@ def test_unknown_fields_are_refused_with_a_suggestion() -> None:
         Mail(subjet="x")
 
 
+def test_a_mail_refused_for_an_unknown_field_shows_in_pytests_traceback() -> None:
+    """The half-made Mail in the traceback's locals has a repr (12.17)."""
+    with pytest.raises(TypeError) as caught:
+        Mail(subject="Hi", subjet="x")
+    half_made = caught.traceback[-1].frame.f_locals["self"]
+    assert repr(half_made) == "Mail(subject='Hi', subjet='x')"
+    shown = str(caught.getrepr(showlocals=True))  # what pytest -l prints
+    assert "no attribute" not in shown
+    assert "Mail(subject='Hi', subjet='x')" in shown
+
+
 def test_a_miss_explains_each_differing_field() -> None:
     """misses() names every field that differs, with what was wanted and found."""
     mail = sent(RESET)

@@ -21,6 +21,7 @@ def record(subject: str, to: str = "bob@example.test", **fields: object) -> Sent
 
 @pytest.fixture
 def outbox() -> Outbox:
+    """An Outbox holding three records: one to ann, two to bob (one with a Bcc)."""
     box = Outbox()
     box.append(record("Welcome", "ann@example.test"))
     box.append(record("Reset your password", "bob@example.test"))

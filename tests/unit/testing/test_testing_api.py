@@ -21,6 +21,16 @@ def test_all_is_sorted_and_every_name_resolves() -> None:
         assert getattr(mailer.testing, name) is not None, name
 
 
+def test_the_fake_transports_are_exported_where_the_readme_says() -> None:
+    """from mailer.testing import MemoryTransport, MockTransport works (12.17)."""
+    from mailer.testing import MemoryTransport, MockTransport
+    from mailer.testing.fakes import MemoryTransport as Memory
+    from mailer.testing.fakes import MockTransport as Mock
+
+    assert (MemoryTransport, MockTransport) == (Memory, Mock)
+    assert {"MemoryTransport", "MockTransport"} <= set(mailer.testing.__all__)
+
+
 def test_an_unknown_name_is_an_attribute_error() -> None:
     """A typo fails like any module attribute."""
     with pytest.raises(AttributeError, match="no attribute 'SMTPServerTest'"):

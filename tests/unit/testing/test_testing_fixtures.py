@@ -251,8 +251,11 @@ def developer_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     """A developer's MAILER_* variables and .env, as a test run might inherit them."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("MAILER_SMTP_HOST=dotenv.example.test\n")
-    monkeypatch.setenv("MAILER_FROM", "env@example.test")
-    monkeypatch.setenv("MAILER_UNKNOWN", "x")
+    inherited = {"MAILER_FROM": "env@example.test", "MAILER_UNKNOWN": "x"}
+    for key, value in inherited.items():
+        monkeypatch.setenv(key, value)
+    # As if pytest had started with them (the plugin notes them when loaded).
+    monkeypatch.setattr("mailer.testing.plugin.INHERITED_VARIABLES", inherited)
 
 
 def test_mailer_settings_keeps_the_environment_and_dotenv_out(
@@ -264,10 +267,62 @@ def test_mailer_settings_keeps_the_environment_and_dotenv_out(
     assert settings.from_ == "sender@example.test"
     assert settings.concurrency == 2
     assert settings.smtp_host == "localhost"
-    assert not [key for key in os.environ if key.startswith("MAILER_")]
+    assert [key for key in os.environ if key.startswith("MAILER_")] == ["MAILER_FROM"]
     assert Path(".env").exists()
     code_under_test = MailerSettings()  # what generate_message_client() makes
-    assert (code_under_test.smtp_host, code_under_test.from_) == ("localhost", None)
+    assert (code_under_test.smtp_host, code_under_test.from_) == (
+        "localhost",
+        "sender@example.test",
+    )
+
+
+async def test_mail_outbox_keeps_the_environment_and_dotenv_out(
+    developer_configuration: None, mail_outbox: Outbox
+) -> None:
+    """A .env and MAILER_* variables are not read; the sender is the test default."""
+    async with generate_message_client() as client:
+        await client.send(Message(to="a@example.test", subject="s", body="b"))
+    mail = mail_outbox.one()
+    assert mail.from_ == ("sender@example.test",)
+    assert mail.envelope.mail_from == "sender@example.test"
+    assert generate_message_client().settings.smtp_host == "localhost"
+
+
+async def test_mock_send_keeps_the_environment_and_dotenv_out(
+    developer_configuration: None, mock_send: AsyncMock
+) -> None:
+    """mock_send's code under test sees the same configuration as mail_outbox's."""
+    async with generate_message_client() as client:
+        result = await client.send(Message(to="a@example.test", subject="s", body="b"))
+    assert result.is_sent
+    assert client.settings.from_ == "sender@example.test"
+    assert client.settings.smtp_host == "localhost"
+
+
+@pytest.fixture
+def suite_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conftest-style fixture that configures mailer through the environment."""
+    monkeypatch.setenv("MAILER_FROM", "Shop <shop@example.test>")
+    monkeypatch.setenv("MAILER_TEMPLATES_DIR", str(EXAMPLES / "templates"))
+
+
+async def test_a_suites_own_configuration_survives_the_doubles(
+    suite_configuration: None, mail_outbox: Outbox, mock_send: AsyncMock
+) -> None:
+    """Variables a fixture set before the doubles' fixtures are the code's settings."""
+    report = await send_messages("welcome", [ANN])
+    assert report.sent == 1
+    assert mail_outbox.one().from_ == ("shop@example.test",)
+
+
+async def test_a_sender_set_in_the_test_replaces_the_default(
+    mail_outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAILER_FROM set by the test is the sender (the default only fills a gap)."""
+    monkeypatch.setenv("MAILER_FROM", "Shop <shop@example.test>")
+    async with generate_message_client() as client:
+        await client.send(Message(to="a@example.test", subject="s", body="b"))
+    assert mail_outbox.one().from_ == ("shop@example.test",)
 
 
 def test_mailer_settings_validates_like_the_real_thing(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,17 +17,21 @@ from mailer.transports.factory import transport_from_settings
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
-def test_the_console_dsn_selects_the_console_transport() -> None:
+def test_the_console_dsn_selects_the_console_transport(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
     """console:// builds a ConsoleTransport, with no relay to connect to."""
-    settings = MailerSettings(_env_file=None, dsn="console://")
+    settings = make_settings(dsn="console://")
     assert settings.relay_mode == "console"
     assert isinstance(transport_from_settings(settings), ConsoleTransport)
 
 
-async def test_each_message_is_printed_with_its_envelope_bcc_included() -> None:
+async def test_each_message_is_printed_with_its_envelope_bcc_included(
+    make_settings: Callable[..., MailerSettings],
+) -> None:
     """The envelope (Bcc too) and the exact content are written; all accepted."""
     stream = io.StringIO()
-    settings = MailerSettings(_env_file=None, from_="shop@example.test")
+    settings = make_settings(from_="shop@example.test")
     async with MessageClient(settings, transport=ConsoleTransport(stream)) as client:
         result = await client.send(
             Message(
@@ -48,13 +53,12 @@ async def test_each_message_is_printed_with_its_envelope_bcc_included() -> None:
     assert result.accepted == ("ann@example.test", "audit@example.test")
 
 
+@pytest.mark.usefixtures("configured_environment")
 def test_mailer_send_with_the_console_dsn_prints_every_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`mailer send` with MAILER_DSN=console:// shows the batch and sends nothing."""
     monkeypatch.setenv("MAILER_DSN", "console://")
-    monkeypatch.setenv("MAILER_FROM", "Example Shop <shop@example.test>")
-    monkeypatch.setenv("MAILER_TEMPLATES_DIR", str(EXAMPLES / "templates"))
     result = CliRunner().invoke(
         app,
         ["send", "-t", "welcome", "-r", str(EXAMPLES / "recipients.csv")],

@@ -1,0 +1,162 @@
+"""Attach files to every message of a batch, or per row from a column.
+
+``--attach`` files go on every message; ``--attach-column COLUMN
+--attachments-dir DIR`` lets each row name its own (``;``-separated, relative
+to DIR). A path that leaves DIR (``..``, absolute, a symlink pointing out) or a
+missing file makes the row bad, so the batch is refused before anything is
+sent, with the row's line number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from mailer.bulk.recipients import Recipient
+from mailer.config.settings import MailerSettings
+from mailer.content.addresses import excerpt
+from mailer.content.attachments import Attachment
+from mailer.exceptions import MessageError
+
+SEPARATOR = ";"
+
+
+@lru_cache(maxsize=1024)
+def file_attachment(path: Path) -> Attachment:
+    """Return the one Attachment object for ``path`` in this process.
+
+    Every row naming the same file shares it, so the file is read and
+    encoded once for the whole batch.
+    """
+    return Attachment.from_path(path)
+
+
+@dataclass(frozen=True, slots=True)
+class RowAttachments:
+    """Which files each row's message carries.
+
+    Attributes:
+        common: Attached to every message (``--attach``).
+        column: The recipients column naming each row's own files.
+        directory: Where the column's files are; nothing outside it is read.
+    """
+
+    common: tuple[Attachment, ...] = ()
+    column: str | None = None
+    directory: Path | None = None
+    _root: Path | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.column is not None and self.directory is None:
+            raise MessageError(
+                "--attachments-dir: required with --attach-column",
+                field="--attachments-dir",
+            )
+        if self.directory is not None:
+            object.__setattr__(self, "_root", self.directory.resolve())
+
+    @classmethod
+    def from_paths(
+        cls,
+        paths: Iterable[Path],
+        *,
+        column: str | None = None,
+        directory: Path | None = None,
+    ) -> RowAttachments:
+        """Return the attachments for ``--attach`` paths (checked now) and a column.
+
+        Raises:
+            MessageError: A path is not a readable file (field ``--attach``),
+                or the directory is missing.
+        """
+        common = []
+        for path in paths:
+            if not path.is_file():
+                raise MessageError(
+                    f"--attach: {str(path)!r} is not a file", field="--attach"
+                )
+            common.append(file_attachment(path.resolve()))
+        if directory is not None and not directory.is_dir():
+            raise MessageError(
+                f"--attachments-dir: {str(directory)!r} is not a directory",
+                field="--attachments-dir",
+            )
+        return cls(tuple(common), column, directory)
+
+    def for_row(self, row: Recipient) -> tuple[Attachment, ...]:
+        """Return the files for one row: the common ones, then the row's own.
+
+        Raises:
+            MessageError: A named file escapes the directory or does not exist
+                (the field is the column).
+        """
+        if self.column is None or self._root is None:
+            return self.common
+        value = row.context.get(self.column)
+        if value is None or value == "":
+            return self.common
+        if not isinstance(value, str):
+            raise MessageError(
+                f"{self.column}: expected file names separated by "
+                f"{SEPARATOR!r}, got {type(value).__name__}",
+                field=self.column,
+            )
+        files = list(self.common)
+        for name in value.split(SEPARATOR):
+            path = self._resolve(name.strip())
+            if path is not None and file_attachment(path) not in files:
+                files.append(file_attachment(path))  # a file named twice goes once
+        return tuple(files)
+
+    def _resolve(self, name: str) -> Path | None:
+        if not name:
+            return None
+        assert self._root is not None  # noqa: S101 - checked by the caller
+        column = self.column or "attachments"
+        if (
+            PurePosixPath(name).is_absolute()
+            or PureWindowsPath(name).is_absolute()
+            or PureWindowsPath(name).drive
+            or ".." in PurePosixPath(name.replace("\\", "/")).parts
+        ):
+            raise MessageError(
+                f"{column}: {excerpt(name)} leaves the attachments directory; "
+                "name files relative to it",
+                field=column,
+            )
+        path = (self._root / name).resolve()
+        if not path.is_relative_to(self._root):
+            raise MessageError(
+                f"{column}: {excerpt(name)} points outside the attachments "
+                "directory (a symlink?)",
+                field=column,
+            )
+        if not path.is_file():
+            raise MessageError(
+                f"{column}: {excerpt(name)}: no such file in {self.directory}",
+                field=column,
+            )
+        return path
+
+
+def check_attachments_size(
+    attachments: Iterable[Attachment], settings: MailerSettings
+) -> None:
+    """Raise if the attachments alone make a message over MAILER_MAX_MESSAGE_SIZE.
+
+    Checked for every row in the check pass (the encoded size is computed,
+    nothing is encoded), so such a batch is refused before anything is sent.
+    The whole message is checked again when it is built.
+
+    Raises:
+        MessageError: Over the limit (field ``size``).
+    """
+    total = sum(attachment.encoded_size() for attachment in attachments)
+    if total > settings.max_message_size:
+        raise MessageError(
+            f"size: the attachments are {total:,} bytes once encoded, over "
+            f"MAILER_MAX_MESSAGE_SIZE={settings.max_message_size:,}",
+            field="size",
+        )
