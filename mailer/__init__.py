@@ -7,6 +7,7 @@ from mailer.bulk.identity import CheckSummary
 from mailer.bulk.recipients import DuplicateRow, InvalidRow, Recipient, RecipientFile
 from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.sending import send_messages, stream_messages
+from mailer.config.rates import RateLimit
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.attachments import Attachment
@@ -14,9 +15,11 @@ from mailer.content.message import Envelope, Message
 from mailer.content.unsubscribe import Unsubscribe
 from mailer.delivery.client import MessageClient, generate_message_client
 from mailer.delivery.control import SendRequest
+from mailer.delivery.hooks import Hooks, Refuse
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
 from mailer.delivery.state import AttemptObserver, MessageAttempts, OutgoingMessage
+from mailer.delivery.telemetry import MessageTrace, Telemetry
 from mailer.exceptions import (
     AuthenticationError,
     ConfigError,
@@ -33,6 +36,7 @@ from mailer.exceptions import (
     RecipientsChangedError,
     RecipientsFileError,
     RecipientsRefusedError,
+    RefusedByHookError,
     RejectedError,
     RelaysUnavailableError,
     SenderRefusedError,
@@ -48,6 +52,7 @@ from mailer.replies import RecipientStatus, Reply, Verdict
 from mailer.templates.sets import render
 from mailer.templates.strings import render_string
 from mailer.transports.base import Delivery
+from mailer.transports.ratelimit import LocalRateLimiter, RateLimiter
 
 # The name on the package index: "mailer" there is an unrelated 2015 project.
 DISTRIBUTION = "aiomailer"
@@ -73,23 +78,30 @@ __all__ = [
     "DuplicateRow",
     "Envelope",
     "HeaderInjectionError",
+    "Hooks",
     "InvalidAddressError",
     "InvalidRecipientsError",
     "InvalidRow",
     "JournalError",
+    "LocalRateLimiter",
     "MailerError",
     "MailerSettings",
     "Message",
     "MessageAttempts",
     "MessageClient",
     "MessageError",
+    "MessageTrace",
     "OutgoingMessage",
+    "RateLimit",
+    "RateLimiter",
     "Recipient",
     "RecipientFile",
     "RecipientStatus",
     "RecipientsChangedError",
     "RecipientsFileError",
     "RecipientsRefusedError",
+    "Refuse",
+    "RefusedByHookError",
     "RejectedError",
     "RelaysUnavailableError",
     "Reply",
@@ -101,6 +113,7 @@ __all__ = [
     "SendStatus",
     "SenderRefusedError",
     "TLSError",
+    "Telemetry",
     "TemplateError",
     "TemplateNotFoundError",
     "TemplateSyntaxError",

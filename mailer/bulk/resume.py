@@ -255,6 +255,16 @@ async def stream_with_journal(
         await journal.aclose()
 
 
+def _refused_unsent(entry: JournalEntry, result: SendResult) -> bool:
+    """Return whether ``result`` failed for good before this run tried it."""
+    return (
+        result.status is SendStatus.FAILED
+        and not result.transient
+        and result.attempts == 0
+        and entry.state is not JournalState.SENDING
+    )
+
+
 def _new_entries(
     checked: CheckedRows, rows: Iterable[Recipient | InvalidRow], dedupe: bool
 ) -> Iterator[tuple[int, int, str, str]]:
@@ -418,7 +428,17 @@ class _Walk:
             yield outcome
 
     async def finish(self, entry: JournalEntry, result: SendResult) -> SendResult:
-        """Return a message's report line; record it if the stop cut its attempt."""
+        """Return a message's report line; record it if nothing else did.
+
+        A message refused before any attempt (a before_send hook, a size
+        limit) is final, so a resume does not try it again; one whose attempt
+        the stop cut off is recorded as the summary reports it.
+        """
+        if _refused_unsent(entry, result):
+            entry.state = JournalState.FAILED
+            entry.transient = False
+            entry.error = result.error
+            await self.journal.record(entry)
         reported = reported_result(entry, result)
         if (
             reported.status is SendStatus.PENDING

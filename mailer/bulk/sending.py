@@ -37,7 +37,8 @@ from mailer.bulk.resume import stream_with_journal
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import Message
-from mailer.delivery.client import generate_message_client
+from mailer.delivery.client import MessageClient, generate_message_client
+from mailer.delivery.hooks import Hooks
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.exceptions import (
     ConfigError,
@@ -322,6 +323,7 @@ async def _outcomes(
     journal: Path | str | None,
     stop: asyncio.Event | None,
     on_resume: Callable[[ResumeCounts], None] | None,
+    hooks: Hooks | None = None,
     attachments: RowAttachments | None = None,
     on_checked: Callable[[CheckSummary], None] | None = None,
     templates_dir: Path | str | None = None,
@@ -330,6 +332,14 @@ async def _outcomes(
     settings = settings if settings is not None else MailerSettings()
     if journal is not None:
         check_journal_path(journal)  # before the check pass, which may be long
+
+    def client_factory(settings: MailerSettings) -> MessageClient:
+        # Looked up at call time: tests patch mailer.bulk.sending's name.
+        client = generate_message_client(settings)
+        if hooks is not None:
+            client.hooks.extend(hooks)
+        return client
+
     job = _Job(
         template_name,
         load_template_set(
@@ -383,7 +393,7 @@ async def _outcomes(
             checked=checked,
             rows=lambda: _rows(rows),
             render=job.render,
-            client_factory=generate_message_client,
+            client_factory=client_factory,
             settings=settings,
             dedupe=dedupe,
             stop=stop,
@@ -394,7 +404,7 @@ async def _outcomes(
         return
 
     plain = _PlainRun(job, checked, dedupe, stop)
-    async with generate_message_client(settings) as client:
+    async with client_factory(settings) as client:
         async for index, result in client.stream(plain.messages(recipients), stop=stop):
             for outcome in plain.drain():
                 yield outcome
@@ -589,6 +599,7 @@ async def stream_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
+    hooks: Hooks | None = None,
     attachments: RowAttachments | None = None,
     on_checked: Callable[[CheckSummary], None] | None = None,
     templates_dir: Path | str | None = None,
@@ -626,6 +637,8 @@ async def stream_messages(
             check pass, it ends the batch at the next row, before anything
             is sent or journaled: nothing more is yielded.
         on_resume: Called, when ``journal`` exists, with what it held.
+        hooks: Hooks to run around each send, after those the settings name
+            (see ``mailer.delivery.hooks``).
         attachments: Files for every message and per row (see
             ``RowAttachments``); a row naming a missing file is bad.
         on_checked: Called, once the check pass is over, with what it found:
@@ -663,6 +676,7 @@ async def stream_messages(
         on_resume=on_resume,
         attachments=attachments,
         on_checked=on_checked,
+        hooks=hooks,
         templates_dir=templates_dir,
         dedupe=dedupe,
     ):
@@ -681,6 +695,7 @@ async def send_messages(
     keep_results: bool = True,
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
+    hooks: Hooks | None = None,
     attachments: RowAttachments | None = None,
     templates_dir: Path | str | None = None,
     dedupe: bool = False,
@@ -718,6 +733,9 @@ async def send_messages(
             is empty.
         attachments: Files for every message and per row (see
             ``RowAttachments``); a row naming a missing file is bad.
+        hooks: Hooks to run around each send, after those the settings name:
+            a before_send hook may change or refuse each message, an
+            after_send hook sees each result (see ``mailer.delivery.hooks``).
         templates_dir: Where the template sets are; default
             ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
         dedupe: Send once per address (compared ignoring case): later rows
@@ -756,6 +774,7 @@ async def send_messages(
         journal=journal,
         stop=stop,
         on_resume=resumed,
+        hooks=hooks,
         attachments=attachments,
         templates_dir=templates_dir,
         dedupe=dedupe,

@@ -48,6 +48,7 @@ from mailer.cli.common import (
     settings_note,
 )
 from mailer.cli.dialogue import VerboseOption, showing_dialogue
+from mailer.cli.logs import LogFormat, configured_logging
 from mailer.cli.oneshot import send_one
 from mailer.cli.shutdown import Shutdown
 from mailer.config.settings import MailerSettings
@@ -107,6 +108,14 @@ def send(
         str | None,
         typer.Option("--html", metavar="HTML", help="With --to: an HTML body too."),
     ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            help="json: one JSON line per message outcome (and every other "
+            "log record) on stderr, instead of the failure lines.",
+        ),
+    ] = LogFormat.TEXT,
 ) -> None:
     """Send TEMPLATE to every recipient in the file, concurrently.
 
@@ -132,7 +141,7 @@ def send(
             )
         settings = load_settings(templates_dir, env_file, announce=verbose)
         writer = _open_report(report)
-        with showing_dialogue(verbose):
+        with showing_dialogue(verbose), configured_logging(log_format):
             code = run_command(send_one(settings, to, subject, text, html, writer))
         raise typer.Exit(code)
     if template is None or recipients is None:
@@ -152,7 +161,7 @@ def send(
     # Opened before anything is sent: a report that cannot be written stops
     # the command here, not after the first messages went out.
     writer = _open_report(report)
-    with showing_dialogue(verbose):
+    with showing_dialogue(verbose), configured_logging(log_format):
         code = run_command(
             _send(
                 template,
@@ -163,6 +172,7 @@ def send(
                 journal,
                 files,
                 show_progress=not verbose,  # -v lines and a bar would mix
+                quiet_failures=log_format is LogFormat.JSON,
                 dedupe=dedupe,
             )
         )
@@ -259,6 +269,7 @@ async def _send(
     attachments: RowAttachments | None = None,
     *,
     show_progress: bool = True,
+    quiet_failures: bool = False,
     dedupe: bool = False,
 ) -> int:
     started = time.perf_counter()
@@ -347,10 +358,12 @@ async def _send(
                     shutdown.stop.set_reason(
                         f"stopped: the report {report.path} cannot be written"
                     )
-                failed = outcome.status is SendStatus.FAILED
+                # With --log-format json each outcome is a JSON line already.
+                failed = outcome.status is SendStatus.FAILED and not quiet_failures
                 if failed and len(failures) < SHOWN_FAILURES:
                     failures.append(outcome)
-                if outcome.status is SendStatus.PENDING and first_pending is None:
+                pending = outcome.status is SendStatus.PENDING and not quiet_failures
+                if pending and first_pending is None:
                     first_pending = outcome
                 progress.advance(task)
         for row in batch.invalid_rows:
@@ -464,7 +477,7 @@ def _print_outcome(
     print_bad_rows(batch.invalid_rows, verb="skipped ")
     for result in failures:
         err.print(f"failed {', '.join(result.to)}: {result.error}", markup=False)
-    if batch.failed > len(failures):
+    if failures and batch.failed > len(failures):
         err.print(
             f"... and {batch.failed - len(failures)} more failures (see --report)"
         )

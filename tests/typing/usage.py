@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import mailer
 from mailer import (
     BatchReport,
     CheckSummary,
@@ -188,6 +190,41 @@ def use_content_features(mail: SentMail) -> Message:
         attachments=[pdf, logo],
         unsubscribe=Unsubscribe(url="https://example.test/u"),
     )
+
+
+# -- issue 17: hooks, rate limits, telemetry ---------------------------------
+
+
+def suppress(message: mailer.Message) -> mailer.Message | mailer.Refuse:
+    if message.to[0].addr_spec.endswith("@blocked.example"):
+        return mailer.Refuse("suppressed")
+    return dataclasses.replace(
+        message, headers=(*message.headers, ("X-Campaign", "spring"))
+    )
+
+
+async def record(message: mailer.Message, result: mailer.SendResult) -> None:
+    assert result.status in mailer.SendStatus
+
+
+async def use_hooks(settings: mailer.MailerSettings) -> mailer.BatchReport:
+    hooks = mailer.Hooks(before_send=[suppress], after_send=[record])
+    client = mailer.MessageClient(settings, hooks=hooks)
+    client.hooks.before_send(suppress)
+    client.hooks.after_send(lambda message, result: None)
+    try:
+        await client.send(mailer.Message(to="a@example.test", subject="s", body="b"))
+    except mailer.RefusedByHookError as exc:
+        print(exc.reason, exc.hook)  # noqa: T201 - a typed use of the attributes
+    return await mailer.send_messages("welcome", [], settings=settings, hooks=hooks)
+
+
+async def use_a_rate_limiter() -> bool:
+    limiter: mailer.RateLimiter = mailer.LocalRateLimiter(
+        mailer.RateLimit(50, 1.0, burst=5), cooldown=30, name="smtp.example.com:587"
+    )
+    await limiter.wait_ready()
+    return limiter.try_acquire()
 
 
 async def use_the_inbox_client() -> list[SentMail]:
