@@ -510,7 +510,20 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--only", type=int, choices=(3, 4, 5, 6), help="run this scenario alone"
+    )
     args = parser.parse_args()
+    if args.only is not None:
+        with tempfile.TemporaryDirectory(prefix="mailer-faults-") as name:
+            alone = {
+                3: refusal_run,
+                4: silence_run,
+                5: lambda: malformed_run(max(args.messages // 5, 200), Path(name)),
+                6: lambda: change_run(min(args.messages, 2000), Path(name)),
+            }
+            passed = await alone[args.only]()
+        return 0 if passed else 1
     with tempfile.TemporaryDirectory(prefix="mailer-faults-") as name:
         folder = Path(name)
         first = await chaos_run(args.messages, args.seed, folder)
