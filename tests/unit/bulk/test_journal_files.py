@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import pytest
 
+from mailer import MessageClient, send_messages
 from mailer.bulk import contentlog
 from mailer.bulk.contentlog import ContentLog, log_path, read_content_log
 from mailer.bulk.journal import (
@@ -18,7 +22,9 @@ from mailer.bulk.journal import (
     check_journal_path,
 )
 from mailer.bulk.status import journal_status
+from mailer.config.settings import MailerSettings
 from mailer.exceptions import JournalError
+from mailer.testing import MockTransport
 
 IDENTITY = BatchIdentity("welcome", "recipients.csv", "digest")
 ROWS = [(n, n + 1, f"user{n}@example.test", f"{n:016x}") for n in range(1, 4)]
@@ -161,3 +167,48 @@ def test_checking_a_journal_path_creates_nothing(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="does not exist"):
         check_journal_path(tmp_path / "no" / "new.journal")
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_content_log_that_cannot_be_written_sends_nothing_more(
+    tmp_path: Path, make_settings: Any
+) -> None:
+    """The note before the content fails (disk full): not sent, not lost, stopped."""
+    settings = make_settings(concurrency=1)
+    journal_path = tmp_path / "batch.journal"
+    transport = MockTransport(lambda mail: None)
+
+    def client(settings: MailerSettings) -> MessageClient:
+        return MessageClient(settings, transport=transport)
+
+    def disk_full(self: ContentLog, position: int, attempt: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    rows = [
+        {"email": f"u{n}@example.test", "name": "U", "customer_id": "1"}
+        for n in range(3)
+    ]
+    with (
+        patch("mailer.bulk.sending.generate_message_client", side_effect=client),
+        patch.object(ContentLog, "mark", disk_full),
+    ):
+        report = await send_messages(
+            "welcome",
+            rows,
+            settings=settings,
+            context={"plan": "pro"},
+            journal=journal_path,
+        )
+    assert transport.outbox == []  # the content never went
+    assert (report.sent, report.failed, report.pending, report.ambiguous) == (
+        0,
+        0,
+        3,
+        0,
+    )
+    assert "cannot write its content log: No space left on device" in str(
+        report.results[0].error
+    )
+    status = journal_status(journal_path)
+    assert status.counts[JournalState.SENT] == 0
+    assert status.ambiguous == 0
+    assert status.counts[JournalState.FAILED] == 0  # a resume sends them all
