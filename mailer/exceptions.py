@@ -16,6 +16,7 @@ The tree::
     ├── RecipientsFileError(MailerError)              .path, .line
     │   └── RecipientsChangedError                    (changed while a batch ran)
     ├── JournalError(MailerError)                     .path
+    ├── QueueError(MailerError)                       (the queue database)
     ├── RefusedByHookError(MailerError)               .reason (a before_send hook)
     └── DeliveryError(MailerError)                    .reply, .transient, .message_id,
         │                                             .ambiguous, .attempts, .relay
@@ -180,6 +181,13 @@ class JournalError(MailerError):
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class QueueError(MailerError):
+    """The mail queue cannot be used: no database, no schema, or a database error.
+
+    The message never holds ``MAILER_QUEUE_DSN`` nor its password.
+    """
 
 
 class RefusedByHookError(MailerError):

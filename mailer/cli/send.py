@@ -108,6 +108,23 @@ def send(
         str | None,
         typer.Option("--html", metavar="HTML", help="With --to: an HTML body too."),
     ] = None,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="Enqueue the batch (MAILER_QUEUE_DSN) for `mailer worker` "
+            "instead of sending it; prints the batch id.",
+        ),
+    ] = False,
+    job_size: Annotated[
+        int | None,
+        typer.Option(
+            "--job-size",
+            min=1,
+            max=10_000,
+            help="With --queue: messages per job; default MAILER_QUEUE_JOB_SIZE.",
+        ),
+    ] = None,
     log_format: Annotated[
         LogFormat,
         typer.Option(
@@ -152,6 +169,21 @@ def send(
     settings = load_settings(templates_dir, env_file, announce=verbose)
     source = open_recipients(recipients)
     files = row_attachments(attach, attach_column, attachments_dir)
+    if queue and not dry_run:
+        from mailer.cli.enqueue import enqueue
+
+        raise typer.Exit(
+            enqueue(
+                template,
+                source,
+                settings,
+                skip_invalid,
+                report,
+                journal,
+                job_size,
+                files,
+            )
+        )
     if dry_run:
         raise typer.Exit(
             run_command(

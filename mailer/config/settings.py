@@ -188,6 +188,21 @@ class MailerSettings(BaseSettings):
         10.0, ge=0, le=3600, allow_inf_nan=False, description="In-flight on Ctrl-C."
     )
 
+    # Queued sending on PostgreSQL (issue 15; see mailer/queue/).
+    queue_dsn: SecretStr | None = Field(
+        None, description="postgresql://user:pass@host:5432/db for the mail queue."
+    )
+    queue_job_size: int = Field(
+        100, ge=1, le=10_000, description="Messages per job of `send --queue`."
+    )
+    queue_heartbeat: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds between worker heartbeats; 3 missed: stalled.",
+    )
+
     # Production: rate limits, hooks, redirect, telemetry (issue 17; see
     # mailer/config/rates.py, mailer/transports/ratelimit.py, mailer/delivery/hooks.py).
     rate_limit: str | None = Field(
@@ -348,6 +363,17 @@ class MailerSettings(BaseSettings):
     def _dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             parse_dsn(value.get_secret_value())  # DSNError is a ValueError
+        return value
+
+    @field_validator("queue_dsn", mode="after")
+    @classmethod
+    def _queue_dsn_is_postgres(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value()
+            if not text.startswith(("postgresql://", "postgres://")):
+                raise ValueError("expected a postgresql://user:pass@host:port/db URL")
+            if _CONTROL.search(text):
+                raise ValueError("control characters are not allowed")
         return value
 
     @_model_validator(mode="after")

@@ -234,3 +234,35 @@ async def use_the_inbox_client() -> list[SentMail]:
     outbox.assert_nothing_sent()
     found: list[SentMail] = await inbox.wait_for(subject=Contains("Hi"), timeout=1)
     return found + inbox.wait_for_blocking(Mail(to=Addr("a@example.test")), count=1)
+
+
+async def enqueue_in_a_transaction(dsn: str, settings: MailerSettings) -> list[str]:
+    import psycopg
+
+    from mailer.queue import send_later, send_later_template
+
+    connection = await psycopg.AsyncConnection.connect(dsn)
+    async with connection, connection.transaction():
+        first: str = await send_later(
+            Message(to="b@example.test", subject="s", body="b"),
+            connection=connection,
+            settings=settings,
+        )
+        second: str = await send_later_template(
+            "welcome", to="a@example.test", context={"name": "A"}
+        )
+    return [first, second]
+
+
+async def use_the_fake_queue(settings: MailerSettings) -> list[SendResult]:
+    from mailer.queue import send_later
+    from mailer.testing import FakeQueue, QueuedMail, fake_queue
+
+    with fake_queue() as queue:
+        await send_later(Message(to="b@example.test", subject="s", body="b"))
+    assert isinstance(queue, FakeQueue)
+    queue.assert_enqueued(Mail(subject="s"), count=1)
+    queue.assert_not_enqueued(to=Addr("x@example.test"))
+    jobs: list[QueuedMail] = queue.jobs
+    assert jobs[0].message_id.startswith("<")
+    return await queue.run_jobs(settings)
