@@ -7,7 +7,7 @@ rewritten in place meanwhile, a position no longer holds the row that was
 checked. ``CheckedRows`` keeps, for each row of the check pass, its line, a
 64-bit fingerprint of its content and what it was (valid, invalid, a repeated
 address): 13 bytes a row, plus one set entry per distinct address (about 80
-bytes; 9.5 MB in all for 100,000 distinct rows). The send
+bytes; 12 MB more peak memory in all for 100,000 distinct rows). The send
 pass replays the file through it, and the first row that differs (or a row
 too many, or too few) raises ``RecipientsChangedError`` before that row is
 sent. The same fingerprint, stored in the journal, ties each journal entry to
