@@ -6,8 +6,11 @@ import contextlib
 import email.header
 import email.policy
 import email.utils
+import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.parser import BytesParser
 from functools import cached_property
@@ -82,6 +85,37 @@ def decode_address_header(raw: str) -> str:
         else:
             shown.append(f"{decoded} <{address}>")
     return ", ".join(shown)
+
+
+def leaf_parts(message: EmailMessage) -> Iterator[EmailMessage]:
+    """Yield every part that is not a container, depth first.
+
+    An attached message (``message/rfc822``) is one part, as a mail client
+    shows it: its own parts are not the outer message's attachments.
+    """
+    if message.is_multipart() and message.get_content_type() != "message/rfc822":
+        for part in message.iter_parts():
+            yield from leaf_parts(cast(EmailMessage, part))
+        return
+    yield message
+
+
+def part_bytes(part: EmailMessage) -> bytes:
+    """Return a part's content: decoded bytes, or an attached message's own bytes."""
+    if part.get_content_type() == "message/rfc822" and part.is_multipart():
+        # Parsed into a message: write it back as it came (no refolding, CRLF).
+        out = io.BytesIO()
+        generator = BytesGenerator(
+            out,
+            mangle_from_=False,
+            maxheaderlen=0,
+            policy=email.policy.compat32.clone(linesep="\r\n"),
+        )
+        for inner in cast(list[EmailMessage], part.get_payload()):
+            generator.flatten(inner)
+        return out.getvalue()
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
 
 
 def comparable_address(address: str) -> str:
@@ -253,19 +287,16 @@ class SentMail:
         are not listed.
         """
         found = []
-        for part in self.message.walk():
-            if part.is_multipart():
-                continue
+        for part in leaf_parts(self.message):
             filename = part.get_filename()
             content_id = part.get("content-id")
             if filename is None and content_id is None:
                 continue
-            payload = part.get_payload(decode=True)
             found.append(
                 SentAttachment(
                     filename=None if filename is None else as_utf8(filename),
                     content_type=part.get_content_type(),
-                    content=payload if isinstance(payload, bytes) else b"",
+                    content=part_bytes(part),
                     disposition=part.get_content_disposition(),
                     content_id=(
                         None if content_id is None else str(content_id).strip("<> ")
