@@ -62,7 +62,7 @@ def part_content(part: EmailMessage) -> bytes:
 
 def content_id(part: EmailMessage) -> str | None:
     """Return a part's Content-ID without its angle brackets."""
-    value = part.get("content-id")
+    value = records.header_value(part, "content-id")
     if value is None:
         return None
     return str(value).strip().removeprefix("<").removesuffix(">").strip() or None
@@ -75,12 +75,12 @@ def other_parts(message: EmailMessage) -> list[PartInfo]:
     for index, part in leaf_parts(message):
         if id(part) in bodies:
             continue
-        disposition = part.get_content_disposition()
+        disposition = records.part_disposition(part)
         identifier = content_id(part)
         found.append(
             PartInfo(
                 index=index,
-                filename=part.get_filename(),
+                filename=records.part_filename(part),
                 content_type=part.get_content_type(),
                 size=len(part_content(part)),
                 content_id=identifier,
