@@ -131,7 +131,7 @@ class RowAttachments:
         """
         common = []
         for path in paths:
-            if not path.is_file():
+            if not _is_file(path, field="--attach"):
                 raise MessageError(
                     f"--attach: {str(path)!r} is not a file", field="--attach"
                 )
@@ -184,19 +184,45 @@ class RowAttachments:
                 "name files relative to it",
                 field=column,
             )
-        path = (self._root / name).resolve()
+        try:
+            path = (self._root / name).resolve()
+            is_file = path.is_file()
+        except (OSError, ValueError) as exc:
+            # A NUL byte (ValueError) or a name too long for the file system
+            # (ENAMETOOLONG is not one of the errors is_file() swallows).
+            raise MessageError(
+                f"{column}: {excerpt(name)} cannot be a file name here: {_reason(exc)}",
+                field=column,
+            ) from None
         if not path.is_relative_to(self._root):
             raise MessageError(
                 f"{column}: {excerpt(name)} points outside the attachments "
                 "directory (a symlink?)",
                 field=column,
             )
-        if not path.is_file():
+        if not is_file:
             raise MessageError(
                 f"{column}: {excerpt(name)}: no such file in {self.directory}",
                 field=column,
             )
         return path
+
+
+def _reason(error: OSError | ValueError) -> str:
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    return "it holds a NUL byte" if "null" in str(error) else str(error)
+
+
+def _is_file(path: Path, *, field: str) -> bool:
+    """Return whether ``path`` is a file; raise one line for an impossible name."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError) as exc:
+        raise MessageError(
+            f"{field}: {excerpt(str(path))} cannot be a file name here: {_reason(exc)}",
+            field=field,
+        ) from None
 
 
 def check_attachments_size(
