@@ -19,6 +19,7 @@ from mailer.bulk.recipients import Recipient
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import excerpt
 from mailer.content.attachments import Attachment
+from mailer.delivery.limits import check_attachment_limits
 from mailer.exceptions import MessageError
 
 SEPARATOR = ";"
@@ -237,10 +238,4 @@ def check_attachments_size(
     Raises:
         MessageError: Over the limit (field ``size``).
     """
-    total = sum(attachment.encoded_size() for attachment in attachments)
-    if total > settings.max_message_size:
-        raise MessageError(
-            f"size: the attachments are {total:,} bytes once encoded, over "
-            f"MAILER_MAX_MESSAGE_SIZE={settings.max_message_size:,}",
-            field="size",
-        )
+    check_attachment_limits(attachments, settings)
