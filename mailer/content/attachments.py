@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import mimetypes
+import os
 import re
+import stat
 import threading
 import urllib.parse
 from collections.abc import Iterable
@@ -380,13 +382,37 @@ class Attachment:
             return self._content
         assert self._path is not None  # noqa: S101 - one of the two is set
         try:
-            return self._path.read_bytes()
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
+            # O_NONBLOCK: opening a FIFO with no writer would wait for ever.
+            descriptor = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK)
+        except (OSError, ValueError) as exc:
+            raise self._unreadable(exc) from None
+        with open(descriptor, "rb", closefd=True) as handle:
+            try:
+                self._check_regular(os.fstat(descriptor).st_mode)
+                return handle.read()
+            except OSError as exc:
+                raise self._unreadable(exc) from None
+
+    def _unreadable(self, error: OSError | ValueError) -> MessageError:
+        reason = (
+            error.strerror or type(error).__name__
+            if isinstance(error, OSError)
+            else "not a file name"
+        )
+        return MessageError(
+            f"attachment.path: cannot read {str(self._path)!r}: {reason}",
+            field="attachment.path",
+        )
+
+    def _check_regular(self, mode: int) -> None:
+        # A device or a FIFO has no size to check against the limits, and
+        # /dev/zero or /dev/urandom would be read until memory runs out.
+        if not stat.S_ISREG(mode):
             raise MessageError(
-                f"attachment.path: cannot read {str(self._path)!r}: {reason}",
+                f"attachment.path: {str(self._path)!r} is not a regular file "
+                "(a device, a pipe or a folder); attach files only",
                 field="attachment.path",
-            ) from None
+            )
 
     def size(self) -> int:
         """Return the size in bytes, before encoding (a file is not read for it).
@@ -398,13 +424,11 @@ class Attachment:
             return len(self._content)
         assert self._path is not None  # noqa: S101 - one of the two is set
         try:
-            return self._path.stat().st_size
-        except OSError as exc:
-            raise MessageError(
-                f"attachment.path: cannot read {str(self._path)!r}: "
-                f"{exc.strerror or type(exc).__name__}",
-                field="attachment.path",
-            ) from None
+            status = self._path.stat()
+        except (OSError, ValueError) as exc:
+            raise self._unreadable(exc) from None
+        self._check_regular(status.st_mode)
+        return status.st_size
 
     def encoded_size(self) -> int:
         """Return the size of the base64 body on the wire, without encoding it.
