@@ -27,6 +27,8 @@ from mailer.records import part_filename
 T = TypeVar("T")
 
 PAGE_SIZE = 50
+# Bytes of a message's source shown on its page (the .eml download has all).
+SOURCE_SHOWN = 256 * 1024
 # Inline parts and attachments are never run as documents of this origin.
 PART_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 
@@ -84,9 +86,17 @@ async def message_page(request: Request) -> Response:
         )
     mail = await store.sent_mail(mail_id)
     detail = await asyncio.to_thread(message_detail, stored, mail)
-    raw = mail.raw.decode("utf-8", "replace")
+    # The Source tab shows the start: a 20 MB attachment made a 27 MB page
+    # (base64 in a <pre>); the download link gives the whole message.
+    raw = mail.raw[:SOURCE_SHOWN].decode("utf-8", "replace")
     return state(request).render(
-        request, "message.html", mail=stored, detail=detail, raw=raw
+        request,
+        "message.html",
+        mail=stored,
+        detail=detail,
+        raw=raw,
+        source_cut=len(mail.raw) > SOURCE_SHOWN,
+        source_shown=SOURCE_SHOWN,
     )
 
 
