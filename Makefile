@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit integration clean browser screenshots
+.PHONY: demo test lint typecheck unit integration clean browser screenshots postgres-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck browser
+test: lint typecheck browser postgres-server
 	$(BIN)/pytest
 
 # The web inbox's browser tests drive Debian's Chromium. CI runs as root on
@@ -45,8 +45,23 @@ browser:
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
-integration: $(STAMP) browser
+integration: $(STAMP) browser postgres-server
 	$(BIN)/pytest -m integration
+
+# The queue's tests start a throwaway PostgreSQL (mailer/testing/postgres.py).
+# Its server binaries: Debian's, installed here if missing and we are root
+# (CI is); otherwise the pip-installable pgserver, into .venv.
+FIND_PG := $(BIN)/python -c "from mailer.testing.postgres import find_bindir; find_bindir()"
+postgres-server: $(STAMP)
+	@$(FIND_PG) 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's postgresql package for the queue's tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "installing pgserver (a PostgreSQL server on pip) for the queue's tests"; \
+	    $(BIN)/python -m pip install --quiet 'pgserver>=0.1.4,<0.2'; \
+	  fi; \
+	  $(FIND_PG); }
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

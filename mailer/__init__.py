@@ -6,6 +6,7 @@ from mailer.bulk.attachments import RowAttachments
 from mailer.bulk.recipients import InvalidRow, Recipient, RecipientFile
 from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.sending import send_messages, stream_messages
+from mailer.config.rates import RateLimit
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.attachments import Attachment
@@ -13,9 +14,11 @@ from mailer.content.message import Envelope, Message
 from mailer.content.unsubscribe import Unsubscribe
 from mailer.delivery.client import MessageClient, generate_message_client
 from mailer.delivery.control import SendRequest
+from mailer.delivery.hooks import Hooks, Refuse
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
 from mailer.delivery.state import AttemptObserver, MessageAttempts, OutgoingMessage
+from mailer.delivery.telemetry import MessageTrace, Telemetry
 from mailer.exceptions import (
     AuthenticationError,
     ConfigError,
@@ -29,7 +32,9 @@ from mailer.exceptions import (
     JournalError,
     MailerError,
     MessageError,
+    QueueError,
     RecipientsRefusedError,
+    RefusedByHookError,
     RejectedError,
     RelaysUnavailableError,
     SenderRefusedError,
@@ -45,6 +50,7 @@ from mailer.replies import RecipientStatus, Reply, Verdict
 from mailer.templates.sets import render
 from mailer.templates.strings import render_string
 from mailer.transports.base import Delivery
+from mailer.transports.ratelimit import LocalRateLimiter, RateLimiter
 
 # The name on the package index: "mailer" there is an unrelated 2015 project.
 DISTRIBUTION = "aiomailer"
@@ -68,21 +74,29 @@ __all__ = [
     "DeliveryTimeoutError",
     "Envelope",
     "HeaderInjectionError",
+    "Hooks",
     "InvalidAddressError",
     "InvalidRecipientsError",
     "InvalidRow",
     "JournalError",
+    "LocalRateLimiter",
     "MailerError",
     "MailerSettings",
     "Message",
     "MessageAttempts",
     "MessageClient",
     "MessageError",
+    "MessageTrace",
     "OutgoingMessage",
+    "QueueError",
+    "RateLimit",
+    "RateLimiter",
     "Recipient",
     "RecipientFile",
     "RecipientStatus",
     "RecipientsRefusedError",
+    "Refuse",
+    "RefusedByHookError",
     "RejectedError",
     "RelaysUnavailableError",
     "Reply",
@@ -94,6 +108,7 @@ __all__ = [
     "SendStatus",
     "SenderRefusedError",
     "TLSError",
+    "Telemetry",
     "TemplateError",
     "TemplateNotFoundError",
     "TemplateSyntaxError",

@@ -14,8 +14,10 @@ The tree::
     │   └── UnsafeTemplateError                       (sandbox rule or size limit)
     ├── InvalidRecipientsError(MailerError)           .rows
     ├── JournalError(MailerError)                     .path
+    ├── QueueError(MailerError)                       (the queue database)
+    ├── RefusedByHookError(MailerError)               .reason (a before_send hook)
     └── DeliveryError(MailerError)                    .reply, .transient, .message_id,
-        │                                             .ambiguous, .attempts
+        │                                             .ambiguous, .attempts, .relay
         ├── ConnectError(DeliveryError, ConnectionError)
         │   └── RelaysUnavailableError                .errors
         ├── DeliveryTimeoutError(DeliveryError, TimeoutError)
@@ -154,6 +156,27 @@ class JournalError(MailerError):
         self.path = path
 
 
+class QueueError(MailerError):
+    """The mail queue cannot be used: no database, no schema, or a database error.
+
+    The message never holds ``MAILER_QUEUE_DSN`` nor its password.
+    """
+
+
+class RefusedByHookError(MailerError):
+    """A ``before_send`` hook refused the message: nothing was sent, no retry.
+
+    Attributes:
+        reason: The hook's reason, as it gave it.
+        hook: The hook's name (``module.function``).
+    """
+
+    def __init__(self, reason: str, *, hook: str) -> None:
+        super().__init__(f"refused by {hook}: {reason}")
+        self.reason = reason
+        self.hook = hook
+
+
 class DeliveryError(MailerError):
     """Sending failed.
 
@@ -166,6 +189,7 @@ class DeliveryError(MailerError):
             sent and before the server's reply: the message may have been
             delivered (RFC 1047).
         attempts: How many transactions were tried before giving up.
+        relay: The relay that failed (``host:port``), when one is known.
     """
 
     def __init__(
@@ -183,6 +207,7 @@ class DeliveryError(MailerError):
         self.message_id = message_id
         self.ambiguous = ambiguous
         self.attempts = 1
+        self.relay: str | None = None
 
 
 class ConnectError(DeliveryError, ConnectionError):

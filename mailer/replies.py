@@ -150,6 +150,36 @@ def is_too_many_recipients(reply: Reply) -> bool:
     return "too many recipients" in reply.text.lower()
 
 
+# Words servers use when they refuse because the client sends too fast:
+# "4.7.0 rate limit exceeded", "Throttling failure: Maximum sending rate
+# exceeded" (SES), "4.7.28 ... unusual rate", "too many messages", "slow down".
+_RATE_WORDS = re.compile(
+    r"\brate\b|throttl|too many (?:messages|mails?|emails?|connections|requests)"
+    r"|slow down|sending limit|limit exceeded|quota",
+    re.IGNORECASE,
+)
+
+
+def is_rate_refusal(reply: Reply) -> bool:
+    """Return whether ``reply`` says the client is sending too fast.
+
+    A 421 always counts: the server is closing the session, and providers say
+    "try again later" that way when a client goes over their rate. A 451, a
+    454 or a reply with an enhanced status 4.7.x counts when its text speaks
+    of a rate, throttling, or too many messages, so that a greylisting 451
+    ("4.7.1 greylisted, try again later") does not slow the relay down.
+    """
+    if reply.code == 421:
+        return True
+    if not 400 <= reply.code < 500:
+        return False
+    status = reply.enhanced_status
+    policy = reply.code in (451, 454) or (
+        status is not None and status.startswith("4.7.")
+    )
+    return policy and _RATE_WORDS.search(reply.text) is not None
+
+
 def classify_reply(reply: Reply) -> RecipientStatus:
     """Return the status a recipient gets from the server's refusal of it.
 

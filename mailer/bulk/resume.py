@@ -248,11 +248,28 @@ async def stream_with_journal(
                     entry = settled.popleft()
                     yield entry.position, entry.line, result_from_entry(entry)
                 entry = sending.pop(index)
+                if _refused_unsent(entry, result):
+                    # Refused before any attempt (a before_send hook, a size
+                    # limit): final, so a resume does not try it again.
+                    entry.state = JournalState.FAILED
+                    entry.transient = False
+                    entry.error = result.error
+                    await journal.record(entry)
                 yield entry.position, entry.line, reported_result(entry, result)
         for entry in settled:
             yield entry.position, entry.line, result_from_entry(entry)
     finally:
         await journal.aclose()
+
+
+def _refused_unsent(entry: JournalEntry, result: SendResult) -> bool:
+    """Return whether ``result`` failed for good before this run tried it."""
+    return (
+        result.status is SendStatus.FAILED
+        and not result.transient
+        and result.attempts == 0
+        and entry.state is not JournalState.SENDING
+    )
 
 
 def _requests(

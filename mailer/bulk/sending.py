@@ -34,7 +34,8 @@ from mailer.bulk.resume import rows_digest, stream_with_journal
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import Message
-from mailer.delivery.client import generate_message_client
+from mailer.delivery.client import MessageClient, generate_message_client
+from mailer.delivery.hooks import Hooks
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.exceptions import (
     ConfigError,
@@ -285,11 +286,20 @@ async def _outcomes(
     journal: Path | str | None,
     stop: asyncio.Event | None,
     on_resume: Callable[[ResumeCounts], None] | None,
+    hooks: Hooks | None = None,
     attachments: RowAttachments | None = None,
     on_checked: Callable[[int], None] | None = None,
     templates_dir: Path | str | None = None,
 ) -> AsyncIterator[_Outcome]:
     settings = settings if settings is not None else MailerSettings()
+
+    def client_factory(settings: MailerSettings) -> MessageClient:
+        # Looked up at call time: tests patch mailer.bulk.sending's name.
+        client = generate_message_client(settings)
+        if hooks is not None:
+            client.hooks.extend(hooks)
+        return client
+
     job = _Job(
         template_name,
         load_template_set(
@@ -343,7 +353,7 @@ async def _outcomes(
             fingerprint=digest,
             rows=lambda: enumerate(_rows(rows), start=1),
             render=job.render,
-            client_factory=generate_message_client,
+            client_factory=client_factory,
             settings=settings,
             stop=stop,
             on_resume=on_resume,
@@ -402,7 +412,7 @@ async def _outcomes(
     else:
         rest_sync = _rows(recipients)
         messages = from_sync(rest_sync)
-    async with generate_message_client(settings) as client:
+    async with client_factory(settings) as client:
         async for index, result in client.stream(messages, stop=stop):
             while found:
                 bad = found.popleft()
@@ -463,6 +473,7 @@ async def stream_messages(
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
+    hooks: Hooks | None = None,
     attachments: RowAttachments | None = None,
     on_checked: Callable[[int], None] | None = None,
     templates_dir: Path | str | None = None,
@@ -496,6 +507,8 @@ async def stream_messages(
             check pass, it ends the batch at the next row, before anything
             is sent or journaled: nothing more is yielded.
         on_resume: Called, when ``journal`` exists, with what it held.
+        hooks: Hooks to run around each send, after those the settings name
+            (see ``mailer.delivery.hooks``).
         attachments: Files for every message and per row (see
             ``RowAttachments``); a row naming a missing file is bad.
         on_checked: Called, once the check pass is over, with the number of
@@ -528,6 +541,7 @@ async def stream_messages(
         on_resume=on_resume,
         attachments=attachments,
         on_checked=on_checked,
+        hooks=hooks,
         templates_dir=templates_dir,
     ):
         yield outcome.line, outcome.result
@@ -545,6 +559,7 @@ async def send_messages(
     keep_results: bool = True,
     journal: Path | str | None = None,
     stop: asyncio.Event | None = None,
+    hooks: Hooks | None = None,
     attachments: RowAttachments | None = None,
     templates_dir: Path | str | None = None,
 ) -> BatchReport:
@@ -580,6 +595,9 @@ async def send_messages(
             is empty.
         attachments: Files for every message and per row (see
             ``RowAttachments``); a row naming a missing file is bad.
+        hooks: Hooks to run around each send, after those the settings name:
+            a before_send hook may change or refuse each message, an
+            after_send hook sees each result (see ``mailer.delivery.hooks``).
         templates_dir: Where the template sets are; default
             ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
 
@@ -611,6 +629,7 @@ async def send_messages(
         journal=journal,
         stop=stop,
         on_resume=resumed,
+        hooks=hooks,
         attachments=attachments,
         templates_dir=templates_dir,
     ):

@@ -10,6 +10,8 @@ import typer
 
 from mailer import __version__
 from mailer.cli import demo, dkim, inbox, preview, send, status
+from mailer.cli import queue as queue_commands
+from mailer.cli import worker as worker_command
 from mailer.cli.common import SOURCE, QuietWhenGone
 
 app = typer.Typer(
@@ -25,12 +27,22 @@ app = typer.Typer(
 app.command(short_help="Send a template to every row of a file, or one message.")(
     send.send
 )
-app.command(short_help="Show what a journal says about its batch.")(status.status)
+app.command(
+    short_help="Show what a journal, a queued batch or the queue says about it."
+)(status.status)
 app.command(short_help="Print one rendered message; send nothing.")(preview.preview)
 app.command(short_help="Send the examples through an inbox of its own.")(demo.demo)
 app.command(short_help="Run a local SMTP inbox for development.")(inbox.inbox)
 app.add_typer(
     dkim.app, name="dkim", short_help="Make a DKIM key pair and its DNS record."
+)
+app.command(short_help="Deliver queued mail until SIGTERM or Ctrl-C.")(
+    worker_command.worker
+)
+app.add_typer(
+    queue_commands.queue_app,
+    name="queue",
+    short_help="Create or migrate the mail queue's tables in PostgreSQL.",
 )
 
 

@@ -46,6 +46,7 @@ from mailer.cli.common import (
     settings_note,
 )
 from mailer.cli.dialogue import VerboseOption, showing_dialogue
+from mailer.cli.logs import LogFormat, configured_logging
 from mailer.cli.oneshot import send_one
 from mailer.cli.shutdown import Shutdown
 from mailer.config.settings import MailerSettings
@@ -104,6 +105,31 @@ def send(
         str | None,
         typer.Option("--html", metavar="HTML", help="With --to: an HTML body too."),
     ] = None,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="Enqueue the batch (MAILER_QUEUE_DSN) for `mailer worker` "
+            "instead of sending it; prints the batch id.",
+        ),
+    ] = False,
+    job_size: Annotated[
+        int | None,
+        typer.Option(
+            "--job-size",
+            min=1,
+            max=10_000,
+            help="With --queue: messages per job; default MAILER_QUEUE_JOB_SIZE.",
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            help="json: one JSON line per message outcome (and every other "
+            "log record) on stderr, instead of the failure lines.",
+        ),
+    ] = LogFormat.TEXT,
 ) -> None:
     """Send TEMPLATE to every recipient in the file, concurrently.
 
@@ -127,7 +153,7 @@ def send(
             )
         settings = load_settings(templates_dir, env_file, announce=verbose)
         writer = _open_report(report)
-        with showing_dialogue(verbose):
+        with showing_dialogue(verbose), configured_logging(log_format):
             code = run_command(send_one(settings, to, subject, text, html, writer))
         raise typer.Exit(code)
     if template is None or recipients is None:
@@ -138,6 +164,21 @@ def send(
     settings = load_settings(templates_dir, env_file, announce=verbose)
     source = open_recipients(recipients)
     files = row_attachments(attach, attach_column, attachments_dir)
+    if queue and not dry_run:
+        from mailer.cli.enqueue import enqueue
+
+        raise typer.Exit(
+            enqueue(
+                template,
+                source,
+                settings,
+                skip_invalid,
+                report,
+                journal,
+                job_size,
+                files,
+            )
+        )
     if dry_run:
         raise typer.Exit(
             run_command(_dry_run(template, source, settings, skip_invalid, files))
@@ -145,7 +186,7 @@ def send(
     # Opened before anything is sent: a report that cannot be written stops
     # the command here, not after the first messages went out.
     writer = _open_report(report)
-    with showing_dialogue(verbose):
+    with showing_dialogue(verbose), configured_logging(log_format):
         code = run_command(
             _send(
                 template,
@@ -156,6 +197,7 @@ def send(
                 journal,
                 files,
                 show_progress=not verbose,  # -v lines and a bar would mix
+                quiet_failures=log_format is LogFormat.JSON,
             )
         )
     raise typer.Exit(code)
@@ -241,6 +283,7 @@ async def _send(
     attachments: RowAttachments | None = None,
     *,
     show_progress: bool = True,
+    quiet_failures: bool = False,
 ) -> int:
     started = time.perf_counter()
     progress = Progress(
@@ -317,10 +360,12 @@ async def _send(
                     shutdown.stop.set_reason(
                         f"stopped: the report {report.path} cannot be written"
                     )
-                failed = outcome.status is SendStatus.FAILED
+                # With --log-format json each outcome is a JSON line already.
+                failed = outcome.status is SendStatus.FAILED and not quiet_failures
                 if failed and len(failures) < SHOWN_FAILURES:
                     failures.append(outcome)
-                if outcome.status is SendStatus.PENDING and first_pending is None:
+                pending = outcome.status is SendStatus.PENDING and not quiet_failures
+                if pending and first_pending is None:
                     first_pending = outcome
                 progress.advance(task)
         for row in batch.invalid_rows:
@@ -434,7 +479,7 @@ def _print_outcome(
     print_bad_rows(batch.invalid_rows, verb="skipped ")
     for result in failures:
         err.print(f"failed {', '.join(result.to)}: {result.error}", markup=False)
-    if batch.failed > len(failures):
+    if failures and batch.failed > len(failures):
         err.print(
             f"... and {batch.failed - len(failures)} more failures (see --report)"
         )

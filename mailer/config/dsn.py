@@ -10,7 +10,8 @@ Grammar::
 
 Options: ``tls`` (none, opportunistic, starttls, tls), ``timeout`` (seconds
 per SMTP command), ``ca_file`` and ``local_hostname``, as the ``MAILER_SMTP_*``
-keys of the same names. The user name and password are percent-decoded: a
+keys of the same names, and ``rate`` (this relay's ``MAILER_RATE_LIMIT``:
+``?rate=50/s+burst=10``). The user name and password are percent-decoded: a
 character that would end the user-info part of a URL (``/ ? # @``) and ``%``
 itself must be written percent-encoded (``%2F %3F %23 %40 %25``).
 
@@ -39,6 +40,7 @@ OPTIONS = {
     "timeout": "timeout",
     "ca_file": "smtp_ca_file",
     "local_hostname": "smtp_local_hostname",
+    "rate": "rate_limit",  # 100/s, 600/min, 5000/h [burst=N] (config/rates.py)
 }
 
 # For development: messages are printed, never sent (no host, no options).

@@ -26,6 +26,7 @@ from pydantic_settings import (
 
 from mailer.config.dsn import OPTIONS, Relay, RelayMode, TLSMode, parse_dsn
 from mailer.config.envfile import LiteralDotEnvSource, env_file_paths, read_env_file
+from mailer.config.rates import RateLimit, parse_rate_limit
 from mailer.content.addresses import Address
 from mailer.exceptions import ConfigError, MailerError
 
@@ -49,6 +50,9 @@ _DSN_FIELDS = (
 )
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOOK_NAME = re.compile(
+    r"(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<attribute>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)"
+)
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _HOSTNAME = re.compile(
     r"(?i)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?"
@@ -184,6 +188,47 @@ class MailerSettings(BaseSettings):
         10.0, ge=0, le=3600, allow_inf_nan=False, description="In-flight on Ctrl-C."
     )
 
+    # Queued sending on PostgreSQL (issue 15; see mailer/queue/).
+    queue_dsn: SecretStr | None = Field(
+        None, description="postgresql://user:pass@host:5432/db for the mail queue."
+    )
+    queue_job_size: int = Field(
+        100, ge=1, le=10_000, description="Messages per job of `send --queue`."
+    )
+    queue_heartbeat: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds between worker heartbeats; 3 missed: stalled.",
+    )
+
+    # Production: rate limits, hooks, redirect, telemetry (issue 17; see
+    # mailer/config/rates.py, mailer/transports/ratelimit.py, mailer/delivery/hooks.py).
+    rate_limit: str | None = Field(
+        None, description="Transactions per relay: 100/s, 600/min, 5000/h [burst=N]."
+    )
+    rate_cooldown: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="Seconds a rate refusal (421, 4.7.x) slows its relay.",
+    )
+    before_send: str | None = Field(
+        None,
+        description="Hooks run before each send: module:function, comma-separated.",
+    )
+    after_send: str | None = Field(
+        None, description="Hooks told each final result: module:function, ..."
+    )
+    redirect_to: str | None = Field(
+        None, description="Staging: send every message to this address instead."
+    )
+    otel: Literal["auto", "on", "off"] = Field(
+        "auto", description="OpenTelemetry spans and metrics (the [otel] extra)."
+    )
+
     # DKIM signing (issue 13; see mailer/content/dkim.py).
     dkim_domain: str | None = Field(
         None, description="Signing domain (d=); aligned with the From domain."
@@ -287,11 +332,48 @@ class MailerSettings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
+    @field_validator("rate_limit", mode="after")
+    @classmethod
+    def _is_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate_limit(value)  # a ValueError names the expected form
+        return value
+
+    @field_validator("before_send", "after_send", mode="after")
+    @classmethod
+    def _are_hook_names(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_hook_names(value)
+        return value
+
+    @field_validator("redirect_to", mode="after")
+    @classmethod
+    def _is_redirect_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                Address.parse(value, field="MAILER_REDIRECT_TO")
+            except MailerError as exc:
+                raise ValueError(
+                    str(exc).removeprefix("MAILER_REDIRECT_TO: ")
+                ) from None
+        return value
+
     @field_validator("dsn", mode="after")
     @classmethod
     def _dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             parse_dsn(value.get_secret_value())  # DSNError is a ValueError
+        return value
+
+    @field_validator("queue_dsn", mode="after")
+    @classmethod
+    def _queue_dsn_is_postgres(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value()
+            if not text.startswith(("postgresql://", "postgres://")):
+                raise ValueError("expected a postgresql://user:pass@host:port/db URL")
+            if _CONTROL.search(text):
+                raise ValueError("control characters are not allowed")
         return value
 
     @_model_validator(mode="after")
@@ -453,11 +535,41 @@ class MailerSettings(BaseSettings):
         return self._relay_mode
 
     @property
+    def rate(self) -> RateLimit | None:
+        """Return ``MAILER_RATE_LIMIT`` (or the relay's ``?rate=``), parsed."""
+        return None if self.rate_limit is None else parse_rate_limit(self.rate_limit)
+
+    @property
+    def redirect_address(self) -> Address | None:
+        """Return ``MAILER_REDIRECT_TO`` as an Address, if it is set."""
+        if self.redirect_to is None:
+            return None
+        return Address.parse(self.redirect_to, field="MAILER_REDIRECT_TO")
+
+    @property
     def default_sender(self) -> Address | None:
         """Return ``MAILER_FROM`` as an Address, if it is set."""
         if self.from_ is None:
             return None
         return Address.parse(self.from_, field="MAILER_FROM")
+
+
+def parse_hook_names(value: str) -> tuple[tuple[str, str], ...]:
+    """Split ``pkg.module:function, other:hook`` into (module, attribute) pairs.
+
+    Raises:
+        ValueError: An entry is not ``module:function`` (dotted names).
+    """
+    names = []
+    for entry in value.split(","):
+        match = _HOOK_NAME.fullmatch(entry.strip())
+        if match is None:
+            raise ValueError(
+                "expected module:function entries (importable dotted names), "
+                "comma-separated"
+            )
+        names.append((match["module"], match["attribute"]))
+    return tuple(names)
 
 
 def parse_fingerprints(value: str) -> frozenset[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -24,14 +25,27 @@ from mailer.delivery.control import (
     BatchControl,
     SendControl,
     SendRequest,
+    as_request,
     fatal_reason,
 )
+from mailer.delivery.hooks import Hooks
 from mailer.delivery.limits import check_attachment_limits, check_message_limits
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
 from mailer.delivery.state import AttemptObserver, MessageAttempts, OutgoingMessage
-from mailer.exceptions import ConfigError, DeliveryError, MailerError
-from mailer.replies import Verdict, classify_reply
+from mailer.delivery.telemetry import (
+    MessageTrace,
+    Telemetry,
+    log_outcome,
+    telemetry_from_settings,
+)
+from mailer.exceptions import (
+    ConfigError,
+    DeliveryError,
+    MailerError,
+    RefusedByHookError,
+)
+from mailer.replies import Reply, Verdict, classify_reply
 from mailer.transports.base import AsyncCloseable, Delivery, Transport
 from mailer.transports.factory import transport_from_settings
 
@@ -52,10 +66,22 @@ class MessageClient(AsyncCloseable):
         async with MessageClient(settings) as client:
             result = await client.send(message)
 
+    Hooks run around each send (``client.hooks.before_send(fn)``, see
+    ``mailer.delivery.hooks``), and each final result is logged as one
+    structured record (``mailer.delivery.telemetry``).
+
     Args:
         settings: Where and how to send; default ``MailerSettings()``.
         transport: What delivers the bytes; default an SMTPTransport built from
             ``settings``. Pass a MemoryTransport or MockTransport in tests.
+        hooks: Hooks to register after those the settings name
+            (``MAILER_BEFORE_SEND``, ``MAILER_AFTER_SEND``, ``MAILER_REDIRECT_TO``).
+        telemetry: Traces and counts messages; default OpenTelemetry when
+            ``MAILER_OTEL`` asks for it and it is installed, else nothing.
+
+    Raises:
+        ConfigError: A hook named in the settings cannot be imported, or
+            ``MAILER_OTEL=on`` without the ``[otel]`` extra.
     """
 
     def __init__(
@@ -64,8 +90,18 @@ class MessageClient(AsyncCloseable):
         /,
         *,
         transport: Transport | None = None,
+        hooks: Hooks | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings if settings is not None else MailerSettings()
+        self.hooks = Hooks.from_settings(self.settings)
+        if hooks is not None:
+            self.hooks.extend(hooks)
+        self.telemetry = (
+            telemetry
+            if telemetry is not None
+            else telemetry_from_settings(self.settings)
+        )
         self.transport: Transport = (
             transport
             if transport is not None
@@ -176,26 +212,64 @@ class MessageClient(AsyncCloseable):
         return await self._send_one(request, _ALONE)
 
     async def _send_one(self, request: SendRequest, control: SendControl) -> SendResult:
-        """Send one message under ``control`` (a batch's, or the null one)."""
-        outgoing = self.prepare(
-            request.message, message_id=request.message_id, date=request.date
-        )
-        attempts = MessageAttempts(outgoing, request.recipients)
+        """Send one message under ``control`` (a batch's, or the null one).
+
+        The before hooks run first; the after hooks and the telemetry see the
+        final result, whatever it is (also when it is raised).
+        """
+        started = time.monotonic()
+        message = request.message
+        trace = self.telemetry.start(message) if self.telemetry is not None else None
+        attempts: MessageAttempts | None = None
         try:
-            return await self._send_attempts(attempts, request.observer, control)
-        except asyncio.CancelledError:
-            if not control.abandoning:
-                raise
-            # Shutdown grace is over: report what is known, nothing is lost.
-            return attempts.abandoned_result()
+            if self.hooks.changes_messages:
+                message = await self.hooks.run_before(message)
+            outgoing = self.prepare(
+                message, message_id=request.message_id, date=request.date
+            )
+            attempts = MessageAttempts(
+                outgoing, _kept_recipients(request, outgoing, message)
+            )
+            try:
+                result = await self._send_attempts(
+                    attempts, request.observer, control, trace
+                )
+            except asyncio.CancelledError:
+                if not control.abandoning:
+                    raise
+                # Shutdown grace is over: report what is known, nothing is lost.
+                result = attempts.abandoned_result()
+        except Exception as exc:
+            failed = failed_result(message, exc)
+            await self._finished(message, failed, attempts, trace, started)
+            raise
+        await self._finished(message, result, attempts, trace, started)
+        return result
+
+    async def _finished(
+        self,
+        message: Message,
+        result: SendResult,
+        attempts: MessageAttempts | None,
+        trace: MessageTrace | None,
+        started: float,
+    ) -> None:
+        """Log the outcome, tell the telemetry, then the after hooks."""
+        duration = time.monotonic() - started
+        relay = attempts.relay if attempts is not None else None
+        log_outcome(message, result, relay=relay, duration=duration)
+        if trace is not None:
+            trace.finished(result, relay=relay, duration=duration)
+        if self.hooks.after:
+            await self.hooks.run_after(message, result)
 
     async def _send_attempts(
         self,
         attempts: MessageAttempts,
         observer: AttemptObserver | None,
         control: SendControl,
+        trace: MessageTrace | None = None,
     ) -> SendResult:
-        outgoing = attempts.outgoing
         while True:
             if not await control.admit(attempts):
                 return attempts.pending_result(control.reason)
@@ -205,7 +279,7 @@ class MessageClient(AsyncCloseable):
                 async with control.slot():
                     if control.is_halted:
                         return attempts.pending_result(control.reason)
-                    retry_in = await self._attempt(attempts, observer, control)
+                    retry_in = await self._attempt(attempts, observer, control, trace)
             finally:
                 control.attempt_done(attempts)
             if retry_in is None:
@@ -213,23 +287,21 @@ class MessageClient(AsyncCloseable):
             if not await control.sleep(retry_in):
                 return attempts.pending_result(control.reason)
         if attempts.any_accepted:
-            result = attempts.result()
-            logger.debug("sent %s: %s", outgoing.message_id, result.reply)
-            return result
-        error = attempts.error()
-        logger.info("not sent %s: %s", outgoing.message_id, error)
-        raise error
+            return attempts.result()
+        raise attempts.error()
 
     async def _attempt(
         self,
         attempts: MessageAttempts,
         observer: AttemptObserver | None,
         control: SendControl,
+        trace: MessageTrace | None = None,
     ) -> float | None:
         """Run one transaction; return the wait before the next one, or None."""
         if observer is not None:
             await _notify(observer.attempt_starting(attempts), control)
         attempts.begin()
+        started_ns = time.time_ns() if trace is not None else 0
         try:
             attempts.in_flight = True
             delivery = self._redacted(
@@ -242,6 +314,8 @@ class MessageClient(AsyncCloseable):
             verdict = attempts.record_error(exc, control.judge(exc))
             if verdict is Verdict.FATAL:
                 control.stop(fatal_reason(exc, self.settings))
+            if trace is not None:
+                _trace_attempt(trace, attempts, started_ns, exc.reply, exc)
         except Exception as exc:
             # A bug, not a server reply: record it so nothing is left "sending".
             self.redactor.error(exc)
@@ -252,6 +326,8 @@ class MessageClient(AsyncCloseable):
             raise
         else:
             attempts.record_delivery(delivery)
+            if trace is not None:
+                _trace_attempt(trace, attempts, started_ns, delivery.reply, None)
         # Left True when the attempt is cancelled: it may have delivered.
         attempts.in_flight = False
         retry_in = None
@@ -274,6 +350,7 @@ class MessageClient(AsyncCloseable):
                 for rcpt, reply in delivery.refused.items()
             },
             self.redactor.reply(delivery.reply),
+            delivery.relay,
         )
 
     async def send_many(
@@ -369,11 +446,30 @@ class MessageClient(AsyncCloseable):
             in_flight=in_flight or BATCH_DEPTH * self.settings.concurrency,
             grace=self.settings.shutdown_grace,
         )
-        attempt = partial(batch.run, self._send_recorded)
+        attempt = partial(self._run_in_batch, batch)
         async with batch.watching(stop):
             done_items = stream_batch(messages, attempt, max_running=batch.max_running)
             async for done in done_items:
                 yield done.index, done.result
+
+    async def _run_in_batch(self, batch: BatchControl, item: Sendable) -> SendResult:
+        """Run one message of a batch; one it never started still reaches the hooks."""
+        reached = False
+
+        async def send(request: SendRequest, control: SendControl) -> SendResult:
+            nonlocal reached
+            reached = True
+            return await self._send_recorded(request, control)
+
+        result = await batch.run(send, item)
+        if not reached:
+            # The batch had stopped before this message's turn: it ends
+            # pending, and the log and the after hooks hear of it too.
+            message = as_request(item).message
+            log_outcome(message, result, relay=None, duration=0.0)
+            if self.hooks.after:
+                await self.hooks.run_after(message, result)
+        return result
 
     async def _send_recorded(
         self, request: SendRequest, control: SendControl
@@ -408,6 +504,46 @@ _SEND = MessageClient.send
 
 # The control of a send on its own: no slots, no gate, no stop.
 _ALONE = SendControl()
+
+
+def _kept_recipients(
+    request: SendRequest, outgoing: OutgoingMessage, message: Message
+) -> tuple[str, ...] | None:
+    """Return the recipients to send to: the request's, within the final envelope.
+
+    A before hook (or the redirect) may have changed the envelope: a resend to
+    some recipients must then never reach an address the hooks took out.
+
+    Raises:
+        RefusedByHookError: The hooks took out every recipient of the resend.
+    """
+    if request.recipients is None or message is request.message:
+        return request.recipients
+    allowed = set(outgoing.envelope.rcpt_tos)
+    kept = tuple(r for r in request.recipients if r in allowed)
+    if not kept:
+        raise RefusedByHookError(
+            "the hooks took out every recipient this resend was for",
+            hook="before_send",
+        )
+    return kept
+
+
+def _trace_attempt(
+    trace: MessageTrace,
+    attempts: MessageAttempts,
+    started_ns: int,
+    reply: Reply | None,
+    error: BaseException | None,
+) -> None:
+    trace.attempt_ended(
+        started_ns=started_ns,
+        relay=attempts.relay,
+        size=len(attempts.outgoing.content),
+        reply=reply,
+        error=error,
+        deferred=len(attempts.deferred),
+    )
 
 
 async def _notify(call: Awaitable[None], control: SendControl) -> None:

@@ -85,6 +85,7 @@ class MessageAttempts:
         self.last_error: BaseException | None = None
         self.verdict: Verdict | None = None
         self.in_flight = False  # between the first SMTP command and the outcome
+        self.relay: str | None = None  # the relay of the last attempt, if known
 
     @property
     def message_id(self) -> str:
@@ -121,6 +122,7 @@ class MessageAttempts:
         self.verdict = None
         self.last_error = None
         self.last_reply = delivery.reply
+        self.relay = delivery.relay
         for recipient in delivery.accepted:
             self.statuses[recipient] = RecipientStatus.ACCEPTED
             self.replies.pop(recipient, None)
@@ -141,6 +143,7 @@ class MessageAttempts:
         verdict = classify_error(error) if verdict is None else verdict
         self.verdict = verdict
         self.last_error = error
+        self.relay = getattr(error, "relay", None)
         reply = getattr(error, "reply", None)
         if reply is not None:
             self.last_reply = reply

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     )
     from mailer.testing.inbox import InboxClient, InboxError
     from mailer.testing.mocking import SEND_TARGET, patch_send
+    from mailer.testing.queue import FakeQueue, QueuedMail, fake_queue
     from mailer.testing.server.faults import END_OF_DATA, GREETING, FaultPlan, FaultRule
     from mailer.testing.server.server import SMTPTestServer
     from mailer.testing.server.threaded import ThreadedSMTPTestServer
@@ -62,6 +63,9 @@ _LAZY = {
     "isolated_settings": "mailer.testing.config",
     "make_dkim_key": "mailer.testing.dkim",
     "verify_dkim": "mailer.testing.dkim",
+    "FakeQueue": "mailer.testing.queue",
+    "QueuedMail": "mailer.testing.queue",
+    "fake_queue": "mailer.testing.queue",
 }
 
 
@@ -82,6 +86,7 @@ __all__ = [
     "Attachment",
     "Contains",
     "DKIMSignatureInfo",
+    "FakeQueue",
     "FaultPlan",
     "FaultRule",
     "InboxClient",
@@ -94,6 +99,7 @@ __all__ = [
     "Outbox",
     "OutboxTransport",
     "Predicate",
+    "QueuedMail",
     "Regex",
     "SMTPTestServer",
     "SentAttachment",
@@ -102,6 +108,7 @@ __all__ = [
     "TLSBundle",
     "ThreadedSMTPTestServer",
     "capture_mail",
+    "fake_queue",
     "isolated_settings",
     "make_dkim_key",
     "patch_send",

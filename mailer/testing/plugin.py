@@ -6,6 +6,8 @@ at import: each fixture acts only in the tests that ask for it.
 
 - ``mail_outbox``: ``generate_message_client()`` delivers into an ``Outbox``.
 - ``mock_send``: ``MessageClient.send`` is an autospecced mock.
+- ``mail_queue``: ``send_later`` records into a FakeQueue (no database);
+  ``assert_enqueued(...)``, ``await mail_queue.run_jobs()``.
 - ``mailer_settings``: ``(**overrides) -> MailerSettings``.
 - ``smtp_server``, ``smtp_server_factory``: real SMTP servers in the test's
   loop; ``smtp_server_threaded`` for synchronous code.
@@ -36,6 +38,7 @@ from mailer.testing.mocking import patch_send
 from mailer.testing.outbox import Outbox
 
 if TYPE_CHECKING:
+    from mailer.testing.queue import FakeQueue
     from mailer.testing.server.faults import FaultPlan
     from mailer.testing.server.server import SMTPTestServer
     from mailer.testing.server.threaded import ThreadedSMTPTestServer
@@ -128,6 +131,22 @@ def mail_outbox(_mailer_test_environment: None) -> Iterator[Outbox]:
     """
     with capture_mail() as outbox:
         yield outbox
+
+
+@pytest.fixture
+def mail_queue(_mailer_test_environment: None) -> Iterator[FakeQueue]:
+    """Record what ``send_later`` enqueues in a FakeQueue instead of PostgreSQL.
+
+    ``mail_queue.assert_enqueued(Mail(...))`` checks it;
+    ``await mail_queue.run_jobs()`` sends it through
+    ``generate_message_client()`` (into ``mail_outbox`` when that fixture is
+    used too). The code under test gets the kit's configuration, as with
+    ``mail_outbox``. Restored after the test.
+    """
+    from mailer.testing.queue import fake_queue
+
+    with fake_queue() as queue:
+        yield queue
 
 
 @pytest.fixture

@@ -20,11 +20,14 @@ class Delivery:
         refused: The reply for each recipient the server refused (partial refusal
             is data, not an exception).
         reply: The server's reply to the end of DATA.
+        relay: The relay that took the message (``host:port``), when the
+            transport knows it.
     """
 
     accepted: tuple[str, ...]
     refused: Mapping[str, Reply]
     reply: Reply
+    relay: str | None = None
 
 
 class AsyncCloseable:

@@ -44,6 +44,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,7 @@ BLOCK_TIMEOUT = 120.0  # seconds; generous for a loaded 2-core machine
 # and returns the variables that reach it: Mapping[str, str].
 SERVICES: dict[str, str] = {
     "inbox": "readme_inbox",  # `mailer inbox` with its web API, in its own process
+    "postgres": "readme_postgres",  # a queue database (`mailer queue init` done)
 }
 
 PYTHON_ALIASES = frozenset({"py", "python3", "pycon", "py3", "ipython"})
@@ -236,6 +238,24 @@ def readme_inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         watchdog.cancel()
         process.terminate()
         process.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def readme_postgres(postgres: Any, _queue_template: str) -> Iterator[dict[str, str]]:
+    """A database of the session's PostgreSQL with the queue's tables, for needs=postgres.
+
+    Returns ``MAILER_QUEUE_DSN``, as a user's .env would have it.
+    """
+    import psycopg
+
+    name = f"readme_{os.getpid()}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE {_queue_template}")
+    try:
+        yield {"MAILER_QUEUE_DSN": postgres.dsn.rsplit("/", 1)[0] + f"/{name}"}
+    finally:
+        with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 # -- the rules -----------------------------------------------------------------
@@ -477,6 +497,6 @@ def test_a_need_nobody_provides_fails_and_says_where_to_add_it(
     request: pytest.FixtureRequest,
 ) -> None:
     """An unknown need is a failure naming SERVICES, never a skip."""
-    fence = Fence(1, "python", "pass\n", ("postgres",), None)
-    with pytest.raises(pytest.fail.Exception, match="needs 'postgres'.*SERVICES"):
+    fence = Fence(1, "python", "pass\n", ("redis",), None)
+    with pytest.raises(pytest.fail.Exception, match="needs 'redis'.*SERVICES"):
         services_for([fence], request)

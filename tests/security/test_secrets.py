@@ -165,8 +165,10 @@ async def test_in_process_logs_errors_results_and_reprs_never_hold_the_password(
     channels.append(("batch report", repr(report) + report.summary()))
     channels += [("result report", json.dumps([r.to_report() for r in report.results]))]
     ours = [r for r in caplog.records if not r.name.startswith(SERVER_LOGGER)]
-    assert any(r.levelno == logging.DEBUG and r.name == "mailer" for r in ours)
+    outcomes = [r for r in ours if r.name == "mailer.outcome"]
+    assert len(outcomes) == 2 + 4  # one structured record per message
     channels.append(("log records", "\n".join(r.getMessage() for r in ours)))
+    channels.append(("log record fields", "\n".join(repr(vars(r)) for r in ours)))
     channels.append(("log arguments", "\n".join(repr(r.args) for r in ours)))
     for channel, text in channels:
         assert_no_secret(text, channel)

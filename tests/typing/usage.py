@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import mailer
 from mailer import (
     BatchReport,
     InvalidRow,
@@ -176,6 +178,41 @@ def use_content_features(mail: SentMail) -> Message:
     )
 
 
+# -- issue 17: hooks, rate limits, telemetry ---------------------------------
+
+
+def suppress(message: mailer.Message) -> mailer.Message | mailer.Refuse:
+    if message.to[0].addr_spec.endswith("@blocked.example"):
+        return mailer.Refuse("suppressed")
+    return dataclasses.replace(
+        message, headers=(*message.headers, ("X-Campaign", "spring"))
+    )
+
+
+async def record(message: mailer.Message, result: mailer.SendResult) -> None:
+    assert result.status in mailer.SendStatus
+
+
+async def use_hooks(settings: mailer.MailerSettings) -> mailer.BatchReport:
+    hooks = mailer.Hooks(before_send=[suppress], after_send=[record])
+    client = mailer.MessageClient(settings, hooks=hooks)
+    client.hooks.before_send(suppress)
+    client.hooks.after_send(lambda message, result: None)
+    try:
+        await client.send(mailer.Message(to="a@example.test", subject="s", body="b"))
+    except mailer.RefusedByHookError as exc:
+        print(exc.reason, exc.hook)  # noqa: T201 - a typed use of the attributes
+    return await mailer.send_messages("welcome", [], settings=settings, hooks=hooks)
+
+
+async def use_a_rate_limiter() -> bool:
+    limiter: mailer.RateLimiter = mailer.LocalRateLimiter(
+        mailer.RateLimit(50, 1.0, burst=5), cooldown=30, name="smtp.example.com:587"
+    )
+    await limiter.wait_ready()
+    return limiter.try_acquire()
+
+
 async def use_the_inbox_client() -> list[SentMail]:
     inbox = InboxClient("http://127.0.0.1:8025", timeout=5)
     await inbox.clear()
@@ -183,3 +220,35 @@ async def use_the_inbox_client() -> list[SentMail]:
     outbox.assert_nothing_sent()
     found: list[SentMail] = await inbox.wait_for(subject=Contains("Hi"), timeout=1)
     return found + inbox.wait_for_blocking(Mail(to=Addr("a@example.test")), count=1)
+
+
+async def enqueue_in_a_transaction(dsn: str, settings: MailerSettings) -> list[str]:
+    import psycopg
+
+    from mailer.queue import send_later, send_later_template
+
+    connection = await psycopg.AsyncConnection.connect(dsn)
+    async with connection, connection.transaction():
+        first: str = await send_later(
+            Message(to="b@example.test", subject="s", body="b"),
+            connection=connection,
+            settings=settings,
+        )
+        second: str = await send_later_template(
+            "welcome", to="a@example.test", context={"name": "A"}
+        )
+    return [first, second]
+
+
+async def use_the_fake_queue(settings: MailerSettings) -> list[SendResult]:
+    from mailer.queue import send_later
+    from mailer.testing import FakeQueue, QueuedMail, fake_queue
+
+    with fake_queue() as queue:
+        await send_later(Message(to="b@example.test", subject="s", body="b"))
+    assert isinstance(queue, FakeQueue)
+    queue.assert_enqueued(Mail(subject="s"), count=1)
+    queue.assert_not_enqueued(to=Addr("x@example.test"))
+    jobs: list[QueuedMail] = queue.jobs
+    assert jobs[0].message_id.startswith("<")
+    return await queue.run_jobs(settings)

@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 
 from mailer.exceptions import UnsupportedError
+from mailer.transports.ratelimit import RateLimiter
 from mailer.transports.smtp.connection import Phase, SMTPConnection
 from mailer.transports.smtp.exchange import Ending, Exchange
 from mailer.transports.smtp.pipelining import PipelinedSession, envelope_commands
@@ -78,6 +79,7 @@ class Lane:
         limits: Reuse limits.
         timeout: Seconds to wait for each reply.
         message_timeout: Seconds for a whole transaction, final reply included.
+        gate: The relay's rate limiter: a transaction starts on its turn.
 
     Attributes:
         task: The task running ``run()``, set by the pool.
@@ -92,8 +94,11 @@ class Lane:
         limits: PoolLimits,
         timeout: float,
         message_timeout: float,
+        *,
+        gate: RateLimiter | None = None,
     ) -> None:
         self._queue = queue
+        self._gate = gate
         self._new_connection = new_connection
         self._limits = limits
         self._timeout = timeout
@@ -144,8 +149,10 @@ class Lane:
         try:
             # Checked before connecting: a bad address costs no connection.
             transaction.envelope.check_sendable()
-            connection = await self._ready_connection()
+            connection = await self._take_turn()
             raise_if_cancelled()
+            if transaction.outcome.done():
+                return  # its sender gave up while it waited for its turn
             # Local checks against the server's EHLO (SIZE, SMTPUTF8): nothing
             # is written yet, so the session stays as it was.
             options, encoding = connection.mail_options(
@@ -171,6 +178,31 @@ class Lane:
         if ending is not Ending.IN_STEP:
             connection.in_step = False
             self._close(say_quit=ending is Ending.OUT_OF_STEP)
+
+    async def _take_turn(self) -> SMTPConnection:
+        """Return a ready connection once the rate limit lets a transaction start.
+
+        The wait comes first, and the connection is checked after it (a wait
+        longer than ``max_idle`` retires it: the server may have dropped it).
+        The turn is taken only with the connection ready, right before MAIL
+        FROM, so that connecting cannot push a start past its turn and bunch
+        it up with the next ones.
+        """
+        gate = self._gate
+        while True:
+            if gate is not None and await gate.wait_ready() > self._limits.max_idle:
+                await self._retire()
+            connection = await self._ready_connection()
+            if gate is None or gate.try_acquire():
+                return connection
+
+    def _may_chain(self) -> bool:
+        """Return whether a queued transaction may start now (its turn has come).
+
+        The turn is taken only when one is queued, so that none is wasted.
+        """
+        gate = self._gate
+        return gate is None or (len(self._queue) > 0 and gate.try_acquire())
 
     def _has_room(self, connection: SMTPConnection) -> bool:
         age = time.monotonic() - connection.opened_at
@@ -229,7 +261,8 @@ class Lane:
         Returns:
             The transaction and its envelope commands, or ``(None, b"")``.
         """
-        while self._has_room(connection):
+        # Under a rate limit, the next message rides along only on its turn.
+        while self._has_room(connection) and self._may_chain():
             transaction = self._queue.take_nowait()
             if transaction is None:
                 break

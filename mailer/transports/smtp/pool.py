@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from mailer.config.settings import MailerSettings
 from mailer.transports.base import Delivery
+from mailer.transports.ratelimit import RateLimiter
 from mailer.transports.smtp.connection import SMTPConnection
 from mailer.transports.smtp.lane import Lane
 from mailer.transports.smtp.transactions import (
@@ -48,6 +49,7 @@ class ConnectionPool:
         timeout: Seconds to wait for each server reply.
         message_timeout: Seconds for a whole transaction, from MAIL FROM to
             the reply after the content.
+        gate: The relay's rate limiter: each transaction starts on its turn.
     """
 
     def __init__(
@@ -57,8 +59,10 @@ class ConnectionPool:
         *,
         timeout: float,
         message_timeout: float,
+        gate: RateLimiter | None = None,
     ) -> None:
         self._new_connection = new_connection
+        self._gate = gate
         self.limits = limits
         self._timeout = timeout
         self._message_timeout = message_timeout
@@ -91,6 +95,7 @@ class ConnectionPool:
             self.limits,
             self._timeout,
             self._message_timeout,
+            gate=self._gate,
         )
         task = asyncio.get_running_loop().create_task(lane.run())
         lane.task = task

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
+
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Envelope
-from mailer.exceptions import DeliveryError
+from mailer.exceptions import DeliveryError, RecipientsRefusedError
+from mailer.replies import Reply, is_rate_refusal
 from mailer.transports.base import BaseTransport, Delivery
+from mailer.transports.ratelimit import LocalRateLimiter, RateLimiter
 from mailer.transports.smtp.connection import Phase, SMTPConnection
 from mailer.transports.smtp.errors import map_smtp_errors
 from mailer.transports.smtp.pool import (
@@ -25,16 +30,35 @@ class SMTPTransport(BaseTransport):
     that failed otherwise (a timeout, a lost or malformed reply) closes its
     connection. Retrying is the client's job (``mailer.delivery.retry``), so
     that every attempt is counted and spaced by the backoff.
+
+    Each transaction starts only when the relay's rate limiter gives it a turn
+    (``MAILER_RATE_LIMIT``, see ``mailer.transports.ratelimit``); a refusal
+    that says the client is too fast slows the limiter down.
+
+    Args:
+        settings: The relay's settings.
+        limiter: Paces this relay's transactions; default a LocalRateLimiter
+            from ``MAILER_RATE_LIMIT`` and ``MAILER_RATE_COOLDOWN``.
     """
 
-    def __init__(self, settings: MailerSettings) -> None:
+    def __init__(
+        self, settings: MailerSettings, *, limiter: RateLimiter | None = None
+    ) -> None:
         self.settings = settings
         self.server = f"{settings.smtp_host}:{settings.port}"
+        self.limiter: RateLimiter = (
+            limiter
+            if limiter is not None
+            else LocalRateLimiter(
+                settings.rate, cooldown=settings.rate_cooldown, name=self.server
+            )
+        )
         self.pool = ConnectionPool(
             lambda: SMTPConnection(settings),
             limits_from_settings(settings),
             timeout=settings.timeout,
             message_timeout=settings.message_timeout,
+            gate=self.limiter,
         )
 
     async def deliver(self, envelope: Envelope, content: bytes, /) -> Delivery:
@@ -48,14 +72,30 @@ class SMTPTransport(BaseTransport):
                 a malformed or out-of-step one): the server may have accepted
                 the message.
         """
+        generation = self.limiter.generation
         transaction = Transaction(envelope, content)
         try:
             with map_smtp_errors(self.server):
-                return await self.pool.send(transaction)
+                delivery = await self.pool.send(transaction)
         except DeliveryError as exc:
             if transaction.phase is Phase.DATA:
                 exc.ambiguous = True
+            exc.relay = self.server
+            replies = [exc.reply] if exc.reply is not None else []
+            if isinstance(exc, RecipientsRefusedError):
+                replies += exc.refused.values()
+            await self._note_refusals(replies, generation)
             raise
+        if delivery.refused:
+            await self._note_refusals(delivery.refused.values(), generation)
+        return replace(delivery, relay=self.server)
+
+    async def _note_refusals(self, replies: Iterable[Reply], generation: int) -> None:
+        """Slow the relay down if one of ``replies`` refused for rate."""
+        for reply in replies:
+            if is_rate_refusal(reply):
+                await self.limiter.record_refusal(reply, generation=generation)
+                return
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
