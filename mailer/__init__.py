@@ -3,7 +3,8 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from mailer.bulk.attachments import RowAttachments
-from mailer.bulk.recipients import InvalidRow, Recipient, RecipientFile
+from mailer.bulk.identity import CheckSummary
+from mailer.bulk.recipients import DuplicateRow, InvalidRow, Recipient, RecipientFile
 from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.sending import send_messages, stream_messages
 from mailer.config.rates import RateLimit
@@ -38,6 +39,8 @@ from mailer.exceptions import (
     MailerError,
     MessageError,
     QueueError,
+    RecipientsChangedError,
+    RecipientsFileError,
     RecipientsRefusedError,
     RefusedByHookError,
     RejectedError,
@@ -71,12 +74,14 @@ __all__ = [
     "AttemptObserver",
     "AuthenticationError",
     "BatchReport",
+    "CheckSummary",
     "ConfigError",
     "ConnectError",
     "DataRefusedError",
     "Delivery",
     "DeliveryError",
     "DeliveryTimeoutError",
+    "DuplicateRow",
     "Envelope",
     "HeaderInjectionError",
     "Hooks",
@@ -100,6 +105,8 @@ __all__ = [
     "Recipient",
     "RecipientFile",
     "RecipientStatus",
+    "RecipientsChangedError",
+    "RecipientsFileError",
     "RecipientsRefusedError",
     "Refuse",
     "RefusedByHookError",

@@ -32,6 +32,7 @@ _NAME_SPECIALS = re.compile(r'[()<>\[\]:;@\\,"]')
 # "Display Name <addr>" (the name optional, possibly quoted).
 _NAME_ADDR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>\s*$")
 
+
 def _with_cached_domains(validate: Callable[..., Any]) -> Callable[..., Any]:
     """Return email-validator's ``validate_email`` with its domain check memoised.
 

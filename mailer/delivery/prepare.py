@@ -13,7 +13,7 @@ from mailer.config.settings import MailerSettings
 from mailer.config.signing import check_alignment, dkim_signer
 from mailer.content.message import Message
 from mailer.content.serialize import serialize_message
-from mailer.delivery.limits import check_message_limits
+from mailer.delivery.limits import check_attachment_limits, check_message_limits
 from mailer.delivery.state import OutgoingMessage
 from mailer.exceptions import ConfigError
 
@@ -59,6 +59,8 @@ class Preparer:
                 "MAILER_FROM: not set, and the message has no sender",
                 key="MAILER_FROM",
             )
+        # Before building: a file over the limit is then never read or encoded.
+        check_attachment_limits(message.attachments, self.settings)
         serialized = serialize_message(
             message, sender, message_id=message_id, date=date
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import aiosmtplib
 import pytest
@@ -75,8 +76,7 @@ async def collected(reader: ReplyReader) -> tuple[list[SMTPResponse], str | None
     except aiosmtplib.SMTPReadTimeoutError:
         return replies, None
     except aiosmtplib.SMTPResponseException as exc:
-        assert exc.code == INVALID_REPLY
-        return replies, exc.message
+        return replies, exc.message if exc.code == INVALID_REPLY else repr(exc)
     finally:
         reader.close()
     raise AssertionError("a reply was left after draining")
@@ -94,7 +94,7 @@ def test_replies_are_the_same_however_the_stream_is_cut(
     stream = b"".join(lines)
     bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
     reader = ReplyReader(asyncio.Protocol())
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         reader.data_received(stream[start:end])
     assert asyncio.run(collected(reader)) == reference_replies(stream)
 
