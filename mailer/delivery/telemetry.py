@@ -65,13 +65,23 @@ def recipient_count(message: Message | PreparedMessage) -> int:
 
 
 def log_outcome(
-    message: Message | PreparedMessage,
+    message: Message | PreparedMessage | None,
     result: SendResult,
     *,
     relay: str | None,
     duration: float,
+    recipients: int = 0,
 ) -> None:
-    """Write the one structured record of ``result`` (logger ``mailer.outcome``)."""
+    """Write the one structured record of ``result`` (logger ``mailer.outcome``).
+
+    Args:
+        message: The message; None for one a batch's check pass could not
+            prepare (it never reached a client): ``recipients`` counts them.
+        result: Its final result.
+        relay: The relay of its last attempt, if any.
+        duration: Seconds from the start of the send to the result.
+        recipients: The envelope recipients, when ``message`` is None.
+    """
     level = logging.INFO if result.status is SendStatus.SENT else logging.WARNING
     if not logger.isEnabledFor(level):
         return
@@ -79,7 +89,8 @@ def log_outcome(
     fields = {
         "mail_status": result.status.value,
         "message_id": result.message_id,
-        "recipient_count": len(result.recipients) or recipient_count(message),
+        "recipient_count": len(result.recipients)
+        or (recipients if message is None else recipient_count(message)),
         "relay": relay,
         "attempts": result.attempts,
         "reply_code": reply.code if reply is not None else None,
