@@ -20,7 +20,8 @@ together, on any number of hosts:
   (15 ms for per-second limits); lateness may take a third of that.
 * A slot its worker reaches later than that (the process did not run in
   time) is not used as it is: the next ``wait_ready`` moves it to the
-  database's now (less half the lateness allowed, which it keeps) and delays
+  database's now (less the lateness allowed but for the answer's way back,
+  which it keeps) and delays
   every reservation made after the move by as much (``mailer_rate_move``).
   The move is allowed only while fewer than ``count + burst`` reservations
   were made after that slot: then any ``count + burst + 1`` starts include
@@ -84,6 +85,12 @@ logger = logging.getLogger("mailer.ratelimit")
 LATENESS = MARGIN / 3
 # Seconds between look-ups of the slow-down of relays that have no limit.
 REFRESH = 1.0
+# A moved slot is placed so that it is this fraction of the lateness allowed
+# late when the answer arrives (less, the longer the answer takes).
+MOVED_LATENESS = 0.75
+# A reserved slot is at least this many typical round trips ahead (at most
+# the lateness allowed).
+LEAD_ROUND_TRIPS = 1.5
 # How fast this process's clock may drift from the database's (seconds per
 # second): an offset sample ages by this much, so a fresh one replaces it.
 DRIFT = 5e-5
@@ -154,11 +161,16 @@ class RateStore(Protocol):
         burst: int,
         cooldown: float,
         rate: str,
+        count: int = 1,
+        lead: float = 0.0,
         late: Slot | None = None,
         window: int | None = None,
         credit: float = 0.0,
-    ) -> Reservation:
-        """Reserve the relay's next start slot, or move ``late`` to now.
+    ) -> list[Reservation]:
+        """Reserve the relay's next ``count`` start slots, or move ``late`` to now.
+
+        One round trip; the reservations come in the order of their slots (a
+        single one when nothing paces the relay, or for a move).
 
         Args:
             relay: The relay's key.
@@ -166,11 +178,14 @@ class RateStore(Protocol):
             burst: Starts allowed at once after an idle spell.
             cooldown: Seconds a slow-down lasts per step.
             rate: The limit, as written, to tell workers that disagree.
+            count: How many slots.
+            lead: Seconds a slot is at least ahead of the database's now.
             late: A slot reached too late, to move to now if allowed.
             window: ``count + burst``: a late slot may move while fewer
                 reservations than this came after it (None: always).
-            credit: Seconds of lateness a moved slot keeps (it is placed
-                this much before now, and later slots move that much less).
+            credit: Seconds of lateness a moved slot may keep (it is placed
+                up to this much before now, less the time the answer takes to
+                arrive, and later slots move that much less).
         """
         ...
 
@@ -249,6 +264,7 @@ class PostgresRateStore:
         self.round_trips = 0
         self.round_trip_seconds = 0.0
         self.slowest_round_trip = 0.0
+        self.typical_round_trip = 0.001  # moving average, seconds
 
     async def reserve(
         self,
@@ -259,34 +275,45 @@ class PostgresRateStore:
         burst: int,
         cooldown: float,
         rate: str,
+        count: int = 1,
+        lead: float = 0.0,
         late: Slot | None = None,
         window: int | None = None,
         credit: float = 0.0,
-    ) -> Reservation:
-        """Reserve the relay's next start slot, or move ``late`` to now."""
+    ) -> list[Reservation]:
+        """Reserve the relay's next ``count`` start slots, or move ``late`` to now."""
         connection = await self._connect()  # before timing the round trip
+        # A slot ahead of now by the time an answer takes to arrive, at most
+        # ``lead``: then it is not already past when it does.
+        lead = min(lead, LEAD_ROUND_TRIPS * self.typical_round_trip)
+        # A moved slot keeps what lateness its answer's way back leaves.
+        credit = max(0.0, credit - lead)
         if late is None:
-            sql, params = RESERVE_SQL, [relay, interval, burst, cooldown, rate]
+            sql = RESERVE_SQL
+            params = [relay, interval, burst, cooldown, rate, count, lead]
         else:
             sql = MOVE_SQL
             params = [relay, late.remote, late.seq, late.generation, window, credit]
-            params += [interval, burst, cooldown, rate]
+            params += [interval, burst, cooldown, rate, lead]
         sent = self._clock()
         rows = await self._execute(connection, sql, params)
         received = self._clock()
         self.round_trips += 1
         self.round_trip_seconds += received - sent
         self.slowest_round_trip = max(self.slowest_round_trip, received - sent)
-        slot_at, db_now, generation, halvings, spacing, rate_before, seq, *moved = rows[
-            0
-        ]
-        self.clock.sample(sent, received, db_now)
-        state = RelayState(int(generation), int(halvings), spacing)
-        slot = None
-        if spacing is not None:
-            local = self.clock.local(slot_at)
-            slot = Slot(local, slot_at, int(seq), int(generation))
-        return Reservation(slot, state, rate_before, bool(moved and moved[0]))
+        self.typical_round_trip += 0.1 * (received - sent - self.typical_round_trip)
+        self.clock.sample(sent, received, rows[0][1])
+        reservations = []
+        for slot_at, _, generation, halvings, spacing, before, seq, *moved in rows:
+            state = RelayState(int(generation), int(halvings), spacing)
+            slot = None
+            if spacing is not None:
+                local = self.clock.local(slot_at)
+                slot = Slot(local, slot_at, int(seq), int(generation))
+            reservations.append(
+                Reservation(slot, state, before, bool(moved and moved[0]))
+            )
+        return reservations
 
     async def refuse(
         self,
@@ -382,6 +409,8 @@ class SharedRateLimiter:
         self._halvings = 0
         self._spacing = self._interval
         self._slots: list[Slot] = []  # reserved, not yet taken, by time
+        self._waiters: list[asyncio.Future[Slot | None]] = []
+        self._reserver: asyncio.Task[None] | None = None
         self._recent: deque[float] = deque(maxlen=_RECENT_STARTS)
         self._told_mismatch = False
         self.taken = 0  # turns taken
@@ -414,6 +443,9 @@ class SharedRateLimiter:
     async def wait_ready(self) -> float:
         """Reserve a start slot (or move a late one) and sleep until it.
 
+        The lanes waiting at once share one round trip: their slots are
+        reserved together.
+
         Returns:
             The seconds waited.
 
@@ -425,38 +457,92 @@ class SharedRateLimiter:
         if not self.is_paced or self._on_time(started) is not None:
             return 0.0
         late = self._late(started)
-        if late is not None:
-            self._slots.remove(late)
         try:
-            reservation = await self._store.reserve(
-                self.name,
-                interval=self._interval,
-                burst=self._burst,
-                cooldown=self.cooldown,
-                rate=self._rate_text,
-                late=late,
-                window=self._window,
-                credit=self.lateness / 2,
-            )
+            if late is not None:
+                self._slots.remove(late)
+                slot = self._take_in(await self._call(late=late), late=late)[0]
+            else:
+                slot = await self._reserve_with_others()
         except QueueError as exc:
             raise DeliveryError(
                 f"{self.name}: the rate limit the queue's workers share cannot be "
                 f"read ({exc}); the message is tried again later",
                 transient=True,
             ) from None
-        if reservation.moved:
-            self.moved += 1
-        elif late is not None:
-            self.missed += 1
-        self._learn(reservation.state)
-        self._check_rate(reservation.rate_before)
-        slot = reservation.slot
         if slot is not None:
-            bisect.insort(self._slots, slot)
             # Until the slot itself, so that try_acquire finds it due.
             while (delay := slot.local - self._clock()) > 0:
                 await self._sleep(delay)
         return self._clock() - started
+
+    async def aclose(self) -> None:
+        """Stop reserving (the worker is stopping)."""
+        task, self._reserver = self._reserver, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _call(
+        self, *, count: int = 1, late: Slot | None = None
+    ) -> list[Reservation]:
+        return await self._store.reserve(
+            self.name,
+            interval=self._interval,
+            burst=self._burst,
+            cooldown=self.cooldown,
+            rate=self._rate_text,
+            count=count,
+            lead=self.lateness,
+            late=late,
+            window=self._window,
+            credit=MOVED_LATENESS * self.lateness,
+        )
+
+    async def _reserve_with_others(self) -> Slot | None:
+        """Join the next reservation round trip; return this caller's slot."""
+        future: asyncio.Future[Slot | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        if self._reserver is None or self._reserver.done():
+            # A task of its own: a lane cancelled meanwhile stops no one else.
+            self._reserver = asyncio.create_task(self._reserve_for_waiters())
+        return await future
+
+    async def _reserve_for_waiters(self) -> None:
+        while self._waiters:
+            batch, self._waiters = self._waiters, []
+            try:
+                slots = self._take_in(await self._call(count=len(batch)))
+            except QueueError as exc:
+                for future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            except BaseException:
+                for future in batch:
+                    future.cancel()
+                raise
+            for index, future in enumerate(batch):
+                if not future.done():
+                    # One row without a slot: nothing paces the relay now.
+                    future.set_result(slots[min(index, len(slots) - 1)])
+
+    def _take_in(
+        self, reservations: list[Reservation], *, late: Slot | None = None
+    ) -> list[Slot | None]:
+        """Learn from reservations; keep their slots; return them in order."""
+        slots = []
+        for reservation in reservations:
+            if reservation.moved:
+                self.moved += 1
+            elif late is not None:
+                self.missed += 1
+            self._learn(reservation.state)
+            self._check_rate(reservation.rate_before)
+            if reservation.slot is not None:
+                bisect.insort(self._slots, reservation.slot)
+            slots.append(reservation.slot)
+        return slots
 
     def try_acquire(self) -> bool:
         """Take a reserved slot that is due now, if there is one; never waits."""
@@ -641,11 +727,13 @@ class SharedRateLimits:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Stop the look-ups and close the store."""
+        """Stop the look-ups and the limiters, and close the store."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for limiter in self.limiters.values():
+            await limiter.aclose()
         await self.store.aclose()
 
     def summary(self) -> str:

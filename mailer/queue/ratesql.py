@@ -75,14 +75,19 @@ BEGIN
     RETURN r;
 END $$;
 
--- Reserve the next start slot of a relay (p_interval: seconds between starts,
--- NULL for a relay with no limit, which is paced only while slowed down).
+-- Reserve the next p_count start slots of a relay (p_interval: seconds
+-- between starts, NULL for a relay with no limit, which is paced only while
+-- slowed down: then one row with a NULL spacing says so). A slot is at least
+-- p_lead seconds ahead, so that it is not already past when the answer
+-- reaches the worker.
 CREATE FUNCTION mailer_rate_reserve(
     p_relay text,
     p_interval double precision,
     p_burst integer,
     p_cooldown double precision,
-    p_rate text
+    p_rate text,
+    p_count integer,
+    p_lead double precision
 ) RETURNS TABLE (
     slot_at double precision,
     db_now double precision,
@@ -97,30 +102,31 @@ DECLARE
     -- their times in the order they take their slots.
     r mailer_rate_limits := mailer_rate_row(p_relay);
     t timestamptz := clock_timestamp();
-    iv double precision;
     s timestamptz := t;
 BEGIN
     rate_before := r.rate;
     r := mailer_rate_recover(r, t, p_cooldown);
-    iv := coalesce(r.measured, p_interval) * power(2, r.halvings);
-    IF iv IS NOT NULL THEN
-        -- No burst while the server is refusing us.
-        s := greatest(t, r.tat - make_interval(
-            secs => CASE WHEN r.halvings = 0 THEN p_burst * iv ELSE 0 END));
-        r.tat := greatest(r.tat, s) + make_interval(secs => iv);
-        r.seq := r.seq + 1;
-    END IF;
+    spacing := coalesce(r.measured, p_interval) * power(2, r.halvings);
+    db_now := extract(epoch FROM t);
+    gen := r.generation;
+    slowdowns := r.halvings;
+    FOR i IN 1 .. CASE WHEN spacing IS NULL THEN 1 ELSE greatest(p_count, 1) END
+    LOOP
+        IF spacing IS NOT NULL THEN
+            -- No burst while the server is refusing us.
+            s := greatest(t + make_interval(secs => p_lead), r.tat - make_interval(
+                secs => CASE WHEN r.halvings = 0 THEN p_burst * spacing ELSE 0 END));
+            r.tat := greatest(r.tat, s) + make_interval(secs => spacing);
+            r.seq := r.seq + 1;
+        END IF;
+        slot_at := extract(epoch FROM s);
+        slot_seq := r.seq;
+        RETURN NEXT;
+    END LOOP;
     UPDATE mailer_rate_limits SET
         tat = r.tat, seq = r.seq, halvings = r.halvings, step_at = r.step_at,
         measured = r.measured, rate = p_rate, updated_at = t
     WHERE relay = p_relay;
-    slot_at := extract(epoch FROM s);
-    db_now := extract(epoch FROM t);
-    gen := r.generation;
-    slowdowns := r.halvings;
-    spacing := iv;
-    slot_seq := r.seq;
-    RETURN NEXT;
 END $$;
 
 -- Move a reserved slot that its worker reached too late to now (less
@@ -140,7 +146,8 @@ CREATE FUNCTION mailer_rate_move(
     p_interval double precision,
     p_burst integer,
     p_cooldown double precision,
-    p_rate text
+    p_rate text,
+    p_lead double precision
 ) RETURNS TABLE (
     slot_at double precision,
     db_now double precision,
@@ -163,7 +170,7 @@ BEGIN
     IF spacing IS NULL OR r.generation <> p_generation OR late > spacing
             OR (p_window IS NOT NULL AND r.seq - p_seq >= p_window) THEN
         RETURN QUERY SELECT *, false FROM mailer_rate_reserve(
-            p_relay, p_interval, p_burst, p_cooldown, p_rate);
+            p_relay, p_interval, p_burst, p_cooldown, p_rate, 1, p_lead);
         RETURN;
     END IF;
     r.tat := r.tat + make_interval(secs => late);
@@ -245,6 +252,6 @@ FROM (
     FROM mailer_rate_limits AS m WHERE relay = ANY(%s)
 ) AS recovered
 """
-RESERVE_SQL = "SELECT * FROM mailer_rate_reserve(%s, %s, %s, %s, %s)"
-MOVE_SQL = "SELECT * FROM mailer_rate_move(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+RESERVE_SQL = "SELECT * FROM mailer_rate_reserve(%s, %s, %s, %s, %s, %s, %s)"
+MOVE_SQL = "SELECT * FROM mailer_rate_move(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 REFUSAL_SQL = "SELECT * FROM mailer_rate_refusal(%s, %s, %s, %s, %s, %s, %s)"

@@ -33,7 +33,7 @@ async def reserve(
 ) -> tuple[Any, ...]:
     """Return (slot_at, db_now, gen, slowdowns, spacing, rate_before, seq)."""
     cursor = await c.execute(
-        RESERVE_SQL.encode(), ["r:25", interval, burst, cooldown, "x"]
+        RESERVE_SQL.encode(), ["r:25", interval, burst, cooldown, "x", 1, 0.0]
     )
     row = await cursor.fetchone()
     assert row is not None
@@ -44,7 +44,7 @@ async def move(
     c: Connection, slot: tuple[Any, ...], *, window: int | None, credit: float = 0.0
 ) -> tuple[Any, ...]:
     """Move the reserved ``slot``; return the move's row (moved last)."""
-    params = ["r:25", slot[0], slot[6], slot[2], window, credit, 0.1, 0, 60.0, "x"]
+    params = ["r:25", slot[0], slot[6], slot[2], window, credit, 0.1, 0, 60.0, "x", 0]
     cursor = await c.execute(MOVE_SQL.encode(), params)
     row = await cursor.fetchone()
     assert row is not None
@@ -87,6 +87,19 @@ async def test_slots_are_spaced_by_the_interval_after_the_burst(
     assert slots[4] - slots[3] == pytest.approx(0.1, abs=1e-6)
     assert [row[6] for row in rows] == [1, 2, 3, 4, 5]
     assert all(row[1] <= row[0] + 1e-6 for row in rows[:3])  # now, on the DB clock
+
+
+async def test_one_round_trip_reserves_several_slots_the_first_ahead_by_the_lead(
+    connection: Connection,
+) -> None:
+    """count=3, lead=4 ms: three slots 100 ms apart, the first 4 ms after the database's now."""
+    cursor = await connection.execute(
+        RESERVE_SQL.encode(), ["r:25", 0.1, 0, 60.0, "x", 3, 0.004]
+    )
+    rows = await cursor.fetchall()
+    assert [row[6] for row in rows] == [1, 2, 3]
+    assert rows[0][0] - rows[0][1] == pytest.approx(0.004, abs=1e-6)
+    assert rows[2][0] - rows[0][0] == pytest.approx(0.2, abs=1e-6)
 
 
 async def test_concurrent_reservations_never_crowd_a_slot(
@@ -223,7 +236,7 @@ async def test_the_store_maps_database_time_onto_the_local_clock(
         for _ in range(5):  # a few samples: the offset keeps the best
             await store.reserve("c:25", interval=1.0, burst=10, cooldown=60, rate="1/s")
         before = time.monotonic()
-        reservation = await store.reserve(
+        [reservation] = await store.reserve(
             "c:25", interval=1.0, burst=10, cooldown=60, rate="1/s"
         )
         after = time.monotonic()

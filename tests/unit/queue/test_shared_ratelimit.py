@@ -24,6 +24,7 @@ from mailer.config.settings import MailerSettings
 from mailer.exceptions import DeliveryError, QueueError
 from mailer.queue.ratelimit import (
     LATENESS,
+    MOVED_LATENESS,
     ClockOffset,
     RelayState,
     Reservation,
@@ -75,6 +76,7 @@ class FakeStore:
     fail: bool = False
     workers: int = 1
     moves: bool = True  # False: every late slot is lost (for comparison)
+    lead: float = 0.0  # how far ahead of now a slot is put
 
     def _row(self, relay: str, cooldown: float) -> tuple[Row, float]:
         if self.fail:
@@ -106,17 +108,19 @@ class FakeStore:
         burst: int,
         cooldown: float,
         rate: str,
+        count: int = 1,
+        lead: float = 0.0,
         late: Slot | None = None,
         window: int | None = None,
         credit: float = 0.0,
-    ) -> Reservation:
-        self.calls.append(("reserve", {"relay": relay, "late": late}))
+    ) -> list[Reservation]:
+        self.calls.append(("reserve", {"relay": relay, "late": late, "count": count}))
         row, t = self._row(relay, cooldown)
         before, row.rate = row.rate, rate
         spacing = self._spacing(row, interval)
         state = RelayState(row.generation, row.halvings, spacing)
         if spacing is None:
-            return Reservation(None, state, before)
+            return [Reservation(None, state, before)]
         behind = 0.0 if late is None else max(0.0, t - late.remote - credit)
         if (
             late is not None
@@ -128,14 +132,16 @@ class FakeStore:
             row.tat += behind
             slot = late.remote + behind
             moved = Slot(slot - DB_OFFSET, slot, late.seq, row.generation)
-            return Reservation(moved, state, before, moved=True)
-        tolerance = burst * spacing if row.halvings == 0 else 0.0
-        slot = max(t, row.tat - tolerance)
-        row.tat = max(row.tat, slot) + spacing
-        row.seq += 1
-        return Reservation(
-            Slot(slot - DB_OFFSET, slot, row.seq, row.generation), state, before
-        )
+            return [Reservation(moved, state, before, moved=True)]
+        reservations = []
+        for _ in range(1 if late is not None else count):
+            tolerance = burst * spacing if row.halvings == 0 else 0.0
+            slot = max(t + self.lead, row.tat - tolerance)
+            row.tat = max(row.tat, slot) + spacing
+            row.seq += 1
+            remote = Slot(slot - DB_OFFSET, slot, row.seq, row.generation)
+            reservations.append(Reservation(remote, state, before))
+        return reservations
 
     async def refuse(
         self,
@@ -251,6 +257,28 @@ async def test_a_reserved_slot_is_slept_for_then_taken_once() -> None:
     assert limiter.taken == 2
 
 
+async def test_lanes_waiting_at_once_share_one_round_trip() -> None:
+    """Three lanes asking together: one reservation call for three slots, one interval apart."""
+    clock = Clock()
+    scheduler = VirtualTime(clock, lambda: 0.0)
+    store = FakeStore(clock)
+    limiter = SharedRateLimiter(
+        RateLimit(10, 1.0), store=store, name="relay:25", clock=clock,
+        sleep=scheduler.sleep,
+    )  # fmt: skip
+    started: list[float] = []
+
+    async def lane() -> None:
+        await limiter.wait_ready()
+        assert limiter.try_acquire()
+        started.append(clock.now)
+
+    await scheduler.run([asyncio.create_task(lane()) for _ in range(3)])
+    assert [call["count"] for name, call in store.calls if name == "reserve"] == [3]
+    interval = 0.1 * (1 + MARGIN)
+    assert started == pytest.approx([1000.0, 1000.0 + interval, 1000.0 + 2 * interval])
+
+
 async def test_a_slot_reached_too_late_is_moved_to_now() -> None:
     """Late by more than the lateness allowed, a slot is not taken; wait_ready moves it (no slot lost)."""
     clock = Clock()
@@ -264,10 +292,10 @@ async def test_a_slot_reached_too_late_is_moved_to_now() -> None:
     assert store.calls[-1][1]["late"] is not None
     assert limiter.try_acquire()
     assert (limiter.moved, limiter.missed) == (1, 0)
-    # Every later reservation is pushed back by the lateness, less the
-    # half of the lateness allowed that the moved slot keeps.
-    credit = LATENESS / 2
-    assert store.rows["relay:25"].tat == pytest.approx(tat + 0.05 - credit)
+    # Every later reservation is pushed back by the lateness, less what of
+    # the lateness allowed the moved slot keeps.
+    kept = MOVED_LATENESS * LATENESS
+    assert store.rows["relay:25"].tat == pytest.approx(tat + 0.05 - kept)
 
 
 async def test_a_slot_late_by_more_than_an_interval_is_lost_not_moved() -> None:
@@ -425,7 +453,7 @@ class VirtualTime:
 
     async def run(self, tasks: list[asyncio.Task[None]]) -> None:
         while not all(task.done() for task in tasks):
-            for _ in range(5):  # let every runnable lane reach its next sleep
+            for _ in range(20):  # let every runnable lane reach its next sleep
                 await asyncio.sleep(0)
             if self._waiting:
                 wake, _, future = heapq.heappop(self._waiting)
