@@ -25,6 +25,7 @@ missed and its round trips; they are shown below each figure.
 
     .venv/bin/python benchmarks/shared_rate_limit.py            # ~2 min
     .venv/bin/python benchmarks/shared_rate_limit.py --quick    # 10 s instead of 30
+    .venv/bin/python benchmarks/shared_rate_limit.py --only limit
 """
 
 from __future__ import annotations
@@ -347,7 +348,11 @@ async def cost(sink: TimedSink, dsn: str, tmp: Path, quick: bool) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 s instead of 30 s")
+    parser.add_argument(
+        "--only", choices=("limit", "burst", "refusals", "cost"), help="one part"
+    )
     args = parser.parse_args()
+    parts = {args.only} if args.only else {"limit", "burst", "refusals", "cost"}
     seconds = 10 if args.quick else 30
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"load average {load}; workers nice -5 and sink nice -10 if permitted")
@@ -360,11 +365,14 @@ async def main() -> None:
                 server.dsn, autocommit=True
             ) as connection:
                 await apply_schema(connection)
-            passed, _ = await limit(sink, server.dsn, Path(tmp), seconds)
-            ok &= passed
-            ok &= await burst(sink, server.dsn, Path(tmp), seconds)
-            ok &= await refusals(sink, server.dsn, Path(tmp))
-            await cost(sink, server.dsn, Path(tmp), args.quick)
+            if "limit" in parts:
+                ok &= (await limit(sink, server.dsn, Path(tmp), seconds))[0]
+            if "burst" in parts:
+                ok &= await burst(sink, server.dsn, Path(tmp), seconds)
+            if "refusals" in parts:
+                ok &= await refusals(sink, server.dsn, Path(tmp))
+            if "cost" in parts:
+                await cost(sink, server.dsn, Path(tmp), args.quick)
     finally:
         sink.stop()
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
