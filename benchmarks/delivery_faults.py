@@ -29,14 +29,22 @@ never exhausts a message (0.2 ** 10 = 1e-7 per message).
    without a code (60 times in N/5 messages). Checked: every message ends sent;
    every message delivered twice was counted ambiguous, and every ambiguous one
    was delivered twice (the server kept each message it answered badly).
+6. A recipients file rewritten in place while `mailer send` runs, with and
+   without `--journal`: the run stops at the first row that differs from the
+   one checked (exit 2, the file to fix). Checked: nothing mailed to an address
+   outside the original file, every row has its report line (the rest
+   `pending`), the journal's `sent` entries are exactly the addresses mailed,
+   and once the file is put back the resume mails every address exactly once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import itertools
+import json
 import os
 import random
 import signal
@@ -238,13 +246,20 @@ async def run_cli(
     return process.returncode, stdout.decode(), time.perf_counter() - started
 
 
+def read_only(path: Path) -> sqlite3.Connection:
+    # Read-only: a read-write connection, closed last after a kill -9, would
+    # fold the write-ahead log into the file, which a resume then refuses
+    # (it cannot tell that from a journal copied without its -wal).
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
 def journal_states(path: Path) -> dict[str, str]:
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(read_only(path)) as db:
         return dict(db.execute("SELECT email, state FROM messages").fetchall())
 
 
 def journal_ambiguous_ids(path: Path) -> set[str]:
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(read_only(path)) as db:
         rows = db.execute("SELECT message_id FROM messages WHERE ambiguous = 1")
         return {row[0] for row in rows}
 
@@ -414,11 +429,101 @@ async def malformed_run(count: int, folder: Path) -> bool:
     return ok
 
 
+async def change_run(count: int, folder: Path) -> bool:
+    """Scenario 5: the recipients file rewritten in place under a run."""
+    print(f"== 6. {count} rows, the file rewritten in place while mailer send runs")
+    original = {f"user{n}@example.test" for n in range(count)}
+    ok = True
+    for journaled in (False, True):
+        work = folder / ("change-journal" if journaled else "change-plain")
+        work.mkdir()
+        recipients = write_recipients(work / "recipients.csv", count).path
+        journal = work / "batch.journal"
+        report = work / "report.jsonl"
+        args = ["--report", str(report)]
+        if journaled:
+            args += ["--journal", str(journal)]
+        async with SMTPTestServer() as server:
+            server.faults.delay(END_OF_DATA, 0.01)
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mailer", "send", "-t", "welcome", "-r",
+                str(recipients), *args, cwd=work, env=cli_env(server),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            while len(server.outbox) < count // 10:  # noqa: ASYNC110 - polls the server
+                await asyncio.sleep(0.01)
+            with recipients.open("r+", encoding="utf-8") as handle:
+                handle.truncate(0)  # in place, every row a few bytes shorter
+                handle.write("email,name,customer_id,plan\n")
+                handle.writelines(
+                    f"u{n}@example.test,User {n},C-{n},pro\n" for n in range(count)
+                )
+            _, stderr = await process.communicate()
+            mailed = [r for mail in server.outbox for r in mail.envelope.rcpt_tos]
+            lines = [json.loads(x) for x in report.read_text().splitlines()]
+            pending = sum(line["status"] == "pending" for line in lines)
+            run_ok = (
+                process.returncode == 2
+                and b"changed while the batch was running" in stderr
+                and set(mailed) <= original
+                and len(mailed) == len(set(mailed))
+                and len(lines) == count
+                and pending == count - len(mailed)
+            )
+            kind = "journal" if journaled else "no journal"
+            print(
+                f"{kind}: exit {process.returncode}; mailed {len(mailed)} before the "
+                f"change was met, {pending} pending; report lines {len(lines)} of "
+                f"{count}; mailed outside the original file: "
+                f"{len(set(mailed) - original)}"
+            )
+            if journaled:
+                states = journal_states(journal)
+                sent = {email for email, state in states.items() if state == "sent"}
+                run_ok = run_ok and sent == set(mailed)
+                print(
+                    f"journal 'sent' entries: {len(sent)}; equal to the addresses "
+                    f"mailed: {sent == set(mailed)}"
+                )
+                write_recipients(recipients, count)  # put back
+                resume = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "mailer", "send", "-t", "welcome", "-r",
+                    str(recipients), "--journal", str(journal), cwd=work,
+                    env=cli_env(server), stdout=subprocess.PIPE,
+                )  # fmt: skip
+                await resume.communicate()
+                copies = Counter(
+                    r for mail in server.outbox for r in mail.envelope.rcpt_tos
+                )
+                once = set(copies) == original and set(copies.values()) == {1}
+                print(
+                    f"resume after putting the file back: exit {resume.returncode}; "
+                    f"every address mailed exactly once: {once}"
+                )
+                run_ok = run_ok and resume.returncode == 0 and once
+            ok = ok and run_ok
+    print("CHECK 6:", "PASS" if ok else "FAIL")
+    return ok
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--only", type=int, choices=(3, 4, 5, 6), help="run this scenario alone"
+    )
     args = parser.parse_args()
+    if args.only is not None:
+        with tempfile.TemporaryDirectory(prefix="mailer-faults-") as name:
+            alone = {
+                3: refusal_run,
+                4: silence_run,
+                5: lambda: malformed_run(max(args.messages // 5, 200), Path(name)),
+                6: lambda: change_run(min(args.messages, 2000), Path(name)),
+            }
+            passed = await alone[args.only]()
+        return 0 if passed else 1
     with tempfile.TemporaryDirectory(prefix="mailer-faults-") as name:
         folder = Path(name)
         first = await chaos_run(args.messages, args.seed, folder)
@@ -428,7 +533,8 @@ async def main() -> int:
         third = await refusal_run()
         fourth = await silence_run()
         fifth = await malformed_run(max(args.messages // 5, 200), folder)
-    results = [bool(first["ok"]), second, third, fourth, fifth]
+        sixth = await change_run(min(args.messages, 2000), folder)
+    results = [bool(first["ok"]), second, third, fourth, fifth, sixth]
     print("ALL CHECKS:", "PASS" if all(results) else "FAIL")
     return 0 if all(results) else 1
 

@@ -3,7 +3,8 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from mailer.bulk.attachments import RowAttachments
-from mailer.bulk.recipients import InvalidRow, Recipient, RecipientFile
+from mailer.bulk.identity import CheckSummary
+from mailer.bulk.recipients import DuplicateRow, InvalidRow, Recipient, RecipientFile
 from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.sending import send_messages, stream_messages
 from mailer.config.rates import RateLimit
@@ -33,6 +34,8 @@ from mailer.exceptions import (
     MailerError,
     MessageError,
     QueueError,
+    RecipientsChangedError,
+    RecipientsFileError,
     RecipientsRefusedError,
     RefusedByHookError,
     RejectedError,
@@ -66,12 +69,14 @@ __all__ = [
     "AttemptObserver",
     "AuthenticationError",
     "BatchReport",
+    "CheckSummary",
     "ConfigError",
     "ConnectError",
     "DataRefusedError",
     "Delivery",
     "DeliveryError",
     "DeliveryTimeoutError",
+    "DuplicateRow",
     "Envelope",
     "HeaderInjectionError",
     "Hooks",
@@ -94,6 +99,8 @@ __all__ = [
     "Recipient",
     "RecipientFile",
     "RecipientStatus",
+    "RecipientsChangedError",
+    "RecipientsFileError",
     "RecipientsRefusedError",
     "Refuse",
     "RefusedByHookError",

@@ -13,6 +13,8 @@ The tree::
     │   ├── UndefinedVariableError                    .variable
     │   └── UnsafeTemplateError                       (sandbox rule or size limit)
     ├── InvalidRecipientsError(MailerError)           .rows
+    ├── RecipientsFileError(MailerError)              .path, .line
+    │   └── RecipientsChangedError                    (changed while a batch ran)
     ├── JournalError(MailerError)                     .path
     ├── QueueError(MailerError)                       (the queue database)
     ├── RefusedByHookError(MailerError)               .reason (a before_send hook)
@@ -142,6 +144,31 @@ class InvalidRecipientsError(MailerError):
             summary += f" (first: line {first.line}: {first.error})"
         super().__init__(f"{summary}; nothing was sent")
         self.rows = tuple(rows)
+
+
+class RecipientsFileError(MailerError):
+    """A recipients file cannot be read as a whole: its encoding, its header, a cell.
+
+    Unlike a bad row (``InvalidRow``), nothing after the fault can be trusted,
+    so the batch stops there.
+
+    Attributes:
+        path: The recipients file.
+        line: The line at fault (1-based; 0 when it is the whole file).
+    """
+
+    def __init__(self, message: str, *, path: str, line: int = 0) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class RecipientsChangedError(RecipientsFileError):
+    """The recipients file changed while a batch was reading it.
+
+    The rows read since are not those that were checked, so no further
+    message is sent: the rest of the batch ends ``pending``.
+    """
 
 
 class JournalError(MailerError):

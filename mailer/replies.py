@@ -163,18 +163,19 @@ _RATE_WORDS = re.compile(
 def is_rate_refusal(reply: Reply) -> bool:
     """Return whether ``reply`` says the client is sending too fast.
 
-    A 421 always counts: the server is closing the session, and providers say
-    "try again later" that way when a client goes over their rate. A 451, a
-    454 or a reply with an enhanced status 4.7.x counts when its text speaks
-    of a rate, throttling, or too many messages, so that a greylisting 451
-    ("4.7.1 greylisted, try again later") does not slow the relay down.
+    A 421 with an enhanced status 4.7.x (a policy refusal: providers close
+    the session that way when a client goes over their rate) counts. Any
+    other 421, 451, 454 or 4.7.x reply counts when its text speaks of a rate,
+    throttling, or too many messages: a greylisting 451 ("4.7.1 greylisted,
+    try again later") or a server going down ("421 4.3.2 Service shutting
+    down") is not a reason to slow the relay down for minutes.
     """
-    if reply.code == 421:
-        return True
     if not 400 <= reply.code < 500:
         return False
     status = reply.enhanced_status
-    policy = reply.code in (451, 454) or (
+    if reply.code == 421 and status is not None and status.startswith("4.7."):
+        return True
+    policy = reply.code in (421, 451, 454) or (
         status is not None and status.startswith("4.7.")
     )
     return policy and _RATE_WORDS.search(reply.text) is not None

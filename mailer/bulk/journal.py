@@ -13,25 +13,47 @@ before the next SMTP command. SQLite's commits are atomic, so even a
 ``kill -9`` in the middle of one leaves a consistent journal. All database
 work runs on one dedicated thread, so a slow disk does not stall the event
 loop (and its SMTP timeouts).
+
+The journal is one file at rest. A run takes an exclusive ``flock`` on that
+file itself (so a symlink, a hard link or another spelling of the path meets
+the same lock), records a run token in it and makes sure the token is in the
+main file, not only in its write-ahead log (``FILE-wal``). An orderly end
+(finished, stopped, or failed) settles what is left, removes the token and
+folds the log into the file. After a crash the log holds the last commits:
+a journal whose token is still there but whose ``-wal`` is missing was copied
+or moved without it, and is refused rather than resumed from stale records.
+
+Each message also records the fingerprint of its row (``identity.py``), and
+each attempt that starts sending its content is noted in the content log
+(``contentlog.py``), so that after a crash only the messages whose content
+may have left count as ambiguous.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import errno
 import json
+import os
+import secrets
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
+from mailer.bulk.contentlog import ContentLog, boot_id, log_path, read_content_log
 from mailer.exceptions import JournalError
 from mailer.replies import RecipientStatus, Reply
 
+# Changes to the schema are additive (new nullable columns in ADDED_COLUMNS, new
+# meta keys), so every journal of version 1 stays readable both ways.
 JOURNAL_VERSION = "1"
 T = TypeVar("T")
 
@@ -55,10 +77,16 @@ CREATE TABLE IF NOT EXISTS messages (
     error TEXT,
     next_attempt_at REAL,
     updated_at REAL NOT NULL,
+    fingerprint TEXT,
     date TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_state ON messages (state);
 """
+# Columns added since version 1 was first written: a journal that lacks one
+# gets it when it is opened (NULL in its existing rows: a row without its
+# fingerprint is matched by address; one without its Date resumes with a new
+# Date, as before).
+ADDED_COLUMNS = {"fingerprint": "TEXT", "date": "TEXT"}
 
 
 class JournalState(enum.StrEnum):
@@ -80,11 +108,14 @@ class BatchIdentity:
         source: A label for the recipients (the file path), for messages.
         fingerprint: A digest of every recipient row, so an edited file is
             noticed.
+        dedupe: Whether rows repeating an earlier address are skipped (they
+            have no entry, so a resume must skip them too).
     """
 
     template: str
     source: str
     fingerprint: str
+    dedupe: bool = False
 
 
 @dataclass(slots=True)
@@ -104,6 +135,7 @@ class JournalEntry:
     reply: Reply | None = None
     error: str | None = None
     next_attempt_at: float | None = None
+    fingerprint: str | None = None  # of the row (None in older journals)
     date: str | None = None  # the Date header, recorded with the Message-ID
 
     @property
@@ -146,24 +178,29 @@ def entry_from_row(row: sqlite3.Row) -> JournalEntry:
         reply=reply,
         error=row["error"],
         next_attempt_at=row["next_attempt_at"],
+        fingerprint=row["fingerprint"] if "fingerprint" in row.keys() else None,  # noqa: SIM118
     )
 
 
 class Journal:
-    """A delivery journal file, open for one batch (use ``Journal.open``)."""
+    """A delivery journal file, open for one run of its batch (use ``Journal.open``)."""
 
     def __init__(
         self,
         path: Path,
         connection: sqlite3.Connection,
         executor: ThreadPoolExecutor,
-        lock: IO[str] | None,
+        lock: int,
+        meta: dict[str, str],
     ) -> None:
         self.path = path
         self._connection = connection
         self._executor = executor
         self._lock = lock
         self._reader: sqlite3.Connection | None = None
+        self._previous_run = meta.get("run", "")
+        self._run = ""
+        self._content: ContentLog | None = None
 
     @classmethod
     async def open(
@@ -171,12 +208,17 @@ class Journal:
     ) -> tuple[Journal, bool]:
         """Open (or create) the journal at ``path`` for the batch ``identity``.
 
+        A new journal is empty until ``create`` fills it; an existing one is
+        checked against ``identity``.
+
         Returns:
             The journal, and whether it already existed (a resume).
 
         Raises:
-            JournalError: The file is not a journal, belongs to another batch,
-                or is in use by another process.
+            JournalError: The path cannot hold a journal (a missing folder, a
+                directory, no write permission), the file is not a journal,
+                belongs to another batch, is in use by another process, or lost
+                its write-ahead log.
         """
         path = Path(path)
         executor = ThreadPoolExecutor(
@@ -195,22 +237,20 @@ class Journal:
     def _open_sync(
         cls, path: Path, identity: BatchIdentity, executor: ThreadPoolExecutor
     ) -> tuple[Journal, bool]:
-        existed = path.is_file() and path.stat().st_size > 0
-        lock = _lock(path)
+        lock = _open_locked(path)
         try:
-            connection = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False
-            )
+            real = path.resolve()
+            # Looked at before SQLite opens the file (and makes a new, empty log).
+            has_log = Path(f"{real}-wal").exists()
+            try:
+                connection = sqlite3.connect(
+                    real, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error as exc:
+                raise _unusable(path, exc) from None
             connection.row_factory = sqlite3.Row
             try:
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=FULL")
-                if existed:
-                    _check_identity(connection, path, identity)
-                    _add_date_column(connection)
-                else:
-                    connection.executescript(SCHEMA)
-                    _write_meta(connection, identity)
+                meta = _prepare(connection, path, identity, has_log=has_log)
             except sqlite3.DatabaseError as exc:
                 connection.close()
                 raise JournalError(
@@ -220,12 +260,11 @@ class Journal:
                 connection.close()
                 raise
         except BaseException:
-            if lock is not None:
-                lock.close()
+            os.close(lock)
             raise
-        return cls(path, connection, executor, lock), existed
+        return cls(path, connection, executor, lock, meta), bool(meta)
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+    async def _run_db(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, function, *args)
@@ -236,20 +275,118 @@ class Journal:
                 f"{self.path}: cannot use the journal: {exc}", path=str(self.path)
             ) from exc
 
-    async def add_messages(self, rows: Iterable[tuple[int, int, str]]) -> None:
-        """Record messages as ``pending``: ``(position, line, email)`` each, once."""
+    async def create(
+        self,
+        identity: BatchIdentity,
+        rows: Iterable[tuple[int, int, str, str]],
+    ) -> None:
+        """Fill a new journal: its identity and every message ``pending``, at once.
+
+        Args:
+            identity: The batch.
+            rows: ``(position, line, email, fingerprint)`` of each message. If
+                reading them raises, nothing is kept: the file stays an empty
+                journal, and the error is raised.
+        """
         now = time.time()
 
-        def insert() -> None:
+        def create() -> None:
             with SQLiteTransaction(self._connection):
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self._connection.execute(statement)
+                _write_meta(self._connection, identity)
                 self._connection.executemany(
-                    "INSERT OR IGNORE INTO messages"
-                    " (position, line, email, state, updated_at)"
-                    " VALUES (?, ?, ?, 'pending', ?)",
-                    ((p, line, email, now) for p, line, email in rows),
+                    "INSERT INTO messages"
+                    " (position, line, email, state, updated_at, fingerprint)"
+                    " VALUES (?, ?, ?, 'pending', ?, ?)",
+                    ((p, line, email, now, fp) for p, line, email, fp in rows),
                 )
 
-        await self._run(insert)
+        await self._run_db(create)
+
+    async def begin_run(self) -> tuple[int, int]:
+        """Start this process's run: settle what a crashed run left, then mark the file.
+
+        Every message left ``sending`` by the previous run becomes ``deferred``:
+        ambiguous if its content may have left (see ``contentlog.py``), plain
+        otherwise. Then a new run token goes into the main file (not only its
+        write-ahead log), and a new content log is started.
+
+        Returns:
+            How many ``sending`` messages were ambiguous, and how many were
+            proven cut short before their content.
+        """
+        started = read_content_log(log_path(self.path), self._previous_run)
+        settled = await self._settle(started)
+        self._run = secrets.token_hex(8)
+        boot = boot_id()
+
+        def mark() -> None:
+            with SQLiteTransaction(self._connection):
+                self._connection.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [("run", self._run), ("boot", boot)],
+                )
+            _checkpoint(self._connection)
+
+        await self._run_db(mark)
+        try:
+            self._content = ContentLog(log_path(self.path), self._run, boot)
+        except OSError as exc:
+            raise JournalError(
+                f"{self.path}: cannot write its content log: {exc.strerror}",
+                path=str(self.path),
+            ) from None
+        return settled
+
+    def mark_content(self, position: int, attempt: int) -> None:
+        """Note that attempt ``attempt`` of message ``position`` starts its content.
+
+        Raises:
+            JournalError: The note cannot be written; the content must not go.
+        """
+        if self._content is None:
+            return
+        try:
+            self._content.mark(position, attempt)
+        except OSError as exc:
+            raise JournalError(
+                f"{self.path}: cannot write its content log: {exc.strerror}",
+                path=str(self.path),
+            ) from None
+
+    async def _settle(
+        self, started: frozenset[tuple[int, int]] | None
+    ) -> tuple[int, int]:
+        """Turn ``sending`` messages into ``deferred`` ones, ambiguous unless proven."""
+
+        def update() -> tuple[int, int]:
+            rows = self._connection.execute(
+                "SELECT position, attempts FROM messages WHERE state = 'sending'"
+            ).fetchall()
+            cut: list[tuple[str, float, int]] = []
+            doubt: list[tuple[str, float, int]] = []
+            now = time.time()
+            for position, attempts in rows:
+                if started is not None and (position, attempts) not in started:
+                    cut.append((CUT_BEFORE_CONTENT, now, position))
+                else:
+                    doubt.append((IN_DOUBT, now, position))
+            with SQLiteTransaction(self._connection):
+                self._connection.executemany(
+                    "UPDATE messages SET state = 'deferred', ambiguous = 1,"
+                    " transient = 1, error = ?, updated_at = ? WHERE position = ?",
+                    doubt,
+                )
+                self._connection.executemany(
+                    "UPDATE messages SET state = 'deferred', transient = 1,"
+                    " error = ?, updated_at = ? WHERE position = ?",
+                    cut,
+                )
+            return len(doubt), len(cut)
+
+        return await self._run_db(update)
 
     def iter_entries(self, chunk: int = 500) -> Iterator[JournalEntry]:
         """Yield every entry in batch order, ``chunk`` rows per query.
@@ -285,29 +422,7 @@ class Journal:
             )
             return {(JournalState(s), bool(t)): n for s, t, n in rows}
 
-        return await self._run(count)
-
-    async def mark_in_doubt(self, reason: str) -> int:
-        """Turn every ``sending`` message into an ambiguous ``deferred`` one.
-
-        A message still ``sending`` when a run starts was in flight when the
-        previous run ended: it may have been delivered.
-
-        Returns:
-            How many messages were in doubt.
-        """
-
-        def update() -> int:
-            with SQLiteTransaction(self._connection):
-                cursor = self._connection.execute(
-                    "UPDATE messages SET state = 'deferred', ambiguous = 1,"
-                    " transient = 1, error = ?, updated_at = ?"
-                    " WHERE state = 'sending'",
-                    (reason, time.time()),
-                )
-            return cursor.rowcount
-
-        return await self._run(update)
+        return await self._run_db(count)
 
     async def record(self, entry: JournalEntry) -> None:
         """Write ``entry`` as the message's state, in its own committed transaction."""
@@ -338,23 +453,66 @@ class Journal:
                     values,
                 )
 
-        await self._run(write)
+        await self._run_db(write)
 
     async def aclose(self) -> None:
-        """Close the database and release the lock."""
+        """End the run in order: settle, fold the log into the file, unlock.
+
+        Messages still ``sending`` (cut off by an error) are settled with this
+        run's own content log; then the run token is removed and the
+        write-ahead log checkpointed, so that the journal is one file again.
+        If the database cannot be written, it is closed as it is (a crash,
+        as far as the next run can tell; its records are consistent).
+        """
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        content, self._content = self._content, None
+        is_settled = False
+        if self._run:
+            try:
+                await self._settle(read_content_log(log_path(self.path), self._run))
+
+                def unmark() -> None:
+                    with SQLiteTransaction(self._connection):
+                        self._connection.execute(
+                            "DELETE FROM meta WHERE key IN ('run', 'boot')"
+                        )
+                    _checkpoint(self._connection)
+
+                await self._run_db(unmark)
+                is_settled = True
+            except JournalError:
+                pass  # left as after a crash: the next run settles it
+
+        def to_rest() -> None:
+            # Out of WAL mode at rest: one file, which readers (mailer status,
+            # sqlite3) open without making a -wal and -shm beside it. Skipped
+            # if a reader holds it right now (it stays in WAL mode, consistent).
+            with contextlib.suppress(sqlite3.OperationalError):
+                self._connection.execute("PRAGMA journal_mode=DELETE")
 
         def close() -> None:
             self._connection.close()
-            if self._lock is not None:
-                self._lock.close()
+            os.close(self._lock)
 
         try:
-            await self._run(close)
+            if is_settled:
+                await self._run_db(to_rest)
+            await self._run_db(close)
         finally:
             self._executor.shutdown(wait=True)
+            if content is not None:
+                content.close(remove=is_settled)
+
+
+IN_DOUBT = (
+    "in flight when the previous run ended, its content sent: it may have "
+    "been delivered"
+)
+CUT_BEFORE_CONTENT = (
+    "in flight when the previous run ended, before its content was sent: not delivered"
+)
 
 
 class SQLiteTransaction:
@@ -370,37 +528,167 @@ class SQLiteTransaction:
         self._connection.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
-def _lock(path: Path) -> IO[str] | None:
-    """Hold an exclusive lock on ``path.lock`` for the life of the journal."""
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    """Copy the write-ahead log into the main file and empty it.
+
+    A reader (``mailer status``) may hold it back for a moment: try a few
+    times, then go on (the records are safe in the log either way).
+    """
+    for _ in range(20):
+        [busy, _log, _done] = connection.execute(
+            "PRAGMA wal_checkpoint(TRUNCATE)"
+        ).fetchone()
+        if not busy:
+            return
+        time.sleep(0.05)
+
+
+def check_journal_path(path: Path | str) -> None:
+    """Fail early, before any row is read, if ``path`` cannot hold a journal.
+
+    Nothing is created or changed.
+
+    Raises:
+        JournalError: The folder is missing, the path is a directory or not a
+            regular file, or the file (or, for a new journal, its folder)
+            cannot be written.
+    """
+    path = Path(path)
+    if path.exists():
+        os.close(_open_file(path, create=False))
+        return
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise _path_error(path, errno.ENOENT)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _path_error(path, errno.EACCES)
+
+
+def _open_file(path: Path, *, create: bool) -> int:
+    """Open the journal file itself for writing; refuse anything else."""
+    flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+    try:
+        # O_NONBLOCK: opening a FIFO given by mistake must not wait for a writer.
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o644)
+    except OSError as exc:
+        raise _path_error(path, exc.errno) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise JournalError(
+            f"--journal {path}: not a regular file; give the path of a file "
+            "(it is created if missing)",
+            path=str(path),
+        )
+    return fd
+
+
+def _path_error(path: Path, code: int | None) -> JournalError:
+    if code == errno.EISDIR:
+        problem = "is a directory; give the path of a file (it is created if missing)"
+    elif code in (errno.ENOENT, errno.ENOTDIR):
+        problem = (
+            f"the folder {path.parent} does not exist (or is not a folder); "
+            "create it first"
+        )
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        problem = (
+            "cannot be written here (permission denied, or a read-only place); "
+            "choose a writable one"
+        )
+    else:
+        problem = f"cannot be opened ({os.strerror(code or 0)})"
+    return JournalError(f"--journal {path}: {problem}", path=str(path))
+
+
+def _unusable(path: Path, exc: sqlite3.Error) -> JournalError:
+    return JournalError(
+        f"--journal {path}: cannot be used as a database ({exc}); check that "
+        "its folder is writable",
+        path=str(path),
+    )
+
+
+def _lost_log(path: Path) -> JournalError:
+    return JournalError(
+        f"{path}: the run that used it did not end cleanly and its write-ahead "
+        f"log ({path.name}-wal) is missing, so its last records may be lost and "
+        f"a resume could send again what was sent; put {path.name}-wal back "
+        f"beside it (copy {path.name}, {path.name}-wal and {path.name}-shm "
+        "together), or see 'Delivery guarantees' in the README",
+        path=str(path),
+    )
+
+
+def _open_locked(path: Path) -> int:
+    """Open the journal file and hold an exclusive lock on it until closed.
+
+    The lock is on the file itself (``flock`` on its inode), so every path to
+    it, a symlink, a hard link, ``./j.db`` or an absolute one, meets the
+    same lock. (SQLite's own locks are POSIX record locks, independent of it.)
+    """
+    fd = _open_file(path, create=True)
     if sys.platform == "win32":  # pragma: no cover - flock is POSIX only
-        return None
+        return fd
     import fcntl  # here: the module does not exist on Windows
 
-    lock_path = path.with_name(path.name + ".lock")
-    handle = lock_path.open("a")
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        handle.close()
+        os.close(fd)
         raise JournalError(
             f"{path}: in use by another mailer process (wait for it to end)",
             path=str(path),
         ) from None
-    return handle
+    return fd
+
+
+def _prepare(
+    connection: sqlite3.Connection,
+    path: Path,
+    identity: BatchIdentity,
+    *,
+    has_log: bool,
+) -> dict[str, str]:
+    """Set the journal's modes and check it; return its meta ({} if it is new)."""
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    tables = {
+        row[0]
+        for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+    }
+    if "meta" not in tables:
+        if tables:
+            raise JournalError(f"{path}: not a mailer journal", path=str(path))
+        return {}  # new, or left empty by a creation that failed
+    meta = read_meta(connection)
+    _check_identity(meta, path, identity)
+    if meta.get("run") and not has_log:
+        raise _lost_log(path)
+    _add_missing_columns(connection)
+    return meta
 
 
 def _write_meta(connection: sqlite3.Connection, identity: BatchIdentity) -> None:
-    with SQLiteTransaction(connection):
-        connection.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [
-                ("version", JOURNAL_VERSION),
-                ("template", identity.template),
-                ("source", identity.source),
-                ("fingerprint", identity.fingerprint),
-                ("created_at", str(time.time())),
-            ],
-        )
+    connection.executemany(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+        [
+            ("version", JOURNAL_VERSION),
+            ("template", identity.template),
+            ("source", identity.source),
+            ("fingerprint", identity.fingerprint),
+            ("dedupe", "1" if identity.dedupe else "0"),
+            ("created_at", str(time.time())),
+        ],
+    )
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(messages)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in columns:
+            connection.execute(f"ALTER TABLE messages ADD COLUMN {name} {kind}")
 
 
 def read_meta(connection: sqlite3.Connection) -> dict[str, str]:
@@ -408,10 +696,7 @@ def read_meta(connection: sqlite3.Connection) -> dict[str, str]:
     return {row[0]: row[1] for row in connection.execute("SELECT key, value FROM meta")}
 
 
-def _check_identity(
-    connection: sqlite3.Connection, path: Path, identity: BatchIdentity
-) -> None:
-    meta = read_meta(connection)
+def _check_identity(meta: dict[str, str], path: Path, identity: BatchIdentity) -> None:
     if meta.get("version") != JOURNAL_VERSION:
         raise JournalError(
             f"{path}: not a mailer journal (or from another version)", path=str(path)
@@ -436,24 +721,33 @@ def _check_identity(
             "file for this batch (or the original file to resume it)",
             path=str(path),
         )
-
-
-def _add_date_column(connection: sqlite3.Connection) -> None:
-    # Journals written before the Date was recorded (same version otherwise)
-    # get the column; their rows resume with a new Date, as they did before.
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(messages)")}
-    if "date" not in columns:
-        connection.execute("ALTER TABLE messages ADD COLUMN date TEXT")
+    if (meta.get("dedupe", "0") == "1") != identity.dedupe:
+        mode = "with" if meta.get("dedupe") == "1" else "without"
+        raise JournalError(
+            f"{path}: its batch was started {mode} --dedupe; run it "
+            f"{mode} --dedupe again to resume it",
+            path=str(path),
+        )
 
 
 @dataclass(slots=True)
 class JournalSummary:
-    """What ``mailer status`` reads from a journal: its identity, counts, failures."""
+    """What ``mailer status`` reads from a journal: its identity, counts, failures.
+
+    Attributes:
+        sending_started: Of the ``sending`` messages, how many had started
+            their content (the content log of the run that left them), or
+            None when that cannot be known (they count as ambiguous).
+        log_missing: The run that used the journal did not end cleanly and its
+            write-ahead log is missing: the counts may lack its last records.
+    """
 
     meta: dict[str, str]
     counts: dict[JournalState, int]
     ambiguous: int
     failures: list[JournalEntry]
+    sending_started: int | None = None
+    log_missing: bool = False
 
 
 def read_summary(path: Path | str) -> JournalSummary:
@@ -462,9 +756,17 @@ def read_summary(path: Path | str) -> JournalSummary:
     Raises:
         JournalError: The file is missing or not a journal.
     """
+    path = Path(path)
+    has_log = Path(f"{path.resolve()}-wal").exists()  # before a reader makes one
     connection = open_read_only(path)
     try:
         meta = read_meta(connection)
+        sending = [
+            (row[0], row[1])
+            for row in connection.execute(
+                "SELECT position, attempts FROM messages WHERE state = 'sending'"
+            )
+        ]
         counts = dict(
             connection.execute("SELECT state, COUNT(*) FROM messages GROUP BY state")
         )
@@ -481,11 +783,16 @@ def read_summary(path: Path | str) -> JournalSummary:
         raise JournalError(f"{path}: cannot read it: {exc}", path=str(path)) from None
     finally:
         connection.close()
+    started = read_content_log(log_path(path), meta.get("run", ""))
     return JournalSummary(
         meta=meta,
         counts={state: counts.get(state.value, 0) for state in JournalState},
         ambiguous=ambiguous,
         failures=failures,
+        sending_started=None
+        if started is None
+        else sum(1 for pair in sending if pair in started),
+        log_missing=bool(meta.get("run")) and not has_log,
     )
 
 

@@ -7,33 +7,38 @@ What a resume does with each message, by its journal state:
 * ``pending``: sent;
 * ``deferred``, or ``failed`` on a transient reply: sent again, with the same
   Message-ID, to the recipients that have not accepted or refused it yet;
-* ``sending``: the previous run ended during an attempt, perhaps after the
-  final dot. It is marked ambiguous and resent with the same Message-ID, so a
-  receiver can tell the copies apart (RFC 1047: no SMTP client can close this
-  gap).
+* ``sending``: the previous run ended during an attempt. If the journal's
+  content log shows that the attempt had not started sending the content, it
+  cannot have been delivered, and it is sent again like a deferred message.
+  Otherwise (the content may have left, perhaps the final dot too) it is
+  marked ambiguous and resent with the same Message-ID, so a receiver can
+  tell the copies apart (RFC 1047: no SMTP client can close this gap).
+
+Rows are matched to their entries by position, address and fingerprint: a
+recipients file that changes under the run stops it (see ``identity.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mailer.bulk.identity import CheckedRows
 from mailer.bulk.journal import BatchIdentity, Journal, JournalEntry, JournalState
-from mailer.bulk.recipients import InvalidRow, Recipient
+from mailer.bulk.recipients import DuplicateRow, InvalidRow, Recipient
 from mailer.bulk.report import ResumeCounts
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Message
 from mailer.delivery.control import SendRequest
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.state import MessageAttempts
-from mailer.exceptions import MailerError
+from mailer.exceptions import JournalError, MailerError, RecipientsChangedError
 from mailer.replies import RecipientStatus
 
 if TYPE_CHECKING:
@@ -60,19 +65,6 @@ def count_states(counts: Mapping[tuple[JournalState, bool], int]) -> ResumeCount
     )
 
 
-def rows_digest(rows: Iterable[Recipient | InvalidRow]) -> str:
-    """Return a digest of every row, so a journal notices another (or edited) file."""
-    digest = hashlib.sha256()
-    for row in rows:
-        if isinstance(row, Recipient):
-            item: Any = [row.line, row.email, row.name, dict(row.context)]
-        else:
-            item = [row.line, row.error]
-        digest.update(json.dumps(item, sort_keys=True, default=str).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
 class JournalObserver:
     """Write each attempt of one message to the journal (an AttemptObserver)."""
 
@@ -90,6 +82,13 @@ class JournalObserver:
         entry.attempts = self._earlier_attempts + attempts.attempts + 1
         entry.next_attempt_at = None
         await self.journal.record(entry)
+
+    def content_starting(self, attempts: MessageAttempts, /) -> None:
+        """Note, before the first byte of content, that this attempt may deliver.
+
+        A ``write(2)`` to the content log, no commit (see ``contentlog.py``).
+        """
+        self.journal.mark_content(self.entry.position, self.entry.attempts)
 
     async def attempt_ended(
         self, attempts: MessageAttempts, /, *, retry_in: float | None
@@ -176,88 +175,82 @@ async def stream_with_journal(
     journal_path: Path | str,
     *,
     template_name: str,
-    source_label: str,
-    fingerprint: str,
-    rows: Callable[[], Iterator[tuple[int, Recipient | InvalidRow]]],
+    checked: CheckedRows,
+    rows: Callable[[], Iterable[Recipient | InvalidRow]],
     render: Callable[[Recipient], Message],
     client_factory: Callable[[MailerSettings], MessageClient],
     settings: MailerSettings,
+    dedupe: bool = False,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
-) -> AsyncIterator[tuple[int, int, SendResult]]:
+) -> AsyncIterator[tuple[int, int, SendResult | DuplicateRow]]:
     """Send the batch, recording every attempt; resume if the journal exists.
 
     Every message of the batch is yielded once: first those a previous run
     finished (sent, or refused for good) as the journal has them, then the
     others as this run ends them (``pending`` if it stopped before their
-    turn).
+    turn). Each row read is matched to its journal entry by position, address
+    and fingerprint; if the recipients file changed under the run, no further
+    message starts and the rest are yielded ``pending``, with the reason.
 
     Args:
         journal_path: The SQLite journal file.
         template_name: The template set (part of the journal's identity).
-        source_label: What the recipients are (a path), for messages.
-        fingerprint: The digest of every row (``rows_digest``), made while the
-            rows were checked, so the journal can tell another file.
-        rows: Returns the numbered rows afresh on each call.
+        checked: What the check pass saw of every row (its digest is the
+            journal's fingerprint; each row is compared with it).
+        rows: Returns the rows afresh on each call.
         render: Renders one row into a Message.
         client_factory: ``generate_message_client``, as looked up by the caller.
         settings: The settings.
+        dedupe: Skip rows whose address an earlier row has (no entry).
         stop: Set it to stop the batch.
         on_resume: Called, when the journal exists, with what it held.
 
     Yields:
-        ``(position, line, result)``: the row's position in the batch, its
-        line in the recipients file, and the message's result.
+        ``(position, line, outcome)``: the row's position in the batch, its
+        line in the recipients file, and the message's result (or, with
+        ``dedupe``, the row skipped).
 
     Raises:
         JournalError: The journal belongs to another batch, is locked, or
             cannot be written.
+        RecipientsChangedError: The file changed before anything was sent.
     """
     identity = BatchIdentity(
         template=template_name,
-        source=source_label,
-        fingerprint=fingerprint,
+        source=checked.label,
+        fingerprint=checked.digest,
+        dedupe=dedupe,
     )
     journal, resumed = await Journal.open(journal_path, identity)
     try:
         if not resumed:
-            await journal.add_messages(
-                (position, row.line, row.email)
-                for position, row in rows()
-                if isinstance(row, Recipient)
-            )
-        else:
+            await journal.create(identity, _new_entries(checked, rows(), dedupe))
+        held = count_states(await journal.counts()) if resumed else None
+        in_doubt, cut = await journal.begin_run()
+        if held is not None:
             if on_resume is not None:
-                on_resume(count_states(await journal.counts()))
-            await journal.mark_in_doubt(
-                "in flight when the previous run ended: it may have been delivered"
-            )
+                on_resume(replace(held, in_doubt=in_doubt, cut_before_content=cut))
             # What earlier runs finished comes first, read in chunks.
             for entry in journal.iter_entries():
                 if entry.is_done:
                     yield entry.position, entry.line, result_from_entry(entry)
-        settled: deque[JournalEntry] = deque()  # nobody left to send to: reported
-        sending: dict[int, JournalEntry] = {}  # request index -> entry, in flight
-        requests = _requests(journal, rows(), render, settings, settled, sending)
+        walk = _Walk(journal, checked, render, settings, dedupe)
         async with client_factory(settings) as client:
             # MAILER_CONCURRENCY transactions at most, so that a crash leaves
             # no more than that many messages 'sending' (in doubt).
-            results = client.stream(requests, stop=stop, in_flight=settings.concurrency)
+            results = client.stream(
+                walk.requests(rows()), stop=stop, in_flight=settings.concurrency
+            )
             async for index, result in results:
-                while settled:
-                    entry = settled.popleft()
-                    yield entry.position, entry.line, result_from_entry(entry)
-                entry = sending.pop(index)
-                if _refused_unsent(entry, result):
-                    # Refused before any attempt (a before_send hook, a size
-                    # limit): final, so a resume does not try it again.
-                    entry.state = JournalState.FAILED
-                    entry.transient = False
-                    entry.error = result.error
-                    await journal.record(entry)
-                yield entry.position, entry.line, reported_result(entry, result)
-        for entry in settled:
-            yield entry.position, entry.line, result_from_entry(entry)
+                async for item in walk.drain():
+                    yield item
+                entry = walk.sending.pop(index)
+                yield entry.position, entry.line, await walk.finish(entry, result)
+        async for item in walk.drain():
+            yield item
+        async for item in walk.unreached():
+            yield item
     finally:
         await journal.aclose()
 
@@ -272,51 +265,212 @@ def _refused_unsent(entry: JournalEntry, result: SendResult) -> bool:
     )
 
 
-def _requests(
-    journal: Journal,
-    rows: Iterator[tuple[int, Recipient | InvalidRow]],
-    render: Callable[[Recipient], Message],
-    settings: MailerSettings,
-    settled: deque[JournalEntry],
-    sending: dict[int, JournalEntry],
-) -> Iterator[SendRequest]:
-    # Rows and journal entries both come in position order: walk them together
-    # (the journal has no entry for an invalid row).
-    entries = journal.iter_entries()
-    entry = next(entries, None)
-    index = 0
-    for position, row in rows:
-        while entry is not None and entry.position < position:
-            entry = next(entries, None)
-        if entry is None or entry.position != position:
+def _new_entries(
+    checked: CheckedRows, rows: Iterable[Recipient | InvalidRow], dedupe: bool
+) -> Iterator[tuple[int, int, str, str]]:
+    """Yield ``(position, line, email, fingerprint)`` of every message to send."""
+    for position, row in checked.replay(rows):
+        if not isinstance(row, Recipient) or checked.is_invalid(position):
             continue
-        if entry.is_done:
-            continue  # reported before the sending started
-        if not isinstance(row, Recipient):
-            continue  # (journal entries are made for recipients only)
+        if dedupe and checked.is_repeat(position):
+            continue
+        # The row is the one checked (replay compared them): its fingerprint too.
+        yield position, row.line, row.email, checked.fingerprint(position)
+
+
+def _matches(entry: JournalEntry, row: Recipient, fingerprint: str) -> bool:
+    """Return whether ``entry`` is the journal's record of ``row``."""
+    if entry.email != row.email:
+        return False
+    return entry.fingerprint is None or entry.fingerprint == fingerprint
+
+
+Outcome = tuple[int, int, SendResult | DuplicateRow]
+
+
+class _Walk:
+    """Walk the rows and the journal entries together, making the send requests.
+
+    Rows and entries both come in position order (the journal has no entry
+    for an invalid row, nor for a repeat under ``dedupe``). What the walk
+    settles itself (a repeat, a message nobody is left to send to, a row
+    that no longer renders) waits in ``settled`` until ``drain``.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        checked: CheckedRows,
+        render: Callable[[Recipient], Message],
+        settings: MailerSettings,
+        dedupe: bool,
+    ) -> None:
+        self.journal = journal
+        self.checked = checked
+        self.render = render
+        self.settings = settings
+        self.dedupe = dedupe
+        self.sending: dict[int, JournalEntry] = {}  # request index -> entry
+        self.settled: deque[tuple[JournalEntry | None, Outcome]] = deque()
+        self.handled = 0  # rows dealt with, in position order
+        self.changed: RecipientsChangedError | None = None
+
+    def requests(self, rows: Iterable[Recipient | InvalidRow]) -> Iterator[SendRequest]:
+        """Yield a SendRequest for each row still to send (a plain generator)."""
+        entries = self.journal.iter_entries()
+        entry = next(entries, None)
+        index = 0
         try:
-            message = render(row)
-        except MailerError:
-            continue  # reported by the check pass
+            for position, row in self.checked.replay(rows):
+                if not isinstance(row, Recipient) or self.checked.is_invalid(position):
+                    self.handled = position
+                    continue  # reported by the check pass
+                if self.dedupe and self.checked.is_repeat(position):
+                    skipped = DuplicateRow(row.line, row.email)
+                    self.settled.append((None, (position, row.line, skipped)))
+                    self.handled = position
+                    continue
+                while entry is not None and entry.position < position:
+                    entry = next(entries, None)
+                entry = self._entry_of(position, row, entry)
+                request = self._request(position, row, entry)
+                self.handled = position
+                if request is not None:
+                    self.sending[index] = entry
+                    index += 1
+                    yield request
+        except RecipientsChangedError as exc:
+            self.changed = exc
+
+    def _entry_of(
+        self, position: int, row: Recipient, entry: JournalEntry | None
+    ) -> JournalEntry:
+        """Return ``entry`` if it is the journal's record of ``row``, else raise."""
+        fingerprint = self.checked.fingerprint(position)  # replay: the row's own
+        if (
+            entry is None
+            or entry.position != position
+            or not _matches(entry, row, fingerprint)
+        ):
+            raise RecipientsChangedError(
+                f"{self.checked.label}: line {row.line} ({row.email}) is not "
+                "the message the journal has at its place",
+                path=self.checked.label,
+            )
+        return entry
+
+    def _request(
+        self, position: int, row: Recipient, entry: JournalEntry
+    ) -> SendRequest | None:
+        if entry.is_done:
+            return None  # reported before the sending started
+        try:
+            message = self.render(row)
+        except MailerError as exc:
+            # Checked before, this row no longer renders (a file it names went
+            # away...): it fails, recorded and reported, never dropped. A
+            # resume tries it again.
+            entry.state, entry.transient, entry.error = (
+                JournalState.FAILED,
+                True,
+                f"no longer renders: {exc}",
+            )
+            self.settled.append(
+                (
+                    entry,
+                    (
+                        position,
+                        row.line,
+                        SendResult.of(
+                            SendStatus.FAILED,
+                            to=(entry.email,),
+                            message_id=entry.message_id,
+                            recipients=entry.recipients,
+                            refused=entry.replies,
+                            error=entry.error,
+                            transient=True,
+                            attempts=entry.attempts,
+                            ambiguous=entry.ambiguous,
+                        ),
+                    ),
+                )
+            )
+            return None
         recipients = None
         if entry.settled:
-            sender = message.sender or settings.default_sender
+            sender = message.sender or self.settings.default_sender
             envelope = message.envelope(sender) if sender is not None else None
             if envelope is not None:
                 recipients = tuple(
                     r for r in envelope.rcpt_tos if r not in entry.settled
                 )
                 if not recipients:
-                    settled.append(entry)
-                    continue  # nobody left to send to
-        sending[index] = entry
-        index += 1
-        yield SendRequest(
+                    # Nobody left to send to.
+                    outcome = (position, row.line, result_from_entry(entry))
+                    self.settled.append((None, outcome))
+                    return None
+        return SendRequest(
             message,
             message_id=entry.message_id,
             recipients=recipients,
-            observer=JournalObserver(journal, entry),
+            observer=JournalObserver(self.journal, entry),
             # With the Message-ID, the Date makes the resent bytes (and their
             # DKIM signature) the same as those of the first attempt.
             date=entry.date,
         )
+
+    async def drain(self) -> AsyncIterator[Outcome]:
+        """Record and yield what the walk settled itself."""
+        while self.settled:
+            entry, outcome = self.settled.popleft()
+            if entry is not None:
+                await self.journal.record(entry)
+            yield outcome
+
+    async def finish(self, entry: JournalEntry, result: SendResult) -> SendResult:
+        """Return a message's report line; record it if nothing else did.
+
+        A message refused before any attempt (a before_send hook, a size
+        limit) is final, so a resume does not try it again; one whose attempt
+        the stop cut off is recorded as the summary reports it.
+        """
+        if _refused_unsent(entry, result):
+            entry.state = JournalState.FAILED
+            entry.transient = False
+            entry.error = result.error
+            await self.journal.record(entry)
+        reported = reported_result(entry, result)
+        if (
+            reported.status is SendStatus.PENDING
+            and entry.state is JournalState.SENDING
+        ):
+            # Cut off at the end of the shutdown grace: the journal says what
+            # the summary says (ambiguous only if its content had started).
+            entry.state, entry.transient = JournalState.DEFERRED, True
+            entry.ambiguous, entry.error = reported.ambiguous, reported.error
+            entry.next_attempt_at = None
+            # If this cannot be written, the entry stays 'sending' and the
+            # journal's close (or the next run) settles it from the content log.
+            with contextlib.suppress(JournalError):
+                await self.journal.record(entry)
+        return reported
+
+    async def unreached(self) -> AsyncIterator[Outcome]:
+        """Yield ``pending`` for every message after a change of the file."""
+        if self.changed is None:
+            return
+        reason = (
+            f"not sent: {self.changed}; the journal keeps the batch as it was "
+            "checked: put the file back as it was to resume it"
+        )
+        for entry in self.journal.iter_entries():
+            if entry.position > self.handled and not entry.is_done:
+                yield (
+                    entry.position,
+                    entry.line,
+                    replace(result_from_entry(entry), error=reason),
+                )
+        for position in range(self.handled + 1, len(self.checked) + 1):
+            if self.dedupe and self.checked.is_repeat(position):
+                line = self.checked.line(position)
+                yield position, line, DuplicateRow(line, "")

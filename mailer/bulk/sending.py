@@ -23,14 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from mailer.bulk.attachments import RowAttachments, check_attachments_size
+from mailer.bulk.identity import CheckedRows, CheckSummary
+from mailer.bulk.journal import check_journal_path
 from mailer.bulk.recipients import (
+    DuplicateRow,
     InvalidRow,
     Recipient,
     RecipientFile,
     recipient_from_mapping,
 )
 from mailer.bulk.report import BatchReport, ResumeCounts
-from mailer.bulk.resume import rows_digest, stream_with_journal
+from mailer.bulk.resume import stream_with_journal
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import Message
@@ -41,6 +44,7 @@ from mailer.exceptions import (
     ConfigError,
     InvalidRecipientsError,
     MailerError,
+    RecipientsChangedError,
     UndefinedVariableError,
 )
 from mailer.templates.sets import TemplateSet, load_template_set, render_set
@@ -50,6 +54,7 @@ RecipientRow = Recipient | InvalidRow | Mapping[str, Any]
 LOCALE_KEY = "locale"
 UNSUBSCRIBE_KEY = "unsubscribe_url"
 RecipientSource = Iterable[RecipientRow] | AsyncIterable[RecipientRow]
+Outcome = SendResult | InvalidRow  # a DuplicateRow is an InvalidRow
 
 
 def _row(row: RecipientRow, position: int) -> Recipient | InvalidRow:
@@ -142,6 +147,43 @@ def check_rows(
     Returns:
         How many rows are valid, and every bad row with its line number.
     """
+    summary, errors = check_recipients(
+        template_name,
+        recipients,
+        settings=settings,
+        context=context,
+        sender=sender,
+        attachments=attachments,
+        on_valid=on_valid,
+    )
+    return summary.valid, errors
+
+
+def check_recipients(
+    template_name: str,
+    recipients: Iterable[RecipientRow],
+    *,
+    settings: MailerSettings,
+    context: Mapping[str, Any] | None = None,
+    sender: str | None = None,
+    attachments: RowAttachments | None = None,
+    on_valid: Callable[[Recipient, Message], None] | None = None,
+) -> tuple[CheckSummary, list[InvalidRow]]:
+    """Render and validate every row, and count the repeated addresses.
+
+    Args:
+        template_name: The template set.
+        recipients: The rows.
+        settings: For the templates directory.
+        context: Variables shared by every row.
+        sender: The From address.
+        attachments: The files of each row (missing files are bad rows).
+        on_valid: Called with each valid row and its message.
+
+    Returns:
+        The counts (valid and bad rows, rows repeating an earlier address),
+        and every bad row with its line number.
+    """
     job = _Job(
         template_name,
         load_template_set(template_name, settings.templates_dir),
@@ -151,7 +193,7 @@ def check_rows(
         attachments,
     )
     checked = _check(job, recipients, on_valid)
-    return checked.valid, checked.errors
+    return checked.rows.summary(), checked.errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,9 +221,8 @@ class _Job:
 
 @dataclass(slots=True)
 class _Checked:
-    valid: int
+    rows: CheckedRows  # each row's line and fingerprint, the digest, repeats
     errors: list[InvalidRow]
-    digest: str  # of every row, so a journal notices another (or edited) file
 
 
 class _CheckInterruptedError(Exception):
@@ -194,39 +235,35 @@ def _check(
     on_valid: Callable[[Recipient, Message], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> _Checked:
-    """Render every row once, keeping nothing but the count, the errors, a digest.
+    """Render every row once, keeping its line and fingerprint, and the errors.
 
     Raises:
         _CheckInterruptedError: ``stop`` was set meanwhile (read between rows,
             so that a long check ends within one row of a Ctrl-C).
     """
-    valid = 0
+    checked = CheckedRows(_source_label(recipients))
     errors: list[InvalidRow] = []
     columns = getattr(recipients, "columns", None)  # a CSV file's header
-
-    def checked_rows() -> Iterator[Recipient | InvalidRow]:
-        nonlocal valid
-        for row in _rows(recipients):
-            if stop is not None and stop.is_set():
-                raise _CheckInterruptedError
-            yield row
-            if isinstance(row, InvalidRow):
-                errors.append(row)
-                continue
-            try:
-                message = job.render(row)
-            except UndefinedVariableError as exc:
-                errors.append(InvalidRow(row.line, _missing_value(exc, columns)))
-            except MailerError as exc:
-                errors.append(InvalidRow(row.line, str(exc)))
-            else:
-                valid += 1
-                if on_valid is not None:
-                    on_valid(row, message)
-
-    # One pass: each row is digested as it is checked, and nothing is kept.
-    digest = rows_digest(checked_rows())
-    return _Checked(valid, errors, digest)
+    for row in _rows(recipients):
+        if stop is not None and stop.is_set():
+            raise _CheckInterruptedError
+        if isinstance(row, InvalidRow):
+            errors.append(row)
+            checked.add(row, valid=False)
+            continue
+        try:
+            message = job.render(row)
+        except UndefinedVariableError as exc:
+            errors.append(InvalidRow(row.line, _missing_value(exc, columns)))
+            checked.add(row, valid=False)
+        except MailerError as exc:
+            errors.append(InvalidRow(row.line, str(exc)))
+            checked.add(row, valid=False)
+        else:
+            checked.add(row, valid=True)
+            if on_valid is not None:
+                on_valid(row, message)
+    return _Checked(checked, errors)
 
 
 def _missing_value(
@@ -254,7 +291,7 @@ def _missing_value(
 class _Outcome:
     position: int  # order in the source, for reports kept in input order
     line: int
-    result: SendResult | InvalidRow
+    result: Outcome
 
 
 def _is_one_shot(source: RecipientSource) -> bool:
@@ -288,10 +325,13 @@ async def _outcomes(
     on_resume: Callable[[ResumeCounts], None] | None,
     hooks: Hooks | None = None,
     attachments: RowAttachments | None = None,
-    on_checked: Callable[[int], None] | None = None,
+    on_checked: Callable[[CheckSummary], None] | None = None,
     templates_dir: Path | str | None = None,
+    dedupe: bool = False,
 ) -> AsyncIterator[_Outcome]:
     settings = settings if settings is not None else MailerSettings()
+    if journal is not None:
+        check_journal_path(journal)  # before the check pass, which may be long
 
     def client_factory(settings: MailerSettings) -> MessageClient:
         # Looked up at call time: tests patch mailer.bulk.sending's name.
@@ -317,44 +357,45 @@ async def _outcomes(
             key="MAILER_FROM",
         )
     # A batch that may be refused as a whole is checked before anything is
-    # sent, which reads the rows twice, and a journal reads them again. A
-    # one-shot source is then collected first; with skip_invalid and no
-    # journal, there is nothing to refuse, so it streams once.
-    if _is_one_shot(recipients) and (journal is not None or not skip_invalid):
+    # sent, which reads the rows twice, and a journal reads them again; so
+    # does dedupe, which must know every address first. A one-shot source is
+    # then collected first; with skip_invalid and neither, there is nothing to
+    # refuse, so it streams once.
+    if _is_one_shot(recipients) and (journal is not None or not skip_invalid or dedupe):
         recipients = await _collect(recipients)
-    check_first = not _is_one_shot(recipients)
-    digest = ""
-    if check_first:
+    checked: CheckedRows | None = None
+    if not _is_one_shot(recipients):
         assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
         try:
             # In a worker thread: the event loop stays free to handle signals,
             # so Ctrl-C stops a long check pass (it used to wait for its end).
-            checked = await asyncio.to_thread(_check, job, recipients, None, stop)
+            found = await asyncio.to_thread(_check, job, recipients, None, stop)
         except _CheckInterruptedError:
             # Stopped before anything was sent or journaled: the batch ends
             # here, with nothing to report (listing every row as pending cost
             # as long as the check itself on a large file).
             return
-        if checked.errors and not skip_invalid:
-            raise InvalidRecipientsError(checked.errors)
+        if found.errors and not skip_invalid:
+            raise InvalidRecipientsError(found.errors)
+        checked = found.rows
         if on_checked is not None:
-            on_checked(checked.valid)
-        for position, error in enumerate(checked.errors):
+            on_checked(checked.summary())
+        for position, error in enumerate(found.errors):
             yield _Outcome(-1 - position, error.line, error)
-        digest = checked.digest
 
     if journal is not None:
+        assert checked is not None  # noqa: S101 - a journal's rows are checked
         assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
         rows = recipients
         journaled = stream_with_journal(
             journal,
             template_name=template_name,
-            source_label=_source_label(rows),
-            fingerprint=digest,
-            rows=lambda: enumerate(_rows(rows), start=1),
+            checked=checked,
+            rows=lambda: _rows(rows),
             render=job.render,
             client_factory=client_factory,
             settings=settings,
+            dedupe=dedupe,
             stop=stop,
             on_resume=on_resume,
         )
@@ -362,104 +403,189 @@ async def _outcomes(
             yield _Outcome(position, line, result)
         return
 
-    lines: dict[int, int] = {}  # message index -> row line, while in flight
-    indexes = itertools.count()
-    found: deque[InvalidRow] = deque()  # bad rows met while sending (single pass)
+    plain = _PlainRun(job, checked, dedupe, stop)
+    async with client_factory(settings) as client:
+        async for index, result in client.stream(plain.messages(recipients), stop=stop):
+            for outcome in plain.drain():
+                yield outcome
+            yield _Outcome(index, plain.lines.pop(index), result)
+    for outcome in plain.drain():
+        yield outcome
+    async for outcome in plain.rest():
+        yield outcome
 
-    def render_or_record(row: Recipient | InvalidRow) -> Message | None:
+
+class _PlainRun:
+    """The send pass without a journal: rows to messages, every row accounted for.
+
+    A row the check pass found bad was reported then; any other row ends with
+    a result: sent or failed, skipped as a repeat (``dedupe``), bad if it no
+    longer renders, or ``pending``: the batch was stopped before it was taken
+    (it is not rendered then), or the file changed before it was read.
+    """
+
+    def __init__(
+        self,
+        job: _Job,
+        checked: CheckedRows | None,
+        dedupe: bool,
+        stop: asyncio.Event | None,
+    ) -> None:
+        self.job = job
+        self.checked = checked
+        self.dedupe = dedupe
+        self.stop = stop
+        self.lines: dict[int, int] = {}  # message index -> row line, while in flight
+        self._indexes = itertools.count()
+        self._found: deque[_Outcome] = deque()  # rows settled while reading
+        self._handled = 0  # rows read, in order
+        self._changed: RecipientsChangedError | None = None
+        self._rest_sync: Iterator[tuple[int, Recipient | InvalidRow]] | None = None
+        self._rest_async: AsyncIterator[RecipientRow] | None = None
+
+    def _halted(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def _message(self, position: int, row: Recipient | InvalidRow) -> Message | None:
+        self._handled = position
+        checked = self.checked
+        if checked is not None and checked.is_invalid(position):
+            return None  # reported by the check pass
         if isinstance(row, InvalidRow):
-            if not check_first:
-                found.append(row)
+            self._found.append(_Outcome(-1, row.line, row))  # no check pass
+            return None
+        if checked is not None and self.dedupe and checked.is_repeat(position):
+            skipped = DuplicateRow(row.line, row.email)
+            self._found.append(_Outcome(-1, row.line, skipped))
             return None
         try:
-            message = job.render(row)
+            message = self.job.render(row)
         except MailerError as exc:
-            if not check_first:
-                found.append(InvalidRow(row.line, str(exc)))
-            return None  # when checked first, already reported
-        lines[next(indexes)] = row.line
+            # Even a row that passed the check pass and no longer renders (a
+            # file it names was removed since) gets its line in the report.
+            bad = InvalidRow(row.line, str(exc))
+            self._found.append(_Outcome(-1, row.line, bad))
+            return None
+        self.lines[next(self._indexes)] = row.line
         return message
 
-    def halted() -> bool:
-        return stop is not None and stop.is_set()
+    def messages(
+        self, recipients: RecipientSource
+    ) -> Iterator[Message] | AsyncIterator[Message]:
+        """Return the messages to send, read from ``recipients`` as they are needed."""
+        if isinstance(recipients, AsyncIterable):
+            self._rest_async = aiter(recipients)
+            return self._from_async(self._rest_async)
+        self._rest_sync = (
+            self.checked.replay(_rows(recipients))
+            if self.checked is not None
+            else enumerate(_rows(recipients), start=1)
+        )
+        return self._from_sync(self._rest_sync)
 
-    async def from_async(rows: AsyncIterator[RecipientRow]) -> AsyncIterator[Message]:
-        nonlocal position
+    async def _from_async(
+        self, rows: AsyncIterator[RecipientRow]
+    ) -> AsyncIterator[Message]:
         async for raw in rows:
-            position += 1
-            message = render_or_record(_row(raw, position))
+            position = self._handled + 1
+            message = self._message(position, _row(raw, position))
             if message is not None:
                 yield message
-            if halted():
-                return  # the rest is pending, and is not rendered (below)
+            if self._halted():
+                return  # the rest is pending, and is not rendered (rest())
 
-    def from_sync(rows: Iterator[Recipient | InvalidRow]) -> Iterator[Message]:
+    def _from_sync(
+        self, rows: Iterator[tuple[int, Recipient | InvalidRow]]
+    ) -> Iterator[Message]:
         # A plain generator: the engine pulls it inline, no task per message.
-        for row in rows:
-            message = render_or_record(row)
-            if message is not None:
-                yield message
-            if halted():
-                return  # the rest is pending, and is not rendered (below)
+        try:
+            for position, row in rows:
+                message = self._message(position, row)
+                if message is not None:
+                    yield message
+                if self._halted():
+                    return  # the rest is pending, and is not rendered (rest())
+        except RecipientsChangedError as exc:
+            self._changed = exc  # no further message: the rest end pending
 
-    position = 0
-    rest_async: AsyncIterator[RecipientRow] | None = None
-    rest_sync: Iterator[Recipient | InvalidRow] | None = None
-    messages: Iterator[Message] | AsyncIterator[Message]
-    if isinstance(recipients, AsyncIterable):
-        rest_async = aiter(recipients)
-        messages = from_async(rest_async)
-    else:
-        rest_sync = _rows(recipients)
-        messages = from_sync(rest_sync)
-    async with client_factory(settings) as client:
-        async for index, result in client.stream(messages, stop=stop):
-            while found:
-                bad = found.popleft()
-                yield _Outcome(-1, bad.line, bad)
-            yield _Outcome(index, lines.pop(index), result)
-    for bad in found:
-        yield _Outcome(-1, bad.line, bad)
-    if not halted():
-        return
-    # Stopped: every row not yet taken is pending. Rendering each one only to
-    # say it was not sent took as long as sending on a large file.
-    reason = f"not sent: {getattr(stop, 'reason', 'interrupted')}"
-    left = 0
-    if rest_sync is not None:
-        for row in rest_sync:
-            left += 1
-            if left % 1000 == 0:
-                await asyncio.sleep(0)  # a second Ctrl-C is heard meanwhile
-            outcome = _not_taken(row, next(indexes), reason, check_first)
-            if outcome is not None:
-                yield outcome
-    elif rest_async is not None:
-        async for raw in rest_async:
-            position += 1
-            outcome = _not_taken(
-                _row(raw, position), next(indexes), reason, check_first
-            )
-            if outcome is not None:
+    def drain(self) -> Iterator[_Outcome]:
+        """Yield the rows settled while reading (bad, repeated)."""
+        while self._found:
+            yield self._found.popleft()
+
+    async def rest(self) -> AsyncIterator[_Outcome]:
+        """Yield ``pending`` for every row the batch did not take.
+
+        After a stop, the rows are read (not rendered) for their address;
+        after a change of the file, the checked rows' lines are all that is
+        trustworthy.
+        """
+        if self._changed is None and self._halted():
+            reason = f"not sent: {getattr(self.stop, 'reason', 'interrupted')}"
+            left = 0
+            try:
+                while (taken := await self._next_rest()) is not None:
+                    left += 1
+                    if left % 1000 == 0:
+                        await asyncio.sleep(0)  # a second Ctrl-C is heard meanwhile
+                    outcome = self._not_taken(*taken, reason)
+                    if outcome is not None:
+                        yield outcome
+            except RecipientsChangedError as exc:
+                self._changed = exc
+        if self._changed is not None:
+            for outcome in self._unread(f"not sent: {self._changed}"):
                 yield outcome
 
+    async def _next_rest(self) -> tuple[int, Recipient | InvalidRow] | None:
+        if self._rest_sync is not None:
+            return next(self._rest_sync, None)
+        if self._rest_async is not None:
+            raw = await anext(self._rest_async, None)
+            if raw is None:
+                return None
+            return self._handled + 1, _row(raw, self._handled + 1)
+        return None
 
-def _not_taken(
-    row: Recipient | InvalidRow, index: int, reason: str, checked: bool
-) -> _Outcome | None:
-    """Return the outcome of a row a stopped batch never took, if it has one."""
-    if isinstance(row, InvalidRow):
-        return None if checked else _Outcome(-1, row.line, row)
-    result = SendResult.of(
+    def _not_taken(
+        self, position: int, row: Recipient | InvalidRow, reason: str
+    ) -> _Outcome | None:
+        """Return the outcome of a row a stopped batch never took, if it has one."""
+        self._handled = position
+        checked = self.checked
+        if checked is not None and checked.is_invalid(position):
+            return None  # reported by the check pass
+        if isinstance(row, InvalidRow):
+            return _Outcome(-1, row.line, row)
+        if checked is not None and self.dedupe and checked.is_repeat(position):
+            return _Outcome(-1, row.line, DuplicateRow(row.line, row.email))
+        return _Outcome(next(self._indexes), row.line, _pending((row.email,), reason))
+
+    def _unread(self, reason: str) -> Iterator[_Outcome]:
+        """Yield ``pending`` for each checked row not read: the file changed."""
+        checked = self.checked
+        if checked is None:
+            return
+        for position in range(self._handled + 1, len(checked) + 1):
+            line = checked.line(position)
+            if checked.is_invalid(position):
+                continue  # reported by the check pass
+            if self.dedupe and checked.is_repeat(position):
+                yield _Outcome(-1, line, DuplicateRow(line, ""))
+                continue
+            yield _Outcome(next(self._indexes), line, _pending((), reason))
+
+
+def _pending(to: tuple[str, ...], reason: str) -> SendResult:
+    return SendResult.of(
         SendStatus.PENDING,
-        to=(row.email,),
+        to=to,
         message_id=None,
         recipients={},
         refused={},
         error=reason,
         transient=True,
     )
-    return _Outcome(index, row.line, result)
 
 
 async def stream_messages(
@@ -475,18 +601,22 @@ async def stream_messages(
     on_resume: Callable[[ResumeCounts], None] | None = None,
     hooks: Hooks | None = None,
     attachments: RowAttachments | None = None,
-    on_checked: Callable[[int], None] | None = None,
+    on_checked: Callable[[CheckSummary], None] | None = None,
     templates_dir: Path | str | None = None,
+    dedupe: bool = False,
 ) -> AsyncGenerator[tuple[int, SendResult | InvalidRow], None]:
     """Render and send like ``send_messages``, yielding each outcome as it is known.
 
-    Memory stays flat whatever the number of rows: rows are read and rendered
-    only as connections free up, and nothing is kept once yielded. A batch
-    that may be refused as a whole (``skip_invalid`` off) is checked first,
-    which reads the rows twice; a one-shot source (an iterator or an async
-    iterable) is then collected into a list. With ``skip_invalid`` (and no
-    ``journal``) every source is read once, and bad rows are yielded as they
-    are met.
+    Rows are read and rendered only as connections free up, and nothing is
+    kept once yielded. A batch that may be refused as a whole (``skip_invalid``
+    off) is checked first, which reads the rows twice; a one-shot source (an
+    iterator or an async iterable) is then collected into a list. The check
+    pass keeps 13 bytes per row (its line and fingerprint) and one set entry
+    per distinct address (about 80 bytes); the send pass compares each row
+    with the one checked, and stops at the first that differs: the file
+    changed, and the rows not sent end ``pending``. With ``skip_invalid`` (and
+    no ``journal`` nor ``dedupe``) every source is read once, and bad rows are
+    yielded as they are met.
 
     Args:
         template_name: The template set to render.
@@ -511,16 +641,21 @@ async def stream_messages(
             (see ``mailer.delivery.hooks``).
         attachments: Files for every message and per row (see
             ``RowAttachments``); a row naming a missing file is bad.
-        on_checked: Called, once the check pass is over, with the number of
-            valid rows: the messages the batch will yield (for a progress
-            bar's total).
+        on_checked: Called, once the check pass is over, with what it found:
+            the valid rows (the messages the batch will send, but for repeats
+            under ``dedupe``: a progress bar's total), the bad rows and the
+            repeated addresses.
         templates_dir: Where the template sets are; default
             ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
+        dedupe: Send once per address: a row whose address (compared
+            ignoring case) an earlier row has is not sent, and is yielded as a
+            DuplicateRow.
 
     Yields:
         ``(line, outcome)``: the row's line number (its 1-based position for
-        sources other than files) and a SendResult, or an InvalidRow for a
-        row that was skipped. Results come in completion order.
+        sources other than files) and a SendResult, an InvalidRow for a row
+        that was skipped, or a DuplicateRow for a repeat ``dedupe`` skipped.
+        Results come in completion order.
 
     Raises:
         InvalidRecipientsError: Some rows are bad and ``skip_invalid`` is off;
@@ -543,6 +678,7 @@ async def stream_messages(
         on_checked=on_checked,
         hooks=hooks,
         templates_dir=templates_dir,
+        dedupe=dedupe,
     ):
         yield outcome.line, outcome.result
 
@@ -562,15 +698,17 @@ async def send_messages(
     hooks: Hooks | None = None,
     attachments: RowAttachments | None = None,
     templates_dir: Path | str | None = None,
+    dedupe: bool = False,
 ) -> BatchReport:
     """Render ``template_name`` for each recipient and send the messages concurrently.
 
-    Every row is rendered and validated first, in a pass that keeps nothing in
-    memory; only then is anything sent. Rows are read again for sending, so a
-    re-iterable source (a list, a RecipientFile) keeps memory flat; a one-shot
-    iterator or async iterable is first collected into a list, unless
-    ``skip_invalid`` is on and there is no ``journal`` (then rows are read
-    once, see ``stream_messages``).
+    Every row is rendered and validated first, in a pass that keeps a few
+    bytes per row (its line and fingerprint, see ``stream_messages``); only
+    then is anything sent. Rows are read again for sending, each compared with
+    the one checked, so a re-iterable source (a list, a RecipientFile) is
+    never held in memory; a one-shot iterator or async iterable is first
+    collected into a list, unless ``skip_invalid`` is on and there is neither
+    ``journal`` nor ``dedupe`` (then rows are read once).
 
     Args:
         template_name: The template set to render.
@@ -600,11 +738,15 @@ async def send_messages(
             after_send hook sees each result (see ``mailer.delivery.hooks``).
         templates_dir: Where the template sets are; default
             ``settings.templates_dir`` (``MAILER_TEMPLATES_DIR``).
+        dedupe: Send once per address (compared ignoring case): later rows
+            with an address already met are skipped, counted in
+            ``duplicates``.
 
     Returns:
         The report: counts, per-message results (in input order, every
         message of a journal's batch included) and skipped rows; ``resumed``
-        says what a resumed journal held.
+        says what a resumed journal held, ``checked`` what the check pass
+        found (repeated addresses included).
 
     Raises:
         InvalidRecipientsError: Some rows are bad and ``skip_invalid`` is off;
@@ -619,6 +761,9 @@ async def send_messages(
     def resumed(counts: ResumeCounts) -> None:
         report.resumed = counts
 
+    def checked(summary: CheckSummary) -> None:
+        report.checked = summary
+
     async for outcome in _outcomes(
         template_name,
         recipients,
@@ -632,7 +777,12 @@ async def send_messages(
         hooks=hooks,
         attachments=attachments,
         templates_dir=templates_dir,
+        dedupe=dedupe,
+        on_checked=checked,
     ):
+        if isinstance(outcome.result, DuplicateRow):
+            report.add_duplicate(outcome.result)
+            continue
         if isinstance(outcome.result, InvalidRow):
             report.add_invalid(outcome.result)
             continue

@@ -19,6 +19,10 @@ class JournalStatus:
         counts: Messages per state (every state listed, zeros included).
         ambiguous: Messages that may have been delivered twice.
         failures: The failed messages, in batch order.
+        sending_started: Of the ``sending`` messages, those whose content
+            had started (None: unknown, all count as ambiguous).
+        log_missing: The last run did not end cleanly and the journal's
+            write-ahead log is missing (a resume is refused).
     """
 
     path: Path
@@ -27,6 +31,8 @@ class JournalStatus:
     counts: dict[JournalState, int]
     ambiguous: int
     failures: list[JournalEntry] = field(default_factory=list)
+    sending_started: int | None = None
+    log_missing: bool = False
 
     @property
     def total(self) -> int:
@@ -48,10 +54,23 @@ class JournalStatus:
             f"{self.source}, {self.total} message(s)",
             counts,
         ]
-        if self.counts[JournalState.SENDING]:
+        sending, started = self.counts[JournalState.SENDING], self.sending_started
+        if sending and started is None:
             out.append(
-                f"{self.counts[JournalState.SENDING]} sending: in flight now, or "
-                "cut short by a crash (a resume resends them as ambiguous)"
+                f"{sending} sending: in flight now, or cut short by a crash (a "
+                "resume resends them as ambiguous)"
+            )
+        elif sending and started is not None:
+            out.append(
+                f"{sending} sending: in flight now, or cut short by a crash; "
+                f"{started} had sent their content (a resume resends them as "
+                f"ambiguous), {sending - started} had not (resent plainly)"
+            )
+        if self.log_missing:
+            out.append(
+                f"warning: the run that used it did not end cleanly and "
+                f"{self.path.name}-wal is missing: these counts may lack its "
+                "last records, and a resume is refused"
             )
         out.append(
             f"{self.ambiguous} ambiguous (may have been delivered twice, same "
@@ -80,4 +99,6 @@ def journal_status(path: Path | str) -> JournalStatus:
         counts=summary.counts,
         ambiguous=summary.ambiguous,
         failures=summary.failures,
+        sending_started=summary.sending_started,
+        log_missing=summary.log_missing,
     )

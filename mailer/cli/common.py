@@ -27,6 +27,7 @@ from mailer.exceptions import (
     ConfigError,
     InvalidRecipientsError,
     MailerError,
+    RecipientsFileError,
     TemplateNotFoundError,
 )
 
@@ -162,6 +163,8 @@ def open_recipients(path: Path) -> RecipientFile:
         return RecipientFile(path)
     except InvalidRecipientsError as exc:
         raise fail(exc.rows[0].error) from None
+    except RecipientsFileError as exc:
+        raise fail(str(exc)) from None
 
 
 def template_name(value: str | None) -> str | None:
@@ -327,3 +330,13 @@ def format_size(size: int) -> str:
     if size < 1_000_000:
         return f"{size / 1000:.1f} KB"
     return f"{size / 1_000_000:.1f} MB"
+
+
+DedupeOption = Annotated[
+    bool,
+    typer.Option(
+        "--dedupe",
+        help="Send once per address: a row whose address (ignoring case) an "
+        "earlier row has is skipped and listed, not sent.",
+    ),
+]

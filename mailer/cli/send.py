@@ -20,9 +20,10 @@ from rich.progress import (
 from rich.text import Text
 
 from mailer.bulk.attachments import RowAttachments
-from mailer.bulk.recipients import InvalidRow, Recipient, RecipientFile
+from mailer.bulk.identity import CheckSummary
+from mailer.bulk.recipients import DuplicateRow, InvalidRow, Recipient, RecipientFile
 from mailer.bulk.report import BatchReport, ResumeCounts
-from mailer.bulk.sending import check_rows, stream_messages
+from mailer.bulk.sending import check_recipients, stream_messages
 from mailer.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -30,6 +31,7 @@ from mailer.cli.common import (
     AttachColumnOption,
     AttachmentsDirOption,
     AttachOption,
+    DedupeOption,
     EnvFileOption,
     JournalOption,
     OptionalRecipientsOption,
@@ -82,6 +84,7 @@ def send(
     attach: AttachOption = None,
     attach_column: AttachColumnOption = None,
     attachments_dir: AttachmentsDirOption = None,
+    dedupe: DedupeOption = False,
     env_file: EnvFileOption = None,
     verbose: VerboseOption = False,
     to: Annotated[
@@ -136,7 +139,9 @@ def send(
     Or, with --to, send one message written on the command line.
     """
     if to is not None or subject is not None or text is not None or html is not None:
-        _refuse_with_one_message(template, recipients, journal, skip_invalid, dry_run)
+        _refuse_with_one_message(
+            template, recipients, journal, skip_invalid, dry_run, dedupe
+        )
         if to is None or subject is None or text is None:
             missing = [
                 name
@@ -181,7 +186,9 @@ def send(
         )
     if dry_run:
         raise typer.Exit(
-            run_command(_dry_run(template, source, settings, skip_invalid, files))
+            run_command(
+                _dry_run(template, source, settings, skip_invalid, files, dedupe)
+            )
         )
     # Opened before anything is sent: a report that cannot be written stops
     # the command here, not after the first messages went out.
@@ -198,6 +205,7 @@ def send(
                 files,
                 show_progress=not verbose,  # -v lines and a bar would mix
                 quiet_failures=log_format is LogFormat.JSON,
+                dedupe=dedupe,
             )
         )
     raise typer.Exit(code)
@@ -209,6 +217,7 @@ def _refuse_with_one_message(
     journal: Path | None,
     skip_invalid: bool,
     dry_run: bool,
+    dedupe: bool = False,
 ) -> None:
     given = [
         name
@@ -218,6 +227,7 @@ def _refuse_with_one_message(
             ("--journal", journal),
             ("--skip-invalid", skip_invalid),
             ("--dry-run", dry_run),
+            ("--dedupe", dedupe),
         )
         if value
     ]
@@ -231,6 +241,7 @@ async def _dry_run(
     settings: MailerSettings,
     skip_invalid: bool,
     attachments: RowAttachments | None = None,
+    dedupe: bool = False,
 ) -> int:
     listed: dict[str, int] = {}
 
@@ -243,15 +254,22 @@ async def _dry_run(
             listed[files] = row.line
             print(f"line {row.line}: attachments: {files}")
 
-    valid, errors = check_rows(
+    checked, errors = check_recipients(
         template, source, settings=settings, attachments=attachments, on_valid=show
     )
     if errors and not skip_invalid:
         raise InvalidRecipientsError(errors)
     print_bad_rows(errors)
+    repeats = checked.describe_repeats(dedupe=dedupe)
+    if repeats:
+        err.print(f"note: {repeats}", markup=False)
+    would_send = checked.valid - (checked.repeated if dedupe else 0)
+    repeated = (
+        f", {checked.repeated} repeating an earlier address" if checked.repeated else ""
+    )
     print(
-        f"dry run: {valid} message(s) would be sent, {len(errors)} invalid row(s); "
-        "nothing was sent"
+        f"dry run: {would_send} message(s) would be sent, {len(errors)} invalid "
+        f"row(s){repeated}; nothing was sent"
     )
     return EXIT_OK
 
@@ -284,6 +302,7 @@ async def _send(
     *,
     show_progress: bool = True,
     quiet_failures: bool = False,
+    dedupe: bool = False,
 ) -> int:
     started = time.perf_counter()
     progress = Progress(
@@ -300,10 +319,14 @@ async def _send(
     task = progress.add_task("checking", total=None)
     checked = False
 
-    def counted(valid: int) -> None:
+    def counted(summary: CheckSummary) -> None:
         nonlocal checked
         checked = True
-        progress.update(task, description="sending", total=valid)
+        repeats = summary.describe_repeats(dedupe=dedupe)
+        if repeats:
+            err.print(f"note: {repeats}", markup=False)  # before sending
+        to_send = summary.valid - (summary.repeated if dedupe else 0)
+        progress.update(task, description="sending", total=to_send)
 
     def first_signal(name: str) -> None:
         if not checked:
@@ -342,12 +365,19 @@ async def _send(
             on_resume=resumed,
             attachments=attachments,
             on_checked=counted,
+            dedupe=dedupe,
         )
         # aclosing: whatever happens in this loop, the stream is closed here,
         # in this task, so its connections and tasks end with it (an
         # unclosed generator was finalised later, or never: a hang).
         async with contextlib.aclosing(outcomes):
             async for line, outcome in outcomes:
+                if isinstance(outcome, DuplicateRow):
+                    batch.add_duplicate(outcome)
+                    report.write(
+                        {"line": line, "status": "duplicate", "to": outcome.email}
+                    )
+                    continue
                 if isinstance(outcome, InvalidRow):
                     batch.add_invalid(outcome)
                     continue

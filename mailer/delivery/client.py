@@ -32,7 +32,12 @@ from mailer.delivery.hooks import Hooks
 from mailer.delivery.limits import check_message_limits
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
-from mailer.delivery.state import AttemptObserver, MessageAttempts, OutgoingMessage
+from mailer.delivery.state import (
+    AttemptObserver,
+    MessageAttempts,
+    OutgoingMessage,
+    observes_content,
+)
 from mailer.delivery.telemetry import (
     MessageTrace,
     Telemetry,
@@ -46,7 +51,13 @@ from mailer.exceptions import (
     RefusedByHookError,
 )
 from mailer.replies import Reply, Verdict, classify_reply
-from mailer.transports.base import AsyncCloseable, Delivery, Transport
+from mailer.transports.base import (
+    AsyncCloseable,
+    Delivery,
+    DeliveryProgress,
+    Transport,
+    reports_progress,
+)
 from mailer.transports.factory import transport_from_settings
 from mailer.transports.ratelimit import LimiterFactory
 
@@ -300,14 +311,24 @@ class MessageClient(AsyncCloseable):
         if observer is not None:
             await _notify(observer.attempt_starting(attempts), control)
         attempts.begin()
+        progress = DeliveryProgress(_content_hook(observer, attempts, control))
+        attempts.progress = progress
         started_ns = time.time_ns() if trace is not None else 0
         try:
             attempts.in_flight = True
-            delivery = self._redacted(
-                await self.transport.deliver(
+            transport = self.transport
+            if reports_progress(transport):
+                delivery = await transport.deliver_with_progress(
+                    attempts.envelope(), attempts.outgoing.content, progress
+                )
+            else:
+                # This transport does not say when the content starts: assume
+                # at once (a cut-short attempt is then ambiguous).
+                progress.content_starting()
+                delivery = await transport.deliver(
                     attempts.envelope(), attempts.outgoing.content
                 )
-            )
+            delivery = self._redacted(delivery)
         except DeliveryError as exc:
             self.redactor.error(exc)
             verdict = attempts.record_error(exc, control.judge(exc))
@@ -503,6 +524,28 @@ _SEND = MessageClient.send
 
 # The control of a send on its own: no slots, no gate, no stop.
 _ALONE = SendControl()
+
+
+def _content_hook(
+    observer: object, attempts: MessageAttempts, control: SendControl
+) -> Callable[[], None] | None:
+    """Return what tells ``observer`` that the content starts, if it wants to know.
+
+    If the observer cannot record it (a journal that cannot be written), the
+    content is not sent: the attempt fails as a transient DeliveryError (the
+    message was not delivered, so it stays to send) and the batch stops.
+    """
+    if not observes_content(observer):
+        return None
+
+    def content_starting() -> None:
+        try:
+            observer.content_starting(attempts)
+        except Exception as exc:
+            control.stop(f"stopped: {exc}")
+            raise DeliveryError(f"not sent: {exc}", transient=True) from exc
+
+    return content_starting
 
 
 def _kept_recipients(

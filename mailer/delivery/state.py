@@ -9,9 +9,10 @@ Observers (the journal) read it before and after each attempt.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from mailer.content.message import Envelope, Message
 from mailer.delivery.results import SendResult, SendStatus
@@ -23,7 +24,7 @@ from mailer.replies import (
     classify_error,
     classify_reply,
 )
-from mailer.transports.base import Delivery
+from mailer.transports.base import Delivery, DeliveryProgress
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,36 @@ class AttemptObserver(Protocol):
         ...
 
 
+@runtime_checkable
+class ContentObserver(Protocol):
+    """An observer that is also told, synchronously, when an attempt's content starts.
+
+    The journal notes it (one ``write(2)``), so that after a crash it can tell
+    the attempts that may have delivered from those that cannot have.
+    """
+
+    def content_starting(self, attempts: MessageAttempts, /) -> None:
+        """Record that the current attempt is about to send the content.
+
+        Raises:
+            Exception: It could not be recorded; the content is then not sent.
+        """
+        ...
+
+
+def observes_content(observer: object) -> TypeGuard[ContentObserver]:
+    """Return whether ``observer`` is a ContentObserver (cached by class)."""
+    cls = type(observer)
+    known = _OBSERVES_CONTENT.get(cls)
+    if known is None:
+        known = callable(getattr(cls, "content_starting", None))
+        _OBSERVES_CONTENT[cls] = known
+    return known
+
+
+_OBSERVES_CONTENT: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
 class MessageAttempts:
     """The state of one message's delivery, attempt after attempt.
 
@@ -85,6 +116,7 @@ class MessageAttempts:
         self.last_error: BaseException | None = None
         self.verdict: Verdict | None = None
         self.in_flight = False  # between the first SMTP command and the outcome
+        self.progress: DeliveryProgress | None = None  # of the current attempt
         self.relay: str | None = None  # the relay of the last attempt, if known
 
     @property
@@ -211,18 +243,33 @@ class MessageAttempts:
             transient=True,
         )
 
+    @property
+    def may_have_delivered(self) -> bool:
+        """Return whether the attempt in flight may have delivered the message.
+
+        Only once its content has started (as the transport reports it; a
+        transport that does not report is assumed to start at once).
+        """
+        progress = self.progress
+        return self.in_flight and (progress is None or progress.content_started)
+
     def abandoned_result(self) -> SendResult:
         """Return a ``pending`` result for a send cut short at shutdown.
 
-        Cut during an attempt, the message may have been delivered: it is
-        ambiguous (and its journal entry stays ``sending``).
+        Cut once its content had started, the message may have been
+        delivered: it is ambiguous. Cut before, it cannot have been.
         """
-        result = self.pending_result(
-            "abandoned during an attempt at shutdown; it may have been delivered"
-            if self.in_flight
-            else "the batch was stopped"
-        )
-        return replace(result, ambiguous=self.ambiguous or self.in_flight)
+        if self.may_have_delivered:
+            reason = (
+                "abandoned during an attempt at shutdown, its content sent; it "
+                "may have been delivered"
+            )
+        elif self.in_flight:
+            reason = "abandoned at shutdown before its content was sent"
+        else:
+            reason = "the batch was stopped"
+        result = self.pending_result(reason)
+        return replace(result, ambiguous=self.ambiguous or self.may_have_delivered)
 
     def error(self) -> DeliveryError:
         """Return the error to raise when no recipient accepted the message.

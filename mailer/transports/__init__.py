@@ -10,7 +10,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mailer.transports.base import BaseTransport, Delivery, Transport
+from mailer.transports.base import (
+    BaseTransport,
+    Delivery,
+    DeliveryProgress,
+    ProgressTransport,
+    Transport,
+)
 from mailer.transports.console import ConsoleTransport
 from mailer.transports.failover import FailoverTransport
 from mailer.transports.smtp.transport import SMTPTransport
@@ -32,9 +38,11 @@ __all__ = [
     "BaseTransport",
     "ConsoleTransport",
     "Delivery",
+    "DeliveryProgress",
     "FailoverTransport",
     "MemoryTransport",
     "MockTransport",
+    "ProgressTransport",
     "SMTPTransport",
     "Transport",
 ]

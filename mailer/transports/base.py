@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Protocol, Self, TypeGuard, runtime_checkable
 
 from mailer.content.message import Envelope
 from mailer.replies import Reply
@@ -68,6 +69,64 @@ class Transport(Protocol):
     async def aclose(self) -> None:
         """Release every connection or resource the transport holds."""
         ...
+
+
+class DeliveryProgress:
+    """What a transport says about one delivery while it runs: has the content started?
+
+    A ``ProgressTransport`` calls ``content_starting`` just before it writes the
+    first byte of the message content, and never once it has given the
+    delivery up (its sender cancelled). Until that call, the delivery cannot
+    have delivered anything: a cut-short attempt with ``content_started``
+    False is certainly not ambiguous.
+
+    Args:
+        on_content: Called first (the journal notes the attempt there); if it
+            raises, the content is not sent and the delivery fails with that
+            error.
+    """
+
+    def __init__(self, on_content: Callable[[], None] | None = None) -> None:
+        self.content_started = False
+        self._on_content = on_content
+
+    def content_starting(self) -> None:
+        """Say that the content is about to be written (before its first byte)."""
+        if self._on_content is not None:
+            self._on_content()
+        self.content_started = True
+
+
+@runtime_checkable
+class ProgressTransport(Protocol):
+    """A transport that also reports each delivery's progress (the SMTP one does).
+
+    For a plain ``Transport``, the client must assume that the content may
+    leave as soon as ``deliver`` is called.
+    """
+
+    async def deliver_with_progress(
+        self, envelope: Envelope, content: bytes, progress: DeliveryProgress, /
+    ) -> Delivery:
+        """Deliver like ``Transport.deliver``, calling ``progress.content_starting``."""
+        ...
+
+
+def reports_progress(transport: object) -> TypeGuard[ProgressTransport]:
+    """Return whether ``transport`` is a ProgressTransport (cached by class).
+
+    ``isinstance`` against a runtime-checkable protocol costs ~15 µs, once
+    per attempt without the cache.
+    """
+    cls = type(transport)
+    known = _REPORTS_PROGRESS.get(cls)
+    if known is None:
+        known = callable(getattr(cls, "deliver_with_progress", None))
+        _REPORTS_PROGRESS[cls] = known
+    return known
+
+
+_REPORTS_PROGRESS: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
 class BaseTransport(AsyncCloseable):

@@ -26,7 +26,13 @@ from mailer.exceptions import (
     RelaysUnavailableError,
 )
 from mailer.replies import Verdict, classify_error
-from mailer.transports.base import BaseTransport, Delivery, Transport
+from mailer.transports.base import (
+    BaseTransport,
+    Delivery,
+    DeliveryProgress,
+    Transport,
+    reports_progress,
+)
 
 FailoverMode = Literal["failover", "roundrobin"]
 
@@ -101,11 +107,27 @@ class FailoverTransport(BaseTransport):
             RelaysUnavailableError: Every relay failed transiently.
             DeliveryError: A failure that is not failed over (see the module).
         """
+        return await self.deliver_with_progress(envelope, content, DeliveryProgress())
+
+    async def deliver_with_progress(
+        self, envelope: Envelope, content: bytes, progress: DeliveryProgress, /
+    ) -> Delivery:
+        """Deliver like ``deliver``, passing ``progress`` to the relay that sends.
+
+        A relay that does not report progress is assumed to start the content
+        at once.
+        """
         errors: dict[str, DeliveryError] = {}
         for index in self._order():
             name, transport = self.relays[index]
             try:
-                delivery = await transport.deliver(envelope, content)
+                if reports_progress(transport):
+                    delivery = await transport.deliver_with_progress(
+                        envelope, content, progress
+                    )
+                else:
+                    progress.content_starting()
+                    delivery = await transport.deliver(envelope, content)
             except DeliveryError as exc:
                 if not fails_over(exc):
                     raise

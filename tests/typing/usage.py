@@ -10,6 +10,8 @@ from pathlib import Path
 import mailer
 from mailer import (
     BatchReport,
+    CheckSummary,
+    DuplicateRow,
     InvalidRow,
     MailerSettings,
     Message,
@@ -98,6 +100,18 @@ async def stream_rows() -> int:
         if isinstance(outcome, InvalidRow) or not outcome.is_sent:
             failed += line > 0
     return failed
+
+
+async def stream_rows_once_per_address() -> tuple[int, int]:
+    repeats: list[CheckSummary] = []
+    skipped = 0
+    rows = [{"email": "a@x.test"}, {"email": "A@x.test"}]
+    async for _line, outcome in stream_messages(
+        "welcome", rows, dedupe=True, on_checked=repeats.append
+    ):
+        if isinstance(outcome, DuplicateRow):
+            skipped += outcome.email != ""
+    return skipped, repeats[0].repeated
 
 
 # -- mailer.testing: the toolkit's types, as users write them ------------------

@@ -107,7 +107,12 @@ class Exchange:
                     replies.data.code == CODE_START_INPUT
                 )
                 if failure is None and not current.is_abandoned:
-                    current.phase = Phase.DATA
+                    try:
+                        # Phase.DATA, after the journal noted it: the last exit.
+                        current.start_content()
+                    except Exception as exc:  # noqa: BLE001 - to its sender
+                        current.fail(exc)  # nothing of the content was written
+                        return Ending.DATA_OPEN
                     in_data = current
                     current, group = self._next_group()
                     session.write(wire_content(in_data.content, group))

@@ -10,8 +10,12 @@ import aiosmtplib
 
 from mailer.content.message import Envelope
 from mailer.replies import Reply
-from mailer.transports.base import Delivery
+from mailer.transports.base import Delivery, DeliveryProgress
 from mailer.transports.smtp.connection import Phase
+
+
+class AbandonedError(Exception):
+    """A transaction whose sender gave up before its content was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,7 @@ class Transaction:
             ``ANSWERED`` once a well-formed reply to the content came.
         deadline: When the transaction must have ended (event loop time), set
             as its MAIL FROM is written (``MAILER_MESSAGE_TIMEOUT`` later).
+        progress: Told just before the content is written (``start_content``).
     """
 
     envelope: Envelope
@@ -55,11 +60,26 @@ class Transaction:
     deadline: float = float("inf")
     accepted: tuple[str, ...] = ()
     refused: dict[str, Reply] = field(default_factory=dict)
+    progress: DeliveryProgress | None = None
 
     @property
     def is_abandoned(self) -> bool:
         """Return whether the sender stopped waiting (its task was cancelled)."""
         return self.outcome.done()
+
+    def start_content(self) -> None:
+        """Move to ``Phase.DATA``, the content about to be written; the last exit.
+
+        Raises:
+            AbandonedError: The sender gave up: the content must not go.
+            Exception: What the progress hook raised (the journal could not
+                note the attempt): the content must not go either.
+        """
+        if self.is_abandoned:
+            raise AbandonedError("the sender gave up before the content")
+        if self.progress is not None:
+            self.progress.content_starting()
+        self.phase = Phase.DATA
 
     def succeed(self, reply: aiosmtplib.SMTPResponse) -> None:
         """Resolve with the accepted and refused recipients and the final reply."""

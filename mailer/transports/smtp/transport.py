@@ -9,7 +9,7 @@ from mailer.config.settings import MailerSettings
 from mailer.content.message import Envelope
 from mailer.exceptions import DeliveryError, RecipientsRefusedError
 from mailer.replies import Reply, is_rate_refusal
-from mailer.transports.base import BaseTransport, Delivery
+from mailer.transports.base import BaseTransport, Delivery, DeliveryProgress
 from mailer.transports.ratelimit import LocalRateLimiter, RateLimiter
 from mailer.transports.smtp.connection import Phase, SMTPConnection
 from mailer.transports.smtp.errors import map_smtp_errors
@@ -62,7 +62,18 @@ class SMTPTransport(BaseTransport):
         )
 
     async def deliver(self, envelope: Envelope, content: bytes, /) -> Delivery:
+        """Send one message on a pooled connection (see ``deliver_with_progress``)."""
+        return await self.deliver_with_progress(envelope, content, DeliveryProgress())
+
+    async def deliver_with_progress(
+        self, envelope: Envelope, content: bytes, progress: DeliveryProgress, /
+    ) -> Delivery:
         """Send one message on a pooled connection, within ``MAILER_MESSAGE_TIMEOUT``.
+
+        ``progress.content_starting`` is called just before the content is
+        written (after the server's 354), never after this call was
+        cancelled: a transaction whose sender gave up before its content is
+        dropped.
 
         Raises:
             DeliveryError: A subclass saying what failed; partial refusals are
@@ -73,7 +84,7 @@ class SMTPTransport(BaseTransport):
                 the message.
         """
         generation = self.limiter.generation
-        transaction = Transaction(envelope, content)
+        transaction = Transaction(envelope, content, progress=progress)
         try:
             with map_smtp_errors(self.server):
                 delivery = await self.pool.send(transaction)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -80,16 +82,25 @@ async def test_every_message_is_recorded_sent_with_its_message_id(
     settings: MailerSettings, tmp_path: Path, transport_for: Callable[[Transport], None]
 ) -> None:
     """A fresh journal: one row per message, each sent with the Message-ID used."""
-    transport = MockTransport(lambda mail: None)
-    transport_for(transport)
     journal = tmp_path / "batch.journal"
+    modes: list[str] = []
+
+    def look(mail: SentMail) -> None:
+        with closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as db:
+            modes.append(db.execute("PRAGMA journal_mode").fetchone()[0])
+
+    transport = MockTransport(look)
+    transport_for(transport)
     report = await send(settings, journal)
     assert (report.sent, report.failed, report.resumed) == (4, 0, None)
     recorded = state(journal)
     sent_ids = {m.to[0]: m.message["Message-ID"] for m in transport.outbox}
     assert recorded == {email: ("sent", sent_ids[email], 1, 0) for email in sent_ids}
-    with sqlite3.connect(journal) as db:
-        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert set(modes) == {"wal"}  # while the batch runs
+    with closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as db:
+        # At rest, one file (no -wal, no -shm, even once a reader opened it).
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert os.listdir(tmp_path) == ["batch.journal"]
 
 
 async def test_sending_is_committed_before_the_transaction_and_sent_after(

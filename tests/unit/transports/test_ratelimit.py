@@ -206,7 +206,10 @@ async def test_relay_without_limit_slows_to_half_its_observed_rate() -> None:
     ("reply", "expected"),
     [
         (Reply(421, "4.7.0 rate limit exceeded"), True),
-        (Reply(421, "4.3.2 Service shutting down"), True),
+        (Reply(421, "4.3.2 Service shutting down"), False),
+        (Reply(421, "4.7.28 Our system has detected an unusual rate"), True),
+        (Reply(421, "4.7.0 Try again later, closing connection"), True),
+        (Reply(421, "Too many messages, slow down"), True),
         (Reply(454, "Throttling failure: Maximum sending rate exceeded."), True),
         (Reply(451, "4.7.1 Too many messages, slow down"), True),
         (Reply(450, "4.7.28 unusual rate of unsolicited mail"), True),
@@ -219,7 +222,7 @@ async def test_relay_without_limit_slows_to_half_its_observed_rate() -> None:
 def test_rate_refusals_are_told_from_other_transient_replies(
     reply: Reply, expected: bool
 ) -> None:
-    """421 always, 4.7.x/451/454 only when the text speaks of a rate; never a 5xx."""
+    """421 4.7.x always; 421/451/454/4.7.x when the text speaks of a rate; never 5xx."""
     assert is_rate_refusal(reply) is expected
 
 

@@ -1,7 +1,7 @@
 """Measure the PostgreSQL queue against direct sending, in one run, on one sink.
 
-    .venv/bin/python benchmarks/queue.py            # ~3 min on 2 cores
-    .venv/bin/python benchmarks/queue.py --quick    # a smoke run
+    .venv/bin/python benchmarks/queue_delivery.py            # ~3 min on 2 cores
+    .venv/bin/python benchmarks/queue_delivery.py --quick    # a smoke run
 
 A throwaway PostgreSQL (mailer.testing.postgres) and a minimal SMTP sink in
 its own process (sinks.py, "fast": it answers at once, so the client is the
@@ -29,33 +29,30 @@ the rounds and a ratio the median of the per-round ratios.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import csv
+import os
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
+import psycopg
+from sinks import Sink
+
+from mailer import MailerSettings, Message
+from mailer.queue import send_later
+from mailer.queue.schema import apply_schema
+from mailer.testing.postgres import TemporaryPostgres
+
+# Not named queue.py (as the issue proposed): in this folder that name shadows
+# the standard library's queue module for every other benchmark script.
 HERE = Path(__file__).resolve().parent
-# This file is named queue.py, as the issue asks, like the standard library's
-# queue module that psycopg imports: move this folder to the end of the path.
-if sys.path and Path(sys.path[0]).resolve() == HERE:
-    sys.path.append(str(sys.path.pop(0)))
-
-import argparse  # noqa: E402 - after the path fix above
-import asyncio  # noqa: E402
-import csv  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import psycopg  # noqa: E402
-from sinks import Sink  # noqa: E402
-
-from mailer import MailerSettings, Message  # noqa: E402
-from mailer.queue import send_later  # noqa: E402
-from mailer.queue.schema import apply_schema  # noqa: E402
-from mailer.testing.postgres import TemporaryPostgres  # noqa: E402
 
 ROOT = HERE.parent
 TEMPLATES = ROOT / "examples" / "templates"
@@ -197,6 +194,7 @@ async def queued_send(
 async def delivery_rates(
     dsn: str, port: int, csv_path: Path, count: int, rounds: int
 ) -> None:
+
     env = environment(dsn, port)
     figures: dict[str, list[float]] = {"direct": [], "1 worker": [], "2 workers": []}
     for _ in range(rounds):
