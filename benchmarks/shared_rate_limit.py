@@ -23,40 +23,35 @@ holds the queue and the shared limit; each batch is enqueued with `mailer send
 Each worker prints, as it stops, its turns taken, late turns moved, turns
 missed and its round trips; they are shown below each figure.
 
-    .venv/bin/python benchmarks/shared_rate_limit.py            # ~2 min
+    .venv/bin/python benchmarks/shared_rate_limit.py            # ~4 min
     .venv/bin/python benchmarks/shared_rate_limit.py --quick    # 10 s instead of 30
     .venv/bin/python benchmarks/shared_rate_limit.py --only limit
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import csv
+import os
+import resource
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from collections import Counter
 from pathlib import Path
 
+import psycopg
+from rate_limit import TimedSink, busiest_window, mean_rate, raise_priority
+
+from mailer.queue.ratelimit import PostgresRateStore
+from mailer.queue.schema import apply_schema
+from mailer.testing.postgres import TemporaryPostgres
+
 HERE = Path(__file__).resolve().parent
-# benchmarks/queue.py would shadow the standard library's queue module, which
-# psycopg imports: move this folder to the end of the path (as queue.py does).
-if sys.path and Path(sys.path[0]).resolve() == HERE:
-    sys.path.append(str(sys.path.pop(0)))
-
-import argparse  # noqa: E402 - after the path fix above
-import asyncio  # noqa: E402
-import csv  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-
-import psycopg  # noqa: E402
-from rate_limit import TimedSink, busiest_window, mean_rate, raise_priority  # noqa: E402
-
-from mailer.queue.ratelimit import PostgresRateStore  # noqa: E402
-from mailer.queue.schema import apply_schema  # noqa: E402
-from mailer.testing.postgres import TemporaryPostgres  # noqa: E402
 
 ROOT = HERE.parent
 MAILER = [sys.executable, "-m", "mailer"]
