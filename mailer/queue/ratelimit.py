@@ -359,6 +359,12 @@ class PostgresRateStore:
             if connection.broken or connection.closed:
                 self._connection = None  # the next call connects again
             raise
+        except asyncio.CancelledError:
+            # Cut off mid-statement (a timeout): the session's state is
+            # unknown, so the next call starts a new one.
+            self._connection = None
+            await asyncio.shield(connection.close())
+            raise
 
     async def _connect(self) -> Connection:
         import psycopg
@@ -381,6 +387,7 @@ class SharedRateLimiter:
         store: Where the shared state lives.
         name: The relay (``host:port``): its row, and log messages.
         cooldown: Seconds without a refusal before a slowed rate doubles back.
+        timeout: Seconds the shared state has to answer (``MAILER_TIMEOUT``).
         clock: Monotonic clock (replaced in tests).
         sleep: ``asyncio.sleep`` (replaced in tests).
     """
@@ -392,12 +399,14 @@ class SharedRateLimiter:
         store: RateStore,
         name: str,
         cooldown: float = 60.0,
+        timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.rate = rate
         self.name = name
         self.cooldown = cooldown
+        self.timeout = timeout
         self._store = store
         self._clock = clock
         self._sleep = sleep
@@ -486,18 +495,26 @@ class SharedRateLimiter:
     async def _call(
         self, *, count: int = 1, late: Slot | None = None
     ) -> list[Reservation]:
-        return await self._store.reserve(
-            self.name,
-            interval=self._interval,
-            burst=self._burst,
-            cooldown=self.cooldown,
-            rate=self._rate_text,
-            count=count,
-            lead=self.lateness,
-            late=late,
-            window=self._window,
-            credit=MOVED_LATENESS * self.lateness,
-        )
+        try:
+            # A database that does not answer must not hold the message
+            # forever: the attempt fails transient and is retried later.
+            async with asyncio.timeout(self.timeout):
+                return await self._store.reserve(
+                    self.name,
+                    interval=self._interval,
+                    burst=self._burst,
+                    cooldown=self.cooldown,
+                    rate=self._rate_text,
+                    count=count,
+                    lead=self.lateness,
+                    late=late,
+                    window=self._window,
+                    credit=MOVED_LATENESS * self.lateness,
+                )
+        except TimeoutError:
+            raise QueueError(
+                f"the queue database did not answer within {self.timeout:g}s"
+            ) from None
 
     async def _reserve_with_others(self) -> Slot | None:
         """Join the next reservation round trip; return this caller's slot."""
@@ -573,20 +590,23 @@ class SharedRateLimiter:
             self._observed_interval(self._clock()) if self._interval is None else None
         )
         try:
-            state = await self._store.refuse(
-                self.name,
-                interval=self._interval,
-                generation=generation,
-                cooldown=self.cooldown,
-                observed=observed,
-            )
-        except QueueError as exc:
+            async with asyncio.timeout(self.timeout):
+                state = await self._store.refuse(
+                    self.name,
+                    interval=self._interval,
+                    generation=generation,
+                    cooldown=self.cooldown,
+                    observed=observed,
+                )
+        except (QueueError, TimeoutError) as exc:
             logger.warning(
                 "relay %s refused a transaction for its rate (%s), but the rate the "
                 "queue's workers share could not be lowered: %s",
                 self.name,
                 reply,
-                exc,
+                f"no answer within {self.timeout:g}s"
+                if isinstance(exc, TimeoutError)
+                else exc,
                 extra={"relay": self.name, "reply_code": reply.code},
             )
             return
@@ -608,7 +628,13 @@ class SharedRateLimiter:
         Raises:
             QueueError: The shared state cannot be reached.
         """
-        state = await self._store.state(self.name, cooldown=self.cooldown)
+        try:
+            async with asyncio.timeout(self.timeout):
+                state = await self._store.state(self.name, cooldown=self.cooldown)
+        except TimeoutError:
+            raise QueueError(
+                f"the queue database did not answer within {self.timeout:g}s"
+            ) from None
         if state is not None:
             self._learn(state)
 
@@ -711,6 +737,7 @@ class SharedRateLimits:
                 store=self.store,
                 name=name,
                 cooldown=settings.rate_cooldown,
+                timeout=settings.timeout,
                 clock=self._clock,
             )
             self.limiters[name] = limiter

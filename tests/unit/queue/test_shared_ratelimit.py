@@ -394,6 +394,24 @@ async def test_the_store_out_of_reach_is_a_transient_error_naming_the_relay() ->
     assert "tried again later" in str(caught.value)
 
 
+async def test_a_store_that_does_not_answer_fails_the_attempt_in_time() -> None:
+    """A database that hangs: after MAILER_TIMEOUT the attempt fails transient instead of waiting forever."""
+
+    class HangingStore(FakeStore):
+        async def reserve(self, relay: str, /, **options: Any) -> list[Reservation]:
+            await asyncio.Event().wait()
+            raise AssertionError("never answers")
+
+    clock = Clock()
+    limiter = SharedRateLimiter(
+        RateLimit(10, 1.0), store=HangingStore(clock), name="relay:25", timeout=0.05
+    )
+    with pytest.raises(DeliveryError) as caught:
+        await asyncio.wait_for(limiter.wait_ready(), 5)
+    assert caught.value.transient
+    assert "did not answer within 0.05s" in str(caught.value)
+
+
 async def test_a_refusal_that_cannot_be_recorded_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
