@@ -6,8 +6,11 @@ import contextlib
 import email.header
 import email.policy
 import email.utils
+import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.parser import BytesParser
 from functools import cached_property
@@ -48,8 +51,87 @@ class SessionInfo:
 
 
 def _bare(addresses: object) -> tuple[str, ...]:
+    if isinstance(addresses, RawHeader):
+        # The structured parser failed on it: the lenient one still finds the
+        # addresses (a hostile header must not hide the others).
+        try:
+            pairs = email.utils.getaddresses([addresses.text])
+        except Exception:  # noqa: BLE001 - as lenient as it gets: none found
+            return ()
+        return tuple(as_utf8(address) for _, address in pairs if address)
     header_addresses = getattr(addresses, "addresses", ())
     return tuple(as_utf8(address.addr_spec) for address in header_addresses)
+
+
+class RawHeader(str):
+    """A header value the standard library's parser could not read, as written.
+
+    ``email.policy.default`` raises (IndexError, AttributeError, TypeError...)
+    on some hostile values, e.g. ``Reply-To: .<``, or a Cc of one undecodable
+    byte and ``@``. Every reader here falls back to the raw text, so one such
+    header never hides the message.
+    """
+
+    @property
+    def text(self) -> str:
+        """Return the value unfolded."""
+        return str(self).replace("\r\n", "").replace("\n", "")
+
+
+def header_value(message: EmailMessage, name: str) -> object | None:
+    """Return a header's parsed value, its raw text if it cannot be parsed, or None."""
+    try:
+        return message.get(name)
+    except Exception:  # noqa: BLE001 - stdlib parser bugs on hostile values
+        wanted = name.lower()
+        raw = next((v for k, v in message.raw_items() if k.lower() == wanted), None)
+        return None if raw is None else RawHeader(raw)
+
+
+def header_items(message: EmailMessage) -> list[tuple[str, str, object]]:
+    """Return every header as ``(name, raw, parsed)``; parsed is raw when it fails."""
+    items: list[tuple[str, str, object]] = []
+    for name, raw in message.raw_items():
+        try:
+            value: object = message.policy.header_fetch_parse(name, raw)
+        except Exception:  # noqa: BLE001 - stdlib parser bugs on hostile values
+            value = RawHeader(raw)
+        items.append((name, raw, value))
+    return items
+
+
+def read_headers(raw: bytes) -> EmailMessage:
+    """Parse only the header of a message (never recurses into its MIME parts)."""
+    return _PARSER.parsebytes(raw, headersonly=True)
+
+
+def addresses_in(message: EmailMessage, name: str) -> tuple[str, ...]:
+    """Return the bare addresses of header ``name`` (lenient when it is hostile)."""
+    return _bare(header_value(message, name))
+
+
+def unreadable(error: BaseException) -> str:
+    """Say in a few words why the standard library could not read a message."""
+    if isinstance(error, RecursionError):
+        return "its MIME parts are nested too deeply to read"
+    return f"it cannot be parsed ({type(error).__name__})"
+
+
+def header_text(message: EmailMessage, name: str) -> str:
+    """Return a header's decoded text ("" when absent), whatever it holds."""
+    value = header_value(message, name)
+    if value is None:
+        return ""
+    return as_utf8(
+        _unstructured(value.text) if isinstance(value, RawHeader) else str(value)
+    )
+
+
+def _unstructured(raw: str) -> str:
+    try:
+        return str(email.header.make_header(email.header.decode_header(raw)))
+    except Exception:  # noqa: BLE001 - shown as written
+        return raw
 
 
 def as_utf8(text: str) -> str:
@@ -82,6 +164,54 @@ def decode_address_header(raw: str) -> str:
         else:
             shown.append(f"{decoded} <{address}>")
     return ", ".join(shown)
+
+
+def leaf_parts(message: EmailMessage) -> Iterator[EmailMessage]:
+    """Yield every part that is not a container, depth first.
+
+    An attached message (``message/rfc822``) is one part, as a mail client
+    shows it: its own parts are not the outer message's attachments.
+    """
+    if message.is_multipart() and message.get_content_type() != "message/rfc822":
+        for part in message.iter_parts():
+            yield from leaf_parts(cast(EmailMessage, part))
+        return
+    yield message
+
+
+def part_filename(part: EmailMessage) -> str | None:
+    """Return a part's file name, or None (also when its header cannot be read)."""
+    try:
+        filename = part.get_filename()
+    except Exception:  # noqa: BLE001 - stdlib parser bugs on hostile values
+        return None
+    return None if filename is None else as_utf8(filename)
+
+
+def part_disposition(part: EmailMessage) -> str | None:
+    """Return ``attachment``, ``inline`` or None (also when it cannot be read)."""
+    try:
+        return part.get_content_disposition()
+    except Exception:  # noqa: BLE001 - stdlib parser bugs on hostile values
+        return None
+
+
+def part_bytes(part: EmailMessage) -> bytes:
+    """Return a part's content: decoded bytes, or an attached message's own bytes."""
+    if part.get_content_type() == "message/rfc822" and part.is_multipart():
+        # Parsed into a message: write it back as it came (no refolding, CRLF).
+        out = io.BytesIO()
+        generator = BytesGenerator(
+            out,
+            mangle_from_=False,
+            maxheaderlen=0,
+            policy=email.policy.compat32.clone(linesep="\r\n"),
+        )
+        for inner in cast(list[EmailMessage], part.get_payload()):
+            generator.flatten(inner)
+        return out.getvalue()
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
 
 
 def comparable_address(address: str) -> str:
@@ -171,22 +301,22 @@ class SentMail:
     @property
     def subject(self) -> str:
         """Return the decoded Subject ("" when absent)."""
-        return as_utf8(str(self.message.get("subject", "")))
+        return header_text(self.message, "subject")
 
     @property
     def from_(self) -> tuple[str, ...]:
         """Return the From header's bare addresses."""
-        return _bare(self.message.get("from"))
+        return _bare(header_value(self.message, "from"))
 
     @property
     def to(self) -> tuple[str, ...]:
         """Return the To header's bare addresses."""
-        return _bare(self.message.get("to"))
+        return _bare(header_value(self.message, "to"))
 
     @property
     def cc(self) -> tuple[str, ...]:
         """Return the Cc header's bare addresses."""
-        return _bare(self.message.get("cc"))
+        return _bare(header_value(self.message, "cc"))
 
     @property
     def bcc(self) -> tuple[str, ...]:
@@ -203,7 +333,7 @@ class SentMail:
     @property
     def reply_to(self) -> tuple[str, ...]:
         """Return the Reply-To header's bare addresses."""
-        return _bare(self.message.get("reply-to"))
+        return _bare(header_value(self.message, "reply-to"))
 
     @property
     def mail_from(self) -> str:
@@ -222,25 +352,21 @@ class SentMail:
     @property
     def message_id(self) -> str | None:
         """Return the Message-ID header, angle brackets included."""
-        value = self.message.get("message-id")
-        return None if value is None else str(value).strip()
+        value = header_value(self.message, "message-id")
+        return None if value is None else as_utf8(str(value).strip())
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
         """Return every header field as ``(name, decoded value)``, in order."""
         return tuple(
             (name, _decoded(name, raw, value))
-            for (name, raw), value in zip(
-                self.message.raw_items(), self.message.values(), strict=True
-            )
+            for name, raw, value in header_items(self.message)
         )
 
     def header(self, name: str) -> str | None:
         """Return the decoded value of header ``name`` (any case), if present."""
         wanted = name.lower()
-        for (field_name, raw), value in zip(
-            self.message.raw_items(), self.message.values(), strict=True
-        ):
+        for field_name, raw, value in header_items(self.message):
             if field_name.lower() == wanted:
                 return _decoded(field_name, raw, value)
         return None
@@ -253,20 +379,17 @@ class SentMail:
         are not listed.
         """
         found = []
-        for part in self.message.walk():
-            if part.is_multipart():
-                continue
-            filename = part.get_filename()
-            content_id = part.get("content-id")
+        for part in leaf_parts(self.message):
+            filename = part_filename(part)
+            content_id = header_value(part, "content-id")
             if filename is None and content_id is None:
                 continue
-            payload = part.get_payload(decode=True)
             found.append(
                 SentAttachment(
                     filename=None if filename is None else as_utf8(filename),
                     content_type=part.get_content_type(),
-                    content=payload if isinstance(payload, bytes) else b"",
-                    disposition=part.get_content_disposition(),
+                    content=part_bytes(part),
+                    disposition=part_disposition(part),
                     content_id=(
                         None if content_id is None else str(content_id).strip("<> ")
                     ),
@@ -326,11 +449,22 @@ class SentMail:
         part = self.message.get_body(preferencelist=(subtype,))
         if part is None:
             return None
-        content = cast(str, part.get_content())
+        try:
+            content = cast(str, part.get_content())
+        except LookupError:
+            # An unknown charset (a hostile or an exotic one): read it as UTF-8.
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
+            content = data.decode("utf-8", "replace")
         return content.replace("\r\n", "\n")
 
 
 def _decoded(name: str, raw: str, value: object) -> str:
+    if isinstance(value, RawHeader):
+        return as_utf8(_unstructured(value.text))
     if name.lower() in ADDRESS_HEADERS and "=?" in raw:
-        return decode_address_header(as_utf8(raw))
+        try:
+            return decode_address_header(as_utf8(raw))
+        except Exception:  # noqa: BLE001 - stdlib parser bugs: shown as parsed
+            return as_utf8(str(value))
     return as_utf8(str(value))

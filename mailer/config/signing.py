@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from mailer.content.dkim import DKIMSigner
 
 logger = logging.getLogger("mailer")
+# Longer values are not echoed in an error (PATH_MAX is 4096, but a key file's
+# path is short; a long value is more likely pasted key material).
+MAX_SHOWN_PATH = 512
 
 
 def dkim_signer(settings: MailerSettings) -> DKIMSigner | None:
@@ -43,11 +46,35 @@ def dkim_signer(settings: MailerSettings) -> DKIMSigner | None:
         try:
             pem = path.read_bytes()
         except OSError as exc:
+            reason = exc.strerror or "error"
+            if not looks_like_a_path(str(path)):
+                # The key itself, pasted where its file's path goes: never echo it.
+                raise ConfigError(
+                    f"{key_name}: cannot read the file it names ({reason}), and "
+                    "the value does not look like a file path; give the path of "
+                    "the PEM file here, or the key itself in "
+                    "MAILER_DKIM_PRIVATE_KEY",
+                    key=key_name,
+                ) from None
             raise ConfigError(
-                f"{key_name}: cannot read {path}: {exc.strerror or 'error'}",
-                key=key_name,
+                f"{key_name}: cannot read {path}: {reason}", key=key_name
             ) from None
     return _signer(domain, selector, pem, key_name)
+
+
+def looks_like_a_path(value: str) -> bool:
+    """Return whether ``value`` may be shown as a file path (it cannot be a key).
+
+    A PEM key holds "-----" and line breaks; a base64 key body has no dot, where
+    a key file's name has an extension (``.pem``, ``.key``).
+    """
+    name = value.rstrip("/").rpartition("/")[2]
+    return (
+        "-----" not in value
+        and not any(char.isspace() for char in value)
+        and "." in name
+        and len(value) <= MAX_SHOWN_PATH
+    )
 
 
 @lru_cache(maxsize=8)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import mimetypes
+import os
 import re
+import stat
 import threading
 import urllib.parse
 from collections.abc import Iterable
@@ -43,6 +45,12 @@ _PARAMETER_PIECE = 60
 _PLAIN_FILENAME = re.compile(r"[\x20-\x7e]+")
 # RFC 2231 attribute-char: what may stay unescaped in an extended value.
 _ATTRIBUTE_SAFE = "!#$&+-.^_`|~"
+# RFC 2046 5.2.1: a message/rfc822 body is never base64 or quoted-printable, so
+# it goes as it is (7bit), which it can only when it is 7-bit text with CRLF
+# line ends and lines of at most 998 octets (RFC 5322 2.1.1).
+MESSAGE_RFC822 = "message/rfc822"
+_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_LONGEST_LINE = 998
 
 
 def check_filename(filename: object, *, field: str = "attachment.filename") -> str:
@@ -92,7 +100,53 @@ def _check_content_type(value: str) -> str:
             "like 'application/pdf'",
             field="attachment.content_type",
         )
-    return value.lower()
+    value = value.lower()
+    major = value.partition("/")[0]
+    # A multipart body needs a boundary of its own and other message types
+    # may not be encoded (RFC 2046 5.1, 5.2): a file sent with such a type
+    # arrives as a broken MIME tree (Python's parser reads the base64 text
+    # as a message and finds no attachment at all).
+    if major == "multipart" or (major == "message" and value != MESSAGE_RFC822):
+        raise MessageError(
+            f"attachment.content_type: {value!r} cannot be sent as an attachment; "
+            f"use {DEFAULT_CONTENT_TYPE!r} (or {MESSAGE_RFC822!r} for a whole "
+            "message)",
+            field="attachment.content_type",
+        )
+    return value
+
+
+def _guess_content_type(filename: str) -> str:
+    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    if guessed is None or guessed.partition("/")[0] in ("message", "multipart"):
+        # A .eml file is guessed message/rfc822, which may only go unencoded
+        # (RFC 2046 5.2.1); as a plain file it arrives byte for byte, whatever
+        # its line ends. Say content_type="message/rfc822" to forward it.
+        return DEFAULT_CONTENT_TYPE
+    return guessed
+
+
+def check_message_content(data: bytes) -> None:
+    """Raise unless ``data`` can be a message/rfc822 body as it is (7bit).
+
+    Raises:
+        MessageError: Not 7-bit, a bare CR or LF, or a line over 998 octets
+            (field ``attachment.content_type``).
+    """
+    problem = None
+    if not data.isascii() or b"\0" in data:
+        problem = "holds 8-bit bytes or NUL"
+    elif _BARE_LINE_END.search(data):
+        problem = "has line ends other than CRLF"
+    elif max(map(len, data.split(b"\r\n")), default=0) > _LONGEST_LINE:
+        problem = f"has a line over {_LONGEST_LINE} octets"
+    if problem is not None:
+        raise MessageError(
+            f"attachment.content_type: this {MESSAGE_RFC822} content {problem}, "
+            "and such a part cannot be encoded (RFC 2046 5.2.1); send it as "
+            f"content_type={DEFAULT_CONTENT_TYPE!r}",
+            field="attachment.content_type",
+        )
 
 
 def _check_content_id(value: str) -> str:
@@ -255,9 +309,10 @@ class Attachment:
         set_ = object.__setattr__
         set_(self, "filename", check_filename(filename))
         if content_type is None:
-            guessed, _ = mimetypes.guess_type(filename, strict=False)
-            content_type = guessed or DEFAULT_CONTENT_TYPE
+            content_type = _guess_content_type(filename)
         set_(self, "content_type", _check_content_type(content_type))
+        if content is not None and self.content_type == MESSAGE_RFC822:
+            check_message_content(content)
         if disposition not in DISPOSITIONS:
             raise MessageError(
                 f"attachment.disposition: {disposition!r}; use 'attachment' or "
@@ -327,13 +382,37 @@ class Attachment:
             return self._content
         assert self._path is not None  # noqa: S101 - one of the two is set
         try:
-            return self._path.read_bytes()
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
+            # O_NONBLOCK: opening a FIFO with no writer would wait for ever.
+            descriptor = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK)
+        except (OSError, ValueError) as exc:
+            raise self._unreadable(exc) from None
+        with open(descriptor, "rb", closefd=True) as handle:
+            try:
+                self._check_regular(os.fstat(descriptor).st_mode)
+                return handle.read()
+            except OSError as exc:
+                raise self._unreadable(exc) from None
+
+    def _unreadable(self, error: OSError | ValueError) -> MessageError:
+        reason = (
+            error.strerror or type(error).__name__
+            if isinstance(error, OSError)
+            else "not a file name"
+        )
+        return MessageError(
+            f"attachment.path: cannot read {str(self._path)!r}: {reason}",
+            field="attachment.path",
+        )
+
+    def _check_regular(self, mode: int) -> None:
+        # A device or a FIFO has no size to check against the limits, and
+        # /dev/zero or /dev/urandom would be read until memory runs out.
+        if not stat.S_ISREG(mode):
             raise MessageError(
-                f"attachment.path: cannot read {str(self._path)!r}: {reason}",
+                f"attachment.path: {str(self._path)!r} is not a regular file "
+                "(a device, a pipe or a folder); attach files only",
                 field="attachment.path",
-            ) from None
+            )
 
     def size(self) -> int:
         """Return the size in bytes, before encoding (a file is not read for it).
@@ -345,13 +424,11 @@ class Attachment:
             return len(self._content)
         assert self._path is not None  # noqa: S101 - one of the two is set
         try:
-            return self._path.stat().st_size
-        except OSError as exc:
-            raise MessageError(
-                f"attachment.path: cannot read {str(self._path)!r}: "
-                f"{exc.strerror or type(exc).__name__}",
-                field="attachment.path",
-            ) from None
+            status = self._path.stat()
+        except (OSError, ValueError) as exc:
+            raise self._unreadable(exc) from None
+        self._check_regular(status.st_mode)
+        return status.st_size
 
     def encoded_size(self) -> int:
         """Return the size of the base64 body on the wire, without encoding it.
@@ -385,8 +462,22 @@ class Attachment:
         assert built is not None  # noqa: S101 - set just above
         return built
 
+    @property
+    def is_encoded(self) -> bool:
+        """Return whether the part's body is base64 (every type but message/rfc822).
+
+        A message/rfc822 body goes as it is, so whoever joins parts must make
+        sure that no boundary occurs in it.
+        """
+        return self.content_type != MESSAGE_RFC822
+
     def _build_part(self) -> tuple[bytes, bytes]:
         data = self.read()
+        if not self.is_encoded:
+            check_message_content(data)
+            # In a multipart, the CRLF before the next boundary belongs to the
+            # boundary: the body is the message exactly, final CRLF included.
+            return "".join(self.part_headers()).encode("ascii"), data
         encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
         # In a multipart, the CRLF before the next boundary belongs to it.
         body = encoded[:-2] if encoded.endswith(b"\r\n") else encoded
@@ -399,7 +490,7 @@ class Attachment:
                 "Content-Type",
                 [f"{self.content_type};", *_legacy_name(self.filename)],
             ),
-            "Content-Transfer-Encoding: base64\r\n",
+            f"Content-Transfer-Encoding: {'base64' if self.is_encoded else '7bit'}\r\n",
             mime.fold(
                 "Content-Disposition",
                 [f"{self.disposition};", *filename_parameter(self.filename)],
@@ -414,12 +505,16 @@ def filename_parameter(filename: str) -> list[str]:
     """Return fold tokens for ``filename=`` (RFC 2183, RFC 2231 when needed).
 
     Plain ASCII names are quoted; other names use RFC 2231's ``filename*=``
-    with UTF-8 percent-encoding, cut into numbered pieces when long.
+    with UTF-8 percent-encoding, cut into numbered pieces when long. So does
+    a name holding ``=?``: many readers (Python's among them) decode RFC 2047
+    words even inside a quoted parameter, so ``"=?utf-8?q?=2E=2E=2Fx?="``
+    would arrive as ``../x``, past the checks on the name as written.
     """
-    if _PLAIN_FILENAME.fullmatch(filename) and len(filename) <= _PARAMETER_PIECE:
+    is_plain = _is_plain_filename(filename)
+    if is_plain and len(filename) <= _PARAMETER_PIECE:
         return [f'filename="{filename}"']
     quoted = urllib.parse.quote(filename, safe=_ATTRIBUTE_SAFE)
-    if len(quoted) <= _PARAMETER_PIECE and not _PLAIN_FILENAME.fullmatch(filename):
+    if len(quoted) <= _PARAMETER_PIECE and not is_plain:
         return [f"filename*=utf-8''{quoted}"]
     pieces: list[str] = []
     current = ""
@@ -438,11 +533,16 @@ def filename_parameter(filename: str) -> list[str]:
     return tokens
 
 
+def _is_plain_filename(filename: str) -> bool:
+    return bool(_PLAIN_FILENAME.fullmatch(filename)) and "=?" not in filename
+
+
 def _legacy_name(filename: str) -> list[str]:
     # Content-Type's name= is what old clients (Outlook before 2010, some
     # webmail) show; they do not read RFC 2231, but they do read RFC 2047
-    # encoded words inside the quotes, so non-ASCII names go that way.
-    if _PLAIN_FILENAME.fullmatch(filename):
+    # encoded words inside the quotes, so non-ASCII names go that way (and
+    # so do names holding "=?", which would otherwise be decoded).
+    if _is_plain_filename(filename):
         return [f'name="{filename}"']
     return [f'name="{" ".join(mime.encoded_words(filename))}"']
 

@@ -162,7 +162,8 @@ def _text_part(text: str, subtype: str) -> tuple[Part, bytes]:
 def _multipart(
     subtype: str, parts: list[Part], texts: list[bytes], seed: str, extra: str = ""
 ) -> Part:
-    # Attachments are base64, which never holds "=_": only text parts are searched.
+    # Base64 never holds "=_": only the parts sent as they are (text, and an
+    # attached message/rfc822) are searched.
     boundary = mime.new_boundary(*texts, seed=f"{seed}/{subtype}")
     head = (
         f'Content-Type: multipart/{subtype}; boundary="{boundary}"{extra}{CRLF}'
@@ -198,6 +199,7 @@ def _body_tree(message: Message, message_id: str) -> Part:
         body = _multipart("alternative", [text_part, html_part], texts, message_id)
     inline = [a for a in message.attachments if _is_related(a)]
     files = [a for a in message.attachments if not _is_related(a)]
+    texts += [a.mime_part()[1] for a in message.attachments if not a.is_encoded]
     if inline:
         root = "multipart/alternative" if message.html is not None else "text/plain"
         body = _multipart(

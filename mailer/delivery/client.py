@@ -29,7 +29,7 @@ from mailer.delivery.control import (
     fatal_reason,
 )
 from mailer.delivery.hooks import Hooks
-from mailer.delivery.limits import check_message_limits
+from mailer.delivery.limits import check_attachment_limits, check_message_limits
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
 from mailer.delivery.state import (
@@ -161,6 +161,8 @@ class MessageClient(AsyncCloseable):
                 "MAILER_FROM: not set, and the message has no sender",
                 key="MAILER_FROM",
             )
+        # Before building: a file over the limit is then never read or encoded.
+        check_attachment_limits(message.attachments, self.settings)
         serialized = serialize_message(
             message, sender, message_id=message_id, date=date
         )

@@ -7,9 +7,33 @@ message is prepared, before any connection is opened. The server's own SIZE
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from mailer.config.settings import MailerSettings
+from mailer.content.attachments import Attachment
 from mailer.content.message import Envelope
 from mailer.exceptions import MessageError
+
+
+def check_attachment_limits(
+    attachments: Iterable[Attachment], settings: MailerSettings
+) -> None:
+    """Raise if the attachments alone make a message over MAILER_MAX_MESSAGE_SIZE.
+
+    Checked before the message is built: the encoded size is computed from the
+    sizes (a file is not read for it), so a 400 MB file is refused without
+    reading it, encoding it and signing it first (2.4 GB of memory).
+
+    Raises:
+        MessageError: Over the limit (field ``size``).
+    """
+    total = sum(attachment.encoded_size() for attachment in attachments)
+    if total > settings.max_message_size:
+        raise MessageError(
+            f"size: the attachments are {total:,} bytes once encoded, over "
+            f"MAILER_MAX_MESSAGE_SIZE={settings.max_message_size:,}",
+            field="size",
+        )
 
 
 def check_message_limits(

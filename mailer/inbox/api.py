@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mailer.inbox.pages import content_disposition, part_response
+from mailer.inbox.pages import content_disposition, part_response, readable
 from mailer.inbox.parts import find_part
 from mailer.inbox.previews import list_sets, render_preview
 from mailer.inbox.store import MailStore
@@ -173,7 +173,7 @@ async def message_part(request: Request) -> Response:
     except ValueError:
         return _error(404, "no such part")
     mail = await store.sent_mail(stored.id)
-    part = find_part(mail.message, index)
+    part = readable(lambda: find_part(mail.message, index), None)
     if part is None:
         return _error(404, f"message {stored.id!r} has no part {index}")
     return part_response(part, download=True)

@@ -9,8 +9,9 @@ policy of their own (``views.body_policy``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -21,8 +22,13 @@ from mailer.inbox.previews import list_sets, render_preview
 from mailer.inbox.store import MailStore
 from mailer.inbox.views import body_policy, message_detail, prepare_html
 from mailer.inbox.web import state
+from mailer.records import part_filename
+
+T = TypeVar("T")
 
 PAGE_SIZE = 50
+# Bytes of a message's source shown on its page (the .eml download has all).
+SOURCE_SHOWN = 256 * 1024
 # Inline parts and attachments are never run as documents of this origin.
 PART_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 
@@ -80,9 +86,17 @@ async def message_page(request: Request) -> Response:
         )
     mail = await store.sent_mail(mail_id)
     detail = await asyncio.to_thread(message_detail, stored, mail)
-    raw = mail.raw.decode("utf-8", "replace")
+    # The Source tab shows the start: a 20 MB attachment made a 27 MB page
+    # (base64 in a <pre>); the download link gives the whole message.
+    raw = mail.raw[:SOURCE_SHOWN].decode("utf-8", "replace")
     return state(request).render(
-        request, "message.html", mail=stored, detail=detail, raw=raw
+        request,
+        "message.html",
+        mail=stored,
+        detail=detail,
+        raw=raw,
+        source_cut=len(mail.raw) > SOURCE_SHOWN,
+        source_shown=SOURCE_SHOWN,
     )
 
 
@@ -94,7 +108,7 @@ async def message_body(request: Request) -> Response:
     if store is None or stored is None:
         return Response("not found\n", status_code=404, media_type="text/plain")
     mail = await store.sent_mail(mail_id)
-    html = mail.html
+    html = readable(lambda: mail.html, None)
     if html is None:
         html = "<p style='font-family:sans-serif;color:#666'>(no HTML part)</p>"
     document = prepare_html(html, cid_url=f"/messages/{mail_id}/cid/")
@@ -108,7 +122,8 @@ async def inline_part(request: Request) -> Response:
     if store is None or store.get(mail_id) is None:
         return Response(status_code=404)
     mail = await store.sent_mail(mail_id)
-    part = find_by_content_id(mail.message, request.path_params["cid"])
+    wanted = request.path_params["cid"]
+    part = readable(lambda: find_by_content_id(mail.message, wanted), None)
     if part is None:
         return Response(status_code=404)
     return part_response(part, download=False)
@@ -121,9 +136,21 @@ def part_response(part: EmailMessage, *, download: bool) -> Response:
         content_type = "application/octet-stream"
     headers = {"Content-Security-Policy": PART_POLICY, "X-Frame-Options": "DENY"}
     if download:
-        filename = part.get_filename() or "attachment"
+        filename = part_filename(part) or "attachment"
         headers["Content-Disposition"] = content_disposition(filename)
     return Response(part_content(part), media_type=content_type, headers=headers)
+
+
+def readable(read: Callable[[], T], default: T) -> T:
+    """Return ``read()``, or ``default`` when the message cannot be parsed.
+
+    The standard library fails on some hostile messages (RecursionError on
+    MIME nested ~1,000 deep); the page then shows what it can, never a 500.
+    """
+    try:
+        return read()
+    except Exception:  # noqa: BLE001 - see message_detail's "problem"
+        return default
 
 
 def content_disposition(filename: str) -> str:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import cast
 
+from mailer import records
+
 
 @dataclass(frozen=True, slots=True)
 class PartInfo:
@@ -34,13 +36,11 @@ class PartInfo:
 
 
 def leaf_parts(message: EmailMessage) -> Iterator[tuple[int, EmailMessage]]:
-    """Yield ``(index, part)`` for every part that is not a multipart container."""
-    index = 0
-    for part in message.walk():
-        if part.is_multipart():
-            continue
-        yield index, part
-        index += 1
+    """Yield ``(index, part)`` for every part that is not a container.
+
+    An attached message (``message/rfc822``) is one part, downloadable whole.
+    """
+    yield from enumerate(records.leaf_parts(message))
 
 
 def body_parts(
@@ -57,13 +57,12 @@ def body_parts(
 
 def part_content(part: EmailMessage) -> bytes:
     """Return a part's decoded bytes (empty when it has none)."""
-    payload = part.get_payload(decode=True)
-    return payload if isinstance(payload, bytes) else b""
+    return records.part_bytes(part)
 
 
 def content_id(part: EmailMessage) -> str | None:
     """Return a part's Content-ID without its angle brackets."""
-    value = part.get("content-id")
+    value = records.header_value(part, "content-id")
     if value is None:
         return None
     return str(value).strip().removeprefix("<").removesuffix(">").strip() or None
@@ -76,12 +75,12 @@ def other_parts(message: EmailMessage) -> list[PartInfo]:
     for index, part in leaf_parts(message):
         if id(part) in bodies:
             continue
-        disposition = part.get_content_disposition()
+        disposition = records.part_disposition(part)
         identifier = content_id(part)
         found.append(
             PartInfo(
                 index=index,
-                filename=part.get_filename(),
+                filename=records.part_filename(part),
                 content_type=part.get_content_type(),
                 size=len(part_content(part)),
                 content_id=identifier,

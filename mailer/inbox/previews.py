@@ -120,6 +120,9 @@ def load_samples(
         return [], Problem(f"{where}: {exc.msg}", file=where, line=exc.lineno)
     except (OSError, UnicodeDecodeError) as exc:
         return [], Problem(f"{where}: cannot read it ({exc})", file=where)
+    except RecursionError:
+        # json.loads recurses once per nesting level: shown, never a 500.
+        return [], Problem(f"{where}: nested too deeply to read", file=where)
     items = values if isinstance(values, list) else [values]
     samples = []
     for number, item in enumerate(items, 1):

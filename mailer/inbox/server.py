@@ -40,7 +40,7 @@ from mailer.inbox.limits import (
     restore_exception_handler,
 )
 from mailer.inbox.store import MailStore
-from mailer.records import SentMail, SessionInfo, SessionTLS
+from mailer.records import SentMail, SessionInfo, SessionTLS, as_utf8
 from mailer.transports.base import AsyncCloseable
 
 InboxTLS = Literal["starttls", "tls"] | None
@@ -159,8 +159,11 @@ class InboxHandler:
         content = envelope.original_content or b""
         record = SentMail(
             envelope=Envelope(
-                mail_from=envelope.mail_from or "",
-                rcpt_tos=tuple(envelope.rcpt_tos),
+                # aiosmtpd keeps 8-bit bytes sent without SMTPUTF8 as lone
+                # surrogates, which no Envelope takes: show them as read
+                # (UTF-8, else U+FFFD) rather than refuse the message for ever.
+                mail_from=as_utf8(envelope.mail_from or ""),
+                rcpt_tos=tuple(as_utf8(r) for r in envelope.rcpt_tos),
                 smtputf8="SMTPUTF8" in (o.upper() for o in envelope.mail_options),
             ),
             raw=content,

@@ -160,6 +160,11 @@ class MailStore:
                     sidecar.unlink()
         for mail_id, eml in emls.items():
             stored = _read_sidecar(index / f"{mail_id}.json")
+            if stored is not None and stored.id != mail_id:
+                # The id names files to read and delete: one taken from a
+                # sidecar's contents ("../x") would reach outside the folder.
+                LOG.warning("inbox: ignoring the index file of %s (wrong id)", mail_id)
+                stored = None
             if stored is None:
                 stored = _index_file(eml, mail_id)
             if stored is not None:

@@ -14,7 +14,15 @@ from typing import Any
 
 from mailer.inbox.markup import read_markup
 from mailer.inbox.parts import other_parts
-from mailer.records import SentMail, SessionInfo
+from mailer.records import (
+    SentMail,
+    SessionInfo,
+    addresses_in,
+    comparable_address,
+    header_text,
+    read_headers,
+    unreadable,
+)
 
 # Search reads this much of each message's text; it keeps 1,000 messages in a
 # few megabytes whatever their size.
@@ -111,7 +119,52 @@ class StoredMail:
 def summarise(
     mail: SentMail, *, id: str, received_at: float | None = None
 ) -> StoredMail:
-    """Build the StoredMail of a received message."""
+    """Build the StoredMail of a received message (never fails for its content).
+
+    A message the standard library cannot parse (MIME nested about 1,000 deep
+    ends in RecursionError) is still kept and listed: its summary then comes
+    from its header alone, and its snippet says why.
+    """
+    try:
+        return _summarise(mail, id=id, received_at=received_at)
+    except Exception as exc:  # noqa: BLE001 - the inbox keeps every message
+        return _summarise_header(
+            mail, id=id, received_at=received_at, problem=unreadable(exc)
+        )
+
+
+def _summarise_header(
+    mail: SentMail, *, id: str, received_at: float | None, problem: str
+) -> StoredMail:
+    message = read_headers(mail.raw)
+    shown = {
+        comparable_address(a)
+        for a in (*addresses_in(message, "to"), *addresses_in(message, "cc"))
+    }
+    subject = header_text(message, "subject")
+    sender = header_text(message, "from")
+    to = header_text(message, "to")
+    cc = header_text(message, "cc")
+    envelope = mail.envelope
+    searchable = " ".join([subject, sender, to, cc, envelope.mail_from])
+    return StoredMail(
+        id=id,
+        received_at=time.time() if received_at is None else received_at,
+        size=len(mail.raw),
+        mail_from=envelope.mail_from,
+        rcpt_tos=tuple(envelope.rcpt_tos),
+        subject=subject,
+        sender=sender,
+        to=to,
+        cc=cc,
+        bcc=tuple(r for r in envelope.rcpt_tos if comparable_address(r) not in shown),
+        snippet=f"(cannot be shown: {problem}; the source is kept)",
+        session=mail.session,
+        search_text=" ".join([searchable, *envelope.rcpt_tos]).casefold(),
+    )
+
+
+def _summarise(mail: SentMail, *, id: str, received_at: float | None) -> StoredMail:
     message = mail.message
     text = mail.text
     html = mail.html
@@ -120,9 +173,9 @@ def summarise(
     text = text or ""
     attachments = other_parts(message)
     names = " ".join(p.filename or "" for p in attachments)
-    sender = str(message.get("from", ""))
-    to = str(message.get("to", ""))
-    cc = str(message.get("cc", ""))
+    sender = header_text(message, "from")
+    to = header_text(message, "to")
+    cc = header_text(message, "cc")
     searchable = " ".join(
         [
             mail.subject,

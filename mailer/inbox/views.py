@@ -12,10 +12,17 @@ from dataclasses import asdict
 from typing import Any
 from urllib.parse import quote
 
-from mailer.inbox.checks import check_mail
+from mailer.inbox.checks import Finding, Report, check_mail
 from mailer.inbox.parts import body_parts, other_parts
 from mailer.inbox.summary import StoredMail
-from mailer.records import SentMail
+from mailer.records import (
+    SentMail,
+    as_utf8,
+    header_items,
+    header_text,
+    read_headers,
+    unreadable,
+)
 
 # The policy of a message's HTML document. "sandbox" without allow-scripts:
 # no script runs even if the document is opened on its own, outside the page's
@@ -64,8 +71,47 @@ def message_detail(stored: StoredMail, mail: SentMail) -> dict[str, Any]:
     """Return everything known about one message, JSON-ready.
 
     The summary fields, every header, both bodies, the envelope (with the
-    Bcc recipients named), the session, the attachments and the checks.
+    Bcc recipients named), the session, the attachments and the checks. A
+    message the standard library cannot parse gets its headers, its envelope
+    and a ``problem`` saying why the rest is missing (its source is kept).
     """
+    try:
+        return _detail(stored, mail)
+    except Exception as exc:  # noqa: BLE001 - a hostile message still shows
+        return _header_detail(stored, mail, unreadable(exc))
+
+
+def _header_detail(stored: StoredMail, mail: SentMail, problem: str) -> dict[str, Any]:
+    message = read_headers(mail.raw)
+    detail = stored.to_json()
+    detail.pop("search_text", None)
+    detail.update(
+        {
+            "message_id": header_text(message, "message-id") or None,
+            "headers": [
+                [name, as_utf8(str(value))] for name, _, value in header_items(message)
+            ],
+            "text": None,
+            "html": None,
+            "envelope": {
+                "mail_from": mail.envelope.mail_from,
+                "rcpt_tos": list(mail.envelope.rcpt_tos),
+                "bcc": list(stored.bcc),
+            },
+            "attachments": [],
+            "checks": Report(
+                has_text=False,
+                has_html=False,
+                findings=[Finding("warning", f"this message {problem}")],
+            ).to_json(),
+            "parts": {"text": False, "html": False},
+            "problem": f"This message {problem}; its source is kept (Source tab).",
+        }
+    )
+    return detail
+
+
+def _detail(stored: StoredMail, mail: SentMail) -> dict[str, Any]:
     message = mail.message
     text_part, html_part = body_parts(message)
     detail = stored.to_json()
@@ -87,6 +133,7 @@ def message_detail(stored: StoredMail, mail: SentMail) -> dict[str, Any]:
                 "text": text_part is not None,
                 "html": html_part is not None,
             },
+            "problem": None,
         }
     )
     return detail

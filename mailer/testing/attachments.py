@@ -125,21 +125,54 @@ class AttachmentsMatch(Matcher):
                 f"wanted {len(self.expected)} attachment(s), got {len(value)}: "
                 f"{[a.filename for a in value]!r}"
             )
-        remaining = list(value)
-        for wanted in self.expected:
-            matcher = (
-                Attachment(filename=wanted)
-                if isinstance(wanted, str)
-                else as_matcher(wanted)
+        matchers = [
+            Attachment(filename=wanted)
+            if isinstance(wanted, str)
+            else as_matcher(wanted)
+            for wanted in self.expected
+        ]
+        fits = [
+            [index for index, attachment in enumerate(value) if m.matches(attachment)]
+            for m in matchers
+        ]
+        paired = _pair(fits)
+        for number, wanted in enumerate(self.expected):
+            if number in paired:
+                continue
+            # No one-to-one pairing gives this matcher an attachment.
+            left = [a for i, a in enumerate(value) if i not in paired.values()]
+            closest = matchers[number].explain(left[0]) if len(left) == 1 else None
+            return f"no attachment matches {wanted!r}" + (
+                f" ({closest})" if closest else ""
             )
-            found = next((a for a in remaining if matcher.matches(a)), None)
-            if found is None:
-                closest = matcher.explain(remaining[0]) if len(remaining) == 1 else None
-                return f"no attachment matches {wanted!r}" + (
-                    f" ({closest})" if closest else ""
-                )
-            remaining.remove(found)
         return None
 
     def __repr__(self) -> str:
         return repr(self.expected)
+
+
+def _pair(fits: list[list[int]]) -> dict[int, int]:
+    """Pair each matcher with an attachment it fits, one to one, as many as can be.
+
+    ``fits[m]`` lists the attachments matcher ``m`` accepts. A greedy pass is
+    not enough: a broad matcher listed first may take the attachment a narrow
+    one needs. Augmenting paths (Kuhn's algorithm) find the largest pairing.
+
+    Returns:
+        ``{matcher: attachment}`` for every matcher that could be paired.
+    """
+    owner: dict[int, int] = {}  # attachment -> matcher
+
+    def place(matcher: int, seen: set[int]) -> bool:
+        for attachment in fits[matcher]:
+            if attachment in seen:
+                continue
+            seen.add(attachment)
+            if attachment not in owner or place(owner[attachment], seen):
+                owner[attachment] = matcher
+                return True
+        return False
+
+    for matcher in range(len(fits)):
+        place(matcher, set())
+    return {matcher: attachment for attachment, matcher in owner.items()}

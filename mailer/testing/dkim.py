@@ -9,6 +9,8 @@ from mailer.content.dkim import KeyKind, generate_key, require
 from mailer.content.message import Envelope
 from mailer.records import DKIMSignatureInfo, SentMail
 
+# What receivers accept today (RFC 8301, RFC 8463).
+ACCEPTED_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
 _PEM_BODY = re.compile(
     rb"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.S
 )
@@ -68,8 +70,9 @@ def verify_dkim(mail: SentMail | bytes, public_key: str | bytes) -> DKIMSignatur
         What the signature says (domain, selector, algorithm, signed headers).
 
     Raises:
-        AssertionError: There is no signature, or it does not verify (the
-            message says why, as dkimpy reports it).
+        AssertionError: There is no signature, it uses an algorithm receivers
+            refuse (rsa-sha1), or it does not verify (the message says why,
+            as dkimpy reports it).
     """
     dkim = require("dkim")
     sent = mail if isinstance(mail, SentMail) else None
@@ -77,6 +80,13 @@ def verify_dkim(mail: SentMail | bytes, public_key: str | bytes) -> DKIMSignatur
     info = (sent or SentMail(envelope=Envelope("", ()), raw=raw)).dkim
     if info is None:
         raise AssertionError("the message has no DKIM-Signature header")
+    if info.algorithm not in ACCEPTED_ALGORITHMS:
+        # dkimpy still verifies rsa-sha1; receivers must not (RFC 8301 3.1),
+        # so such a signature passing here would give false confidence.
+        raise AssertionError(
+            f"DKIM signature uses a={info.algorithm}, which receivers treat as "
+            f"no signature (RFC 8301); sign with {' or '.join(ACCEPTED_ALGORITHMS)}"
+        )
     record = dkim_record(public_key)
 
     def lookup(name: bytes, timeout: int = 5) -> bytes:

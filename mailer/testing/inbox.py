@@ -61,17 +61,23 @@ class InboxClient:
         Raises:
             InboxError: The inbox did not answer as expected.
         """
-        summaries: list[dict[str, Any]] = []
+        # Pages come newest first: mail arriving while we page shifts the older
+        # ones to later offsets, so a page may repeat what the last one held.
+        # Each message is taken once, by id, and paging goes on past repeats.
+        summaries: dict[str, dict[str, Any]] = {}
+        offset = 0
         while True:
-            params = {"q": query, "offset": str(len(summaries)), "limit": str(PAGE)}
+            params = {"q": query, "offset": str(offset), "limit": str(PAGE)}
             page = self._json(
                 "GET", "/api/v1/messages?" + urllib.parse.urlencode(params)
             )
-            summaries.extend(page["messages"])
-            if not page["messages"] or len(summaries) >= page["total"]:
+            for summary in page["messages"]:
+                summaries.setdefault(summary["id"], summary)
+            offset += len(page["messages"])
+            if not page["messages"] or offset >= page["total"]:
                 break
         mails = []
-        for summary in reversed(summaries):
+        for summary in reversed(list(summaries.values())):
             try:
                 raw = self._request("GET", f"/api/v1/messages/{summary['id']}/raw")
             except InboxError:

@@ -47,7 +47,6 @@ import time
 from collections.abc import Callable
 
 from mailer.exceptions import UnsupportedError
-from mailer.transports.base import Delivery
 from mailer.transports.ratelimit import RateLimiter
 from mailer.transports.smtp.connection import Phase, SMTPConnection
 from mailer.transports.smtp.exchange import Ending, Exchange
@@ -106,7 +105,12 @@ class Lane:
         self._message_timeout = message_timeout
         self._connection: SMTPConnection | None = None
         self._started = 0  # transactions begun on the current connection
-        self._held: set[Transaction] = set()  # taken, in the current exchange
+        # Taken in the current exchange and not settled yet. A settled one is
+        # dropped at once: an exchange may chain MAILER_POOL_MAX_MESSAGES
+        # messages, and holding each (its content: megabytes with attachments)
+        # until the last one grew a batch by every message's size.
+        self._held: set[Transaction] = set()
+        self._in_exchange = False
         self._closing = False
         self.task: asyncio.Task[None] | None = None
         self.is_cut_short = False  # stopped by close_soon, with work abandoned
@@ -127,6 +131,7 @@ class Lane:
                     await self._send(transaction)
                 finally:
                     self._held.clear()
+                    self._in_exchange = False
         except BaseException:
             self._close(say_quit=True)
             raise
@@ -280,10 +285,14 @@ class Lane:
         return None, b""
 
     def _hold(self, transaction: Transaction) -> None:
+        self._in_exchange = True
         self._held.add(transaction)
-        transaction.outcome.add_done_callback(self._outcome_known)
+        transaction.outcome.add_done_callback(
+            lambda _: self._outcome_known(transaction)
+        )
 
-    def _outcome_known(self, _: asyncio.Future[Delivery]) -> None:
+    def _outcome_known(self, transaction: Transaction) -> None:
+        self._held.discard(transaction)
         self._stop_if_unwanted()
 
     def _stop_if_unwanted(self) -> None:
@@ -293,8 +302,9 @@ class Lane:
         (cancelled): waiting up to MAILER_MESSAGE_TIMEOUT for them would only
         delay the close.
         """
-        if not (self._closing and self._held and self.task is not None):
+        if not (self._closing and self._in_exchange and self.task is not None):
             return
-        if all(transaction.is_abandoned for transaction in self._held):
+        # _held keeps only the unsettled (see __init__): empty means settled.
+        if not self._held:
             self.is_cut_short = True
             self.task.cancel()

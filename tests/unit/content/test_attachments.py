@@ -210,14 +210,14 @@ class TestEncoding:
         path.write_bytes(bytes(range(256)) * 100)
         attachment = Attachment.from_path(path)
         reads = 0
-        real = Path.read_bytes
+        real = Attachment.read
 
-        def counting(self: Path) -> bytes:
+        def counting(self: Attachment) -> bytes:
             nonlocal reads
             reads += 1
             return real(self)
 
-        monkeypatch.setattr(Path, "read_bytes", counting)
+        monkeypatch.setattr(Attachment, "read", counting)
         encoded = []
         for number in range(50):
             message = Message(
