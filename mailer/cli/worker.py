@@ -37,8 +37,10 @@ async def _work(settings: MailerSettings, concurrency: int) -> int:
     queue_dsn(settings)  # a missing setting or extra: one line, exit 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-    logging.getLogger("mailer.queue").addHandler(handler)
-    logging.getLogger("mailer.queue").setLevel(logging.INFO)
+    # The queue's own messages, and the shared rate limits' slow-downs.
+    for name in ("mailer.queue", "mailer.ratelimit"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
 
     def first_signal(name: str) -> None:
         err.print(

@@ -59,6 +59,7 @@ from mailer.transports.base import (
     reports_progress,
 )
 from mailer.transports.factory import transport_from_settings
+from mailer.transports.ratelimit import LimiterFactory
 
 logger = logging.getLogger("mailer")
 
@@ -672,7 +673,9 @@ def failed_result(
 transport_override: Callable[[MailerSettings], Transport] | None = None
 
 
-def generate_message_client(settings: MailerSettings | None = None) -> MessageClient:
+def generate_message_client(
+    settings: MailerSettings | None = None, *, limiters: LimiterFactory | None = None
+) -> MessageClient:
     """Return the MessageClient that application code should send with.
 
     Code that sends mail calls this factory rather than building a client, so
@@ -684,9 +687,14 @@ def generate_message_client(settings: MailerSettings | None = None) -> MessageCl
 
     Args:
         settings: Default ``MailerSettings()`` (environment and ``.env``).
+        limiters: Makes each relay's rate limiter (``mailer worker`` passes
+            the one the queue's workers share); default one per process.
     """
     settings = settings if settings is not None else MailerSettings()
     override = transport_override
     if override is not None:
         return MessageClient(settings, transport=override(settings))
+    if limiters is not None:
+        transport = transport_from_settings(settings, limiters=limiters)
+        return MessageClient(settings, transport=transport)
     return MessageClient(settings)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mailer.exceptions import QueueError
+from mailer.queue.ratesql import RATE_LIMITS_SQL
 
 if TYPE_CHECKING:
     from mailer.queue.database import Connection
@@ -71,6 +72,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX mailer_messages_by_message_id ON mailer_messages (message_id);
         """,
     ),
+    (2, "rate limits shared by the workers", RATE_LIMITS_SQL),
 )
 LATEST = MIGRATIONS[-1][0]
 

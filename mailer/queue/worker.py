@@ -5,6 +5,10 @@ SIGINT). Then no new job starts, the SMTP transactions in flight get
 ``MAILER_SHUTDOWN_GRACE`` seconds, every outcome is recorded, and each job's
 unfinished messages go back to the queue at once for another worker.
 
+The worker's SMTP transports pace each relay with a ``SharedRateLimiter``
+(``mailer.queue.ratelimit``): ``MAILER_RATE_LIMIT`` holds for all the workers
+together, and a rate refusal seen by one slows them all.
+
 Every ``MAILER_QUEUE_HEARTBEAT`` seconds the worker beats, and looks for jobs
 left ``doing`` by a worker that missed three beats (killed with ``kill -9``,
 or its host died): it puts them back in the queue (stalled-job recovery).
@@ -20,11 +24,13 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from functools import partial
 
 from mailer.config.settings import MailerSettings
 from mailer.delivery.client import MessageClient, generate_message_client
 from mailer.queue.database import connect, database_errors, queue_dsn
 from mailer.queue.locks import MessageLocks
+from mailer.queue.ratelimit import PostgresRateStore, SharedRateLimits
 from mailer.queue.runtime import DeliveryRuntime
 from mailer.queue.schema import check_schema
 from mailer.queue.tasks import QUEUE_NAME, RUNTIME_KEY, make_app
@@ -71,7 +77,7 @@ async def run_worker(
     *,
     concurrency: int,
     stop: asyncio.Event,
-    client_factory: Callable[[MailerSettings], MessageClient] = generate_message_client,
+    client_factory: Callable[[MailerSettings], MessageClient] | None = None,
     on_started: Callable[[str], None] | None = None,
 ) -> None:
     """Deliver queued mail until ``stop`` is set.
@@ -81,7 +87,9 @@ async def run_worker(
         concurrency: Jobs run at once (each sends its messages over the
             shared client's ``MAILER_CONCURRENCY`` connections).
         stop: Set it to stop gracefully.
-        client_factory: Makes the process's client (``generate_message_client``).
+        client_factory: Makes the process's client; default
+            ``generate_message_client`` with the rate limiters the queue's
+            workers share.
         on_started: Called with the worker's name once it takes jobs.
 
     Raises:
@@ -102,18 +110,25 @@ async def run_worker(
             lock_connection = await psycopg.AsyncConnection.connect(
                 dsn, autocommit=True
             )
+            store = PostgresRateStore(dsn, stale_after=MISSED_HEARTBEATS * heartbeat)
             try:
-                async with client_factory(settings) as client:
-                    runtime = DeliveryRuntime(
-                        settings=settings,
-                        client=client,
-                        pool=app.connector.pool,  # type: ignore[attr-defined]
-                        locks=MessageLocks(lock_connection),
-                        app=app,
-                        worker=name,
-                        stop=stop,
+                async with SharedRateLimits(store) as limits:
+                    factory = client_factory or partial(
+                        generate_message_client, limiters=limits.limiter
                     )
-                    await _work(app, runtime, concurrency, heartbeat, on_started)
+                    async with factory(settings) as client:
+                        runtime = DeliveryRuntime(
+                            settings=settings,
+                            client=client,
+                            pool=app.connector.pool,  # type: ignore[attr-defined]
+                            locks=MessageLocks(lock_connection),
+                            app=app,
+                            worker=name,
+                            stop=stop,
+                        )
+                        await _work(app, runtime, concurrency, heartbeat, on_started)
+                    if limits.limiters:
+                        logger.info("%s", limits.summary())
             finally:
                 await lock_connection.close()
 

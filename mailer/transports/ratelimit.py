@@ -46,7 +46,9 @@ retried by the client's retry policy (a 4xx is transient).
 
 A limit shared by several processes (queue workers on several hosts) is
 another ``RateLimiter``: ``wait_ready`` may reserve a turn in shared storage
-and ``try_acquire`` then takes the reserved turn.
+and ``try_acquire`` then takes the reserved turn. ``transport_from_settings``
+takes a ``LimiterFactory`` that makes one per relay (``mailer worker`` passes
+the queue's, ``mailer.queue.ratelimit``).
 """
 
 from __future__ import annotations
@@ -57,10 +59,13 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 from mailer.config.rates import RateLimit
 from mailer.replies import Reply
+
+if TYPE_CHECKING:
+    from mailer.config.settings import MailerSettings
 
 logger = logging.getLogger("mailer.ratelimit")
 
@@ -108,6 +113,10 @@ class RateLimiter(Protocol):
             generation: ``generation`` when the transaction was handed over.
         """
         ...
+
+
+# Makes the limiter of one relay from that relay's settings.
+LimiterFactory: TypeAlias = Callable[["MailerSettings"], RateLimiter]
 
 
 class LocalRateLimiter:

@@ -227,6 +227,13 @@ async def use_a_rate_limiter() -> bool:
     return limiter.try_acquire()
 
 
+def limiter_per_relay(settings: mailer.MailerSettings) -> mailer.MessageClient:
+    def limiter(relay: mailer.MailerSettings) -> mailer.RateLimiter:
+        return mailer.LocalRateLimiter(relay.rate, name=f"{relay.smtp_host}")
+
+    return mailer.generate_message_client(settings, limiters=limiter)
+
+
 async def use_the_inbox_client() -> list[SentMail]:
     inbox = InboxClient("http://127.0.0.1:8025", timeout=5)
     await inbox.clear()

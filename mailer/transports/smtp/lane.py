@@ -182,18 +182,23 @@ class Lane:
     async def _take_turn(self) -> SMTPConnection:
         """Return a ready connection once the rate limit lets a transaction start.
 
-        The wait comes first, and the connection is checked after it (a wait
-        longer than ``max_idle`` retires it: the server may have dropped it).
-        The turn is taken only with the connection ready, right before MAIL
-        FROM, so that connecting cannot push a start past its turn and bunch
-        it up with the next ones.
+        The connection is made ready first, then the turn is awaited (a wait
+        longer than ``max_idle`` retires the connection, the server may have
+        dropped it, and makes a new one). The turn is taken only with the
+        connection ready, right before MAIL FROM, so that connecting cannot
+        push a start past its turn and bunch it up with the next ones; and a
+        turn reserved ahead in shared storage (queue workers) is not missed
+        while a connection is being made.
         """
         gate = self._gate
         while True:
-            if gate is not None and await gate.wait_ready() > self._limits.max_idle:
-                await self._retire()
             connection = await self._ready_connection()
-            if gate is None or gate.try_acquire():
+            if gate is None:
+                return connection
+            if await gate.wait_ready() > self._limits.max_idle:
+                await self._retire()
+                connection = await self._ready_connection()
+            if gate.try_acquire():
                 return connection
 
     def _may_chain(self) -> bool:
