@@ -35,8 +35,9 @@ from mailer.bulk.recipients import (
 )
 from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.resume import stream_with_journal
-from mailer.bulk.spool import Spool
+from mailer.bulk.spool import CHUNK_ROWS, Spool
 from mailer.bulk.spooled import SpoolSend, check_into_spool
+from mailer.bulk.workers import WorkerPool, has_more_than, worker_count
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import Message
@@ -347,15 +348,8 @@ async def _outcomes(
                 spool = Spool()
         try:
             if spool is not None and client is not None:
-                found = await asyncio.to_thread(
-                    check_into_spool,
-                    job,
-                    enumerate(_rows(recipients), start=1),
-                    CheckedRows(_source_label(recipients)),
-                    spool,
-                    client.preparer,
-                    columns=getattr(recipients, "columns", None),
-                    stop=stop,
+                found = await _check_into_spool(
+                    job, recipients, spool, client, settings, stop
                 )
             else:
                 # In a worker thread: the event loop stays free to handle
@@ -415,6 +409,51 @@ async def _outcomes(
             await client.aclose()  # made, but the batch ended before sending
         if spool is not None:
             spool.close()
+
+
+async def _check_into_spool(
+    job: _Job,
+    recipients: Iterable[RecipientRow],
+    spool: Spool,
+    client: MessageClient,
+    settings: MailerSettings,
+    stop: asyncio.Event | None,
+) -> Checked:
+    """Run the check pass into the spool: in worker processes for a large batch.
+
+    Raises:
+        CheckInterruptedError: ``stop`` was set meanwhile.
+    """
+    checked = CheckedRows(_source_label(recipients))
+    columns = getattr(recipients, "columns", None)
+    rows: Iterator[tuple[int, Recipient | InvalidRow]] = enumerate(
+        _rows(recipients), start=1
+    )
+    workers = worker_count(settings.workers)
+    pool: WorkerPool | None = None
+    if workers > 1:
+        # A batch of one chunk or less is checked here: forking costs more.
+        head, more = has_more_than(rows, CHUNK_ROWS)
+        rows = itertools.chain(head, rows)
+        if more:
+            # Forked from this thread (the event loop's), before the check.
+            pool = WorkerPool(workers, job, client.preparer, columns)
+    if pool is None:
+        return await asyncio.to_thread(
+            check_into_spool,
+            job,
+            rows,
+            checked,
+            spool,
+            client.preparer,
+            columns=columns,
+            stop=stop,
+        )
+    try:
+        return await asyncio.to_thread(pool.check, rows, checked, spool, stop=stop)
+    finally:
+        # In a thread too: the busy workers finish their chunk first.
+        await asyncio.to_thread(pool.close)
 
 
 async def _send_spooled(

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from mailer.bulk.recipients import Recipient
 from mailer.delivery.results import SendResult
@@ -40,6 +40,32 @@ DISK_SHARE = 0.25
 # ...nor more than this in all.
 DISK_BUDGET = 4 * 1024**3
 _LENGTH = struct.Struct(">I")  # before each pickled row
+
+
+class Room(Protocol):
+    """A disk budget messages are written against (a Spool's, or a worker's share)."""
+
+    def take_room(self, size: int, /) -> bool:
+        """Reserve ``size`` bytes; False when the message must not be spooled."""
+        ...
+
+
+class ByteBudget:
+    """A share of a spool's disk budget, handed to a worker process with its chunk.
+
+    Args:
+        size: Bytes it may take.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def take_room(self, size: int, /) -> bool:
+        """Reserve ``size`` bytes of the share; False once it is spent."""
+        if size > SPOOLED_SIZE_LIMIT or size > self.left:
+            return False
+        self.left -= size
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +123,22 @@ class Spool:
         self.chunks = max(self.chunks, number + 1)
         return ChunkWriter(self.chunk_path(number), self)
 
-    def take_room(self, size: int) -> bool:
+    def take_room(self, size: int, /) -> bool:
         """Reserve ``size`` bytes of the disk budget; False once it is spent."""
         if size > SPOOLED_SIZE_LIMIT or size > self._budget:
             return False
         self._budget -= size
         return True
+
+    def lend(self, size: int) -> int:
+        """Take up to ``size`` bytes of the budget for a worker's chunk; return them."""
+        lent = min(size, self._budget)
+        self._budget -= lent
+        return lent
+
+    def give_back(self, size: int) -> None:
+        """Return the unused part of what ``lend`` took."""
+        self._budget += size
 
     def read(self, number: int, *, remove: bool = True) -> Iterator[SpooledRow]:
         """Yield the rows of chunk ``number`` in order, then delete its file."""
@@ -119,10 +155,11 @@ class ChunkWriter:
 
     Args:
         path: The chunk file.
-        spool: Whose disk budget the messages count against.
+        spool: Whose disk budget the messages count against (a Spool, or a
+            worker's ByteBudget).
     """
 
-    def __init__(self, path: Path, spool: Spool | None = None) -> None:
+    def __init__(self, path: Path, spool: Room | None = None) -> None:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._file: BinaryIO = os.fdopen(descriptor, "wb")
         self._spool = spool
