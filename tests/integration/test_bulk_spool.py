@@ -25,7 +25,7 @@ import mailer.bulk.sending as sending
 import mailer.delivery.prepare as prepare
 from mailer import InvalidRecipientsError, MailerSettings, RecipientFile, send_messages
 from mailer.bulk.workers import WorkerPool
-from mailer.testing import SMTPTestServer
+from mailer.testing import END_OF_DATA, SMTPTestServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MAILER = [sys.executable, "-m", "mailer"]
@@ -272,3 +272,35 @@ def children_of(pid: int) -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+async def test_a_resume_resends_a_worker_built_message_byte_for_byte(
+    tmp_path: Path, settings_for: Settings
+) -> None:
+    """A message built in a worker and left in doubt is rebuilt by the resume: the same bytes."""
+    rows = rows_file(tmp_path, 600)
+    journal = tmp_path / "batch.journal"
+    async with SMTPTestServer() as server:
+        # The first message is kept, then its reply lost: in doubt, one attempt.
+        server.faults.disconnect(after=END_OF_DATA, keep=True, times=1)
+        first = await send_messages(
+            "welcome",
+            RecipientFile(rows),
+            settings=settings_for(server, workers=2, max_attempts=1),
+            journal=journal,
+        )
+        resumed = await send_messages(
+            "welcome",
+            RecipientFile(rows),
+            settings=settings_for(server, workers=2),
+            journal=journal,
+        )
+        mail = list(server.outbox)
+    assert first.sent == 599
+    assert resumed.sent == 600
+    by_id: dict[str | None, list[Any]] = {}
+    for item in mail:
+        by_id.setdefault(item.message_id, []).append(item)
+    (twice,) = [items for items in by_id.values() if len(items) == 2]
+    assert twice[0].raw == twice[1].raw
+    assert len(mail) == 601
