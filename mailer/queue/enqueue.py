@@ -21,7 +21,7 @@ from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import AddressInput, Message
 from mailer.content.serialize import serialize
-from mailer.delivery.limits import check_message_limits
+from mailer.delivery.limits import check_attachment_limits, check_message_limits
 from mailer.exceptions import ConfigError
 from mailer.queue.codec import encode_message
 from mailer.templates.sets import render
@@ -71,6 +71,9 @@ def prepare(message: Message, settings: MailerSettings) -> PreparedMessage:
             "MAILER_FROM: not set, and the message has no sender",
             key="MAILER_FROM",
         )
+    # From the files' sizes, before anything is read: a 400 MB attachment is
+    # refused without being read, encoded and held in memory first.
+    check_attachment_limits(message.attachments, settings)
     message_id, content = serialize(message, sender)
     check_message_limits(message.envelope(sender), content, settings)
     return PreparedMessage(
