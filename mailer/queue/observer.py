@@ -135,7 +135,10 @@ class QueueObserver:
         self._holding = True
         try:
             total, elapsed, ambiguous = await store.record_starting(
-                self.connection, self.entry.position, self.worker
+                self.connection,
+                self.entry.position,
+                self.worker,
+                attempts.outgoing.date,
             )
         except BaseException:
             self.release()

@@ -73,6 +73,13 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (2, "rate limits shared by the workers", RATE_LIMITS_SQL),
+    (
+        3,
+        "each message's Date, so that every attempt sends the same bytes",
+        # Nullable: a row enqueued before this migration gets its Date at its
+        # first attempt (store.record_starting), still before any SMTP command.
+        "ALTER TABLE mailer_messages ADD COLUMN date text;",
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -1,4 +1,4 @@
-"""Enqueueing refuses a file over MAILER_MAX_MESSAGE_SIZE before reading it (no sockets).
+"""Enqueueing refuses a file over MAILER_MAX_MESSAGE_SIZE before reading it (unit).
 
 Found by attacking the queue: ``send_later`` serialised the message (reading and
 base64-encoding every attachment) and only then compared its size with the
@@ -83,7 +83,9 @@ async def test_send_later_refuses_it_before_recording_anything(
 ) -> None:
     """send_later (fake queue): refused unread, nothing enqueued."""
     settings = make_settings(max_message_size=MAX_SIZE)
-    with pytest.raises(MessageError, match=r"^size: the attachments are 547,368,422 bytes"):
+    with pytest.raises(
+        MessageError, match=r"^size: the attachments are 547,368,422 bytes"
+    ):
         await send_later(with_file(huge_file), settings=settings)
     assert reads == []
     mail_queue.assert_nothing_enqueued()
