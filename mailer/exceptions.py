@@ -183,6 +183,18 @@ class JournalError(MailerError):
         self.path = path
 
 
+class ContentChangedError(JournalError):
+    """A message that may have been delivered now builds different bytes.
+
+    A journal resends a message in doubt with its Message-ID, rebuilt from the
+    template, its files and the DKIM key; if one of them changed since, the
+    copy would differ from the one that may have arrived. It is not sent: it
+    stays pending (``transient``) until they are put back.
+    """
+
+    transient = True
+
+
 class QueueError(MailerError):
     """The mail queue cannot be used: no database, no schema, or a database error.
 
