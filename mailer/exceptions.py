@@ -52,6 +52,17 @@ class MailerError(Exception):
     """Base class of every error raised by mailer."""
 
 
+def describe_error(error: BaseException) -> str:
+    """Return how a report states ``error``: mailer's own words, else with its type.
+
+    Anything that is not a ``MailerError`` is a bug or an unexpected failure;
+    its type name says where to look.
+    """
+    if isinstance(error, MailerError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
 class ConfigError(MailerError, ValueError):
     """A setting is missing or has a bad value.
 

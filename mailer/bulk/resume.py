@@ -48,6 +48,7 @@ from mailer.exceptions import (
     JournalError,
     MailerError,
     RecipientsChangedError,
+    describe_error,
 )
 from mailer.replies import RecipientStatus
 
@@ -180,9 +181,7 @@ class JournalObserver:
         entry.error = None
         if entry.state is not JournalState.SENT:
             entry.error = (
-                str(error)
-                if isinstance(error, MailerError)
-                else f"{type(error).__name__}: {error}"
+                describe_error(error)
                 if error is not None
                 else f"{len(deferred)} recipient(s) still deferred: {entry.reply}"
             )
