@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from mailer.bulk.journal import JournalEntry, JournalState
 from mailer.delivery.retry import RetryPolicy
 from mailer.delivery.state import MessageAttempts
-from mailer.exceptions import MailerError
+from mailer.exceptions import describe_error
 from mailer.queue import store
 from mailer.replies import RecipientStatus, Verdict
 
@@ -78,9 +78,7 @@ def settle(
     if entry.state is not JournalState.SENT:
         error = attempts.last_error
         entry.error = (
-            str(error)
-            if isinstance(error, MailerError)
-            else f"{type(error).__name__}: {error}"
+            describe_error(error)
             if error is not None
             else f"{len(deferred)} recipient(s) still deferred: {entry.reply}"
         )
