@@ -9,7 +9,10 @@ before the attempt's first SMTP command and the outcome (``sent``,
 
 Each row also keeps the message's Date header (written at enqueue time with
 the Message-ID), so that every attempt, on any worker and after any crash,
-builds the same bytes, and a DKIM signature over them is the same too.
+builds the same bytes, and a DKIM signature over them is the same too; and
+the SHA-256 of the bytes last attempted, so that a worker whose settings
+would build other bytes (another DKIM key) never resends a message in doubt
+as a different copy (``mailer.queue.observer``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ COLUMNS = (
     "id, batch_id, line, email, message, message_id, state, attempts, ambiguous,"
     " transient, recipients, replies, reply_code, reply_text, error,"
     " next_attempt_at, first_attempt_at,"
-    " coalesce(next_attempt_at <= now(), true) AS due, date"
+    " coalesce(next_attempt_at <= now(), true) AS due, date, digest"
 )
 
 
@@ -91,6 +94,7 @@ def row_from_database(row: Sequence[Any]) -> QueuedMessage:
         first_attempt_at,
         due,
         date,
+        digest,
     ) = row
     entry = JournalEntry(
         position=id_,
@@ -106,6 +110,7 @@ def row_from_database(row: Sequence[Any]) -> QueuedMessage:
         reply=Reply(reply_code, reply_text or "") if reply_code is not None else None,
         error=error,
         next_attempt_at=next_attempt_at.timestamp() if next_attempt_at else None,
+        digest=digest,
     )
     return QueuedMessage(
         entry=entry,
@@ -170,7 +175,7 @@ async def set_batch_total(connection: Connection, batch_id: int, total: int) -> 
 
 
 async def record_starting(
-    connection: Connection, message_id: int, worker: str, date: str
+    connection: Connection, message_id: int, worker: str, date: str, digest: str
 ) -> tuple[int, float, bool]:
     """Commit ``sending`` before an attempt's first SMTP command.
 
@@ -183,6 +188,7 @@ async def record_starting(
         worker: This worker's name.
         date: The Date header this attempt writes: kept for the next
             attempts when the row has none yet (enqueued by an older mailer).
+        digest: The SHA-256 (hex) of the bytes this attempt sends.
 
     Returns:
         The message's attempts so far (this one included), the seconds since
@@ -195,13 +201,15 @@ async def record_starting(
         " error = CASE WHEN state = 'sending' THEN %s ELSE error END,"
         " state = 'sending', attempts = attempts + 1, worker = %s,"
         " first_attempt_at = coalesce(first_attempt_at, now()),"
-        " next_attempt_at = NULL, updated_at = now(), date = coalesce(date, %s)"
+        " next_attempt_at = NULL, updated_at = now(), date = coalesce(date, %s),"
+        " digest = %s"
         " WHERE id = %s RETURNING attempts,"
         " extract(epoch FROM now() - first_attempt_at), ambiguous",
         [
             "in flight when its worker ended: it may have been delivered",
             worker,
             date,
+            digest,
             message_id,
         ],
     )

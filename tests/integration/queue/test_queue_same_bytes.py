@@ -54,7 +54,7 @@ def invoice(n: int = 1) -> Message:
 
 
 def worker_environment(
-    dsn: str, server: SMTPTestServer, private_pem: str
+    dsn: str, server: SMTPTestServer, private_pem: str, *, backoff: float = 60
 ) -> dict[str, str]:
     """The settings of a signing `mailer worker` process (no MAILER_* inherited)."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MAILER_")}
@@ -66,9 +66,9 @@ def worker_environment(
             "MAILER_SMTP_TLS": "none",
             "MAILER_FROM": SENDER,
             "MAILER_QUEUE_HEARTBEAT": "1",
-            # The retry is scheduled a minute on; the test makes it due.
-            "MAILER_RETRY_BACKOFF": "60",
-            "MAILER_RETRY_MAX_BACKOFF": "60",
+            # By default the retry is scheduled a minute on; tests make it due.
+            "MAILER_RETRY_BACKOFF": str(backoff),
+            "MAILER_RETRY_MAX_BACKOFF": str(backoff),
             "MAILER_TIMEOUT": "30",
             "MAILER_DKIM_DOMAIN": "shop.example.test",
             "MAILER_DKIM_SELECTOR": "mail2026",
@@ -85,11 +85,12 @@ async def start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
     )
 
 
-async def stop_worker(worker: asyncio.subprocess.Process) -> None:
-    """SIGTERM, and check it stopped as documented (exit 143)."""
+async def stop_worker(worker: asyncio.subprocess.Process) -> str:
+    """SIGTERM, check it stopped as documented (exit 143); return its log."""
     worker.send_signal(signal.SIGTERM)
     _, stderr = await asyncio.wait_for(worker.communicate(), 60)
     assert worker.returncode == 143, stderr.decode()
+    return stderr.decode()
 
 
 async def wait_for(condition: Callable[[], Any], within: float = 60.0) -> None:
@@ -189,6 +190,101 @@ async def test_a_message_whose_worker_was_killed_after_sending_is_resent_identic
     ]
 
 
+async def test_a_worker_with_another_dkim_key_never_resends_a_message_in_doubt(
+    smtp_server: SMTPTestServer,
+    queue_settings: Callable[..., MailerSettings],
+    queue_database: str,
+    query: Any,
+    dkim_key: tuple[str, str],
+) -> None:
+    """Killed after sending; a worker with another key leaves it pending; the first key's resends it."""
+    private_pem, record = dkim_key
+    other_pem, _ = make_dkim_key("ed25519")
+    env = worker_environment(queue_database, smtp_server, private_pem, backoff=0.5)
+    smtp_server.faults.delay(END_OF_DATA, 300, times=1)
+    smtp_server.faults.reply(END_OF_DATA, 451, times=1, keep=True)
+    await send_later(invoice(), settings=queue_settings(from_=SENDER))
+    victim = await start_worker(env)
+    try:
+        await smtp_server.outbox.wait_for(count=1, timeout=60)
+    finally:
+        victim.kill()
+    await asyncio.wait_for(victim.wait(), 30)
+    other = await start_worker(
+        worker_environment(queue_database, smtp_server, other_pem, backoff=0.5)
+    )
+    try:
+
+        async def refused() -> bool:
+            assert len(smtp_server.outbox) == 1, "resent as a different copy"
+            found = await query(
+                "SELECT 1 FROM mailer_messages WHERE state = 'pending'"
+                " AND error LIKE '%would resend it as different bytes%'"
+            )
+            return bool(found)
+
+        await wait_for(refused, within=90)
+    finally:
+        log = await stop_worker(other)
+    assert "would resend it as different bytes" in log
+    assert len(smtp_server.outbox) == 1
+    [(ambiguous, error)] = await query("SELECT ambiguous, error FROM mailer_messages")
+    assert ambiguous is True
+    assert "DKIM key" in error
+    # A worker with the first key takes the job when it comes back.
+    await query(
+        "UPDATE procrastinate_jobs SET scheduled_at = now() WHERE status = 'todo'"
+    )
+    successor = await start_worker(env)
+    try:
+        first, second = await smtp_server.outbox.wait_for(count=2, timeout=90)
+    finally:
+        await stop_worker(successor)
+    assert_same_bytes(first, second, record)
+    assert await query("SELECT state, ambiguous FROM mailer_messages") == [
+        ("sent", True)
+    ]
+
+
+async def test_a_message_refused_with_451_may_be_resent_under_a_new_key(
+    smtp_server: SMTPTestServer,
+    queue_settings: Callable[..., MailerSettings],
+    queue_database: str,
+    query: Any,
+    dkim_key: tuple[str, str],
+) -> None:
+    """Nothing can have arrived after a plain 451: a worker with another key sends it."""
+    private_pem, _ = dkim_key
+    other_pem, other_record = make_dkim_key("ed25519")
+    smtp_server.faults.reply(END_OF_DATA, 451, times=1)
+    await send_later(invoice(), settings=queue_settings(from_=SENDER))
+    first = await start_worker(
+        worker_environment(queue_database, smtp_server, private_pem)
+    )
+
+    async def deferred() -> bool:
+        return bool(
+            await query("SELECT 1 FROM mailer_messages WHERE state = 'deferred'")
+        )
+
+    try:
+        await wait_for(deferred)
+    finally:
+        await stop_worker(first)
+    await query(
+        "UPDATE procrastinate_jobs SET scheduled_at = now() WHERE status = 'todo'"
+    )
+    second = await start_worker(
+        worker_environment(queue_database, smtp_server, other_pem)
+    )
+    try:
+        [mail] = await smtp_server.outbox.wait_for(count=1, timeout=60)
+    finally:
+        await stop_worker(second)
+    assert verify_dkim(mail, other_record).domain == "shop.example.test"
+    assert await query("SELECT state, attempts FROM mailer_messages") == [("sent", 2)]
+
+
 async def test_a_row_enqueued_without_a_date_gets_one_at_its_first_attempt(
     smtp_server: SMTPTestServer,
     queue_settings: Callable[..., MailerSettings],
@@ -233,7 +329,7 @@ async def test_schema_migration_3_keeps_the_rows_of_an_older_database(
         cursor = await connection.execute("SELECT email, date FROM mailer_messages")
         rows = await cursor.fetchall()
     assert done == [
-        "applied mailer migration 3: each message's Date, so that every attempt"
-        " sends the same bytes"
+        "applied mailer migration 3: each message's Date and bytes digest, so"
+        " every attempt sends the same"
     ]
     assert rows == [("ann@example.test", None)]
