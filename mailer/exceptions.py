@@ -213,6 +213,19 @@ class QueueError(MailerError):
     """
 
 
+class QueuedContentChangedError(QueueError):
+    """A queued message that may have been delivered would go out as other bytes.
+
+    A worker resends a message in doubt with its Message-ID and Date; if its
+    DKIM key, its hooks or its mailer version differ from those of the worker
+    that sent it first, the copy would differ from the one that may have
+    arrived. It is not sent: it stays pending, and its job comes back for a
+    worker with the first one's settings.
+    """
+
+    transient = True
+
+
 class RefusedByHookError(MailerError):
     """A ``before_send`` hook refused the message: nothing was sent, no retry.
 
