@@ -52,6 +52,17 @@ class MailerError(Exception):
     """Base class of every error raised by mailer."""
 
 
+def describe_error(error: BaseException) -> str:
+    """Return how a report states ``error``: mailer's own words, else with its type.
+
+    Anything that is not a ``MailerError`` is a bug or an unexpected failure;
+    its type name says where to look.
+    """
+    if isinstance(error, MailerError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
 class ConfigError(MailerError, ValueError):
     """A setting is missing or has a bad value.
 
@@ -183,11 +194,36 @@ class JournalError(MailerError):
         self.path = path
 
 
+class ContentChangedError(JournalError):
+    """A message that may have been delivered now builds different bytes.
+
+    A journal resends a message in doubt with its Message-ID, rebuilt from the
+    template, its files and the DKIM key; if one of them changed since, the
+    copy would differ from the one that may have arrived. It is not sent: it
+    stays pending (``transient``) until they are put back.
+    """
+
+    transient = True
+
+
 class QueueError(MailerError):
     """The mail queue cannot be used: no database, no schema, or a database error.
 
     The message never holds ``MAILER_QUEUE_DSN`` nor its password.
     """
+
+
+class QueuedContentChangedError(QueueError):
+    """A queued message that may have been delivered would go out as other bytes.
+
+    A worker resends a message in doubt with its Message-ID and Date; if its
+    DKIM key, its hooks or its mailer version differ from those of the worker
+    that sent it first, the copy would differ from the one that may have
+    arrived. It is not sent: it stays pending, and its job comes back for a
+    worker with the first one's settings.
+    """
+
+    transient = True
 
 
 class RefusedByHookError(MailerError):

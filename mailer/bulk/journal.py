@@ -78,15 +78,16 @@ CREATE TABLE IF NOT EXISTS messages (
     next_attempt_at REAL,
     updated_at REAL NOT NULL,
     fingerprint TEXT,
-    date TEXT
+    date TEXT,
+    digest TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_state ON messages (state);
 """
 # Columns added since version 1 was first written: a journal that lacks one
 # gets it when it is opened (NULL in its existing rows: a row without its
 # fingerprint is matched by address; one without its Date resumes with a new
-# Date, as before).
-ADDED_COLUMNS = {"fingerprint": "TEXT", "date": "TEXT"}
+# Date, as before; one without its digest is resent without the comparison).
+ADDED_COLUMNS = {"fingerprint": "TEXT", "date": "TEXT", "digest": "TEXT"}
 
 
 class JournalState(enum.StrEnum):
@@ -137,6 +138,9 @@ class JournalEntry:
     next_attempt_at: float | None = None
     fingerprint: str | None = None  # of the row (None in older journals)
     date: str | None = None  # the Date header, recorded with the Message-ID
+    # SHA-256 of the bytes the first attempt sent, so a resend can prove it
+    # sends the same message (None in older journals, and before any attempt).
+    digest: str | None = None
 
     @property
     def is_done(self) -> bool:
@@ -179,6 +183,7 @@ def entry_from_row(row: sqlite3.Row) -> JournalEntry:
         error=row["error"],
         next_attempt_at=row["next_attempt_at"],
         fingerprint=row["fingerprint"] if "fingerprint" in row.keys() else None,  # noqa: SIM118
+        digest=row["digest"] if "digest" in row.keys() else None,  # noqa: SIM118
     )
 
 
@@ -440,6 +445,7 @@ class Journal:
             entry.next_attempt_at,
             time.time(),
             entry.date,
+            entry.digest,
             entry.position,
         )
 
@@ -449,7 +455,7 @@ class Journal:
                     "UPDATE messages SET state = ?, message_id = ?, attempts = ?,"
                     " ambiguous = ?, transient = ?, recipients = ?, replies = ?,"
                     " reply_code = ?, reply_text = ?, error = ?, next_attempt_at = ?,"
-                    " updated_at = ?, date = ? WHERE position = ?",
+                    " updated_at = ?, date = ?, digest = ? WHERE position = ?",
                     values,
                 )
 

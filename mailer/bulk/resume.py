@@ -20,12 +20,17 @@ When the check pass spooled the prepared messages (``mailer.bulk.spool``),
 the journal is filled and the batch walked from the spool instead: the file
 is not read again, and a message is rendered again only to resend it with the
 Message-ID and Date an earlier run gave it (the same bytes as then).
+A message resent is rebuilt from the template, its files and the DKIM
+key, with the Message-ID and Date the journal recorded; a digest of the first
+attempt's bytes makes sure that a message which may have been delivered is
+never resent as a different copy (``JournalObserver._check_same_bytes``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -44,7 +49,13 @@ from mailer.delivery.control import SendRequest
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.state import MessageAttempts, PreparedMessage
 from mailer.delivery.telemetry import log_outcome
-from mailer.exceptions import JournalError, MailerError, RecipientsChangedError
+from mailer.exceptions import (
+    ContentChangedError,
+    JournalError,
+    MailerError,
+    RecipientsChangedError,
+    describe_error,
+)
 from mailer.replies import RecipientStatus
 
 if TYPE_CHECKING:
@@ -80,14 +91,62 @@ class JournalObserver:
         self._earlier_attempts = entry.attempts
 
     async def attempt_starting(self, attempts: MessageAttempts, /) -> None:
-        """Commit ``sending`` with the Message-ID before the first SMTP command."""
+        """Commit ``sending`` with the Message-ID before the first SMTP command.
+
+        Raises:
+            ContentChangedError: An earlier attempt may have delivered this
+                message, and it now builds different bytes (see
+                ``_check_same_bytes``).
+        """
         entry = self.entry
+        try:
+            self._check_same_bytes(attempts.outgoing.content)
+        except ContentChangedError as exc:
+            # Not sent, still to send once the files are back: the journal
+            # and the report say why (the batch stops: see client._notify).
+            entry.state, entry.transient, entry.error = (
+                JournalState.DEFERRED,
+                True,
+                str(exc),
+            )
+            entry.next_attempt_at = None
+            await self.journal.record(entry)
+            raise
         entry.state = JournalState.SENDING
         entry.message_id = attempts.message_id
         entry.date = attempts.outgoing.date or entry.date
         entry.attempts = self._earlier_attempts + attempts.attempts + 1
         entry.next_attempt_at = None
         await self.journal.record(entry)
+
+    def _check_same_bytes(self, content: bytes) -> None:
+        """Record the digest of ``content``; refuse to send other bytes as a copy.
+
+        A message resent with its Message-ID after an attempt that may have
+        delivered it (ambiguous, or accepted for some recipients) must be the
+        same message: a receiver keeps one copy per Message-ID, and a DKIM
+        signature covers the bytes. The journal rebuilds it from the template,
+        its files and the DKIM key, so if one of them changed between the runs
+        the copy would differ. Then nothing more is sent (the batch stops, the
+        message stays pending) until they are put back.
+        """
+        entry = self.entry
+        digest = hashlib.sha256(content).hexdigest()
+        if entry.digest == digest:
+            return
+        may_have_left = entry.ambiguous or (
+            RecipientStatus.ACCEPTED in entry.recipients.values()
+        )
+        if entry.digest is not None and may_have_left:
+            raise ContentChangedError(
+                f"line {entry.line} ({entry.email}) may have been delivered "
+                "by an earlier run, and it now builds a different message (its "
+                "template, an attachment, an inline image or the DKIM key "
+                "changed since): put them back as they were to resume, or "
+                "start a new journal",
+                path=str(self.journal.path),
+            )
+        entry.digest = digest
 
     def content_starting(self, attempts: MessageAttempts, /) -> None:
         """Note, before the first byte of content, that this attempt may deliver.
@@ -128,9 +187,7 @@ class JournalObserver:
         entry.error = None
         if entry.state is not JournalState.SENT:
             entry.error = (
-                str(error)
-                if isinstance(error, MailerError)
-                else f"{type(error).__name__}: {error}"
+                describe_error(error)
                 if error is not None
                 else f"{len(deferred)} recipient(s) still deferred: {entry.reply}"
             )

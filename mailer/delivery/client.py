@@ -49,6 +49,7 @@ from mailer.exceptions import (
     DeliveryError,
     MailerError,
     RefusedByHookError,
+    describe_error,
 )
 from mailer.replies import Reply, Verdict, classify_reply
 from mailer.transports.base import (
@@ -645,11 +646,7 @@ def failed_result(
 ) -> SendResult:
     """Return the result saying that ``message`` was not sent because of ``error``."""
     reply = getattr(error, "reply", None)
-    text = (
-        str(error)
-        if isinstance(error, MailerError)
-        else f"{type(error).__name__}: {error}"
-    )
+    text = describe_error(error)
     refused = getattr(error, "refused", {})
     return SendResult.of(
         SendStatus.FAILED,

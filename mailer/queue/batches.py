@@ -94,6 +94,12 @@ async def enqueue_batch(
     size = job_size or settings.queue_job_size
     templates = load_template_set(template_name, settings.templates_dir)
 
+    # The check pass renders each row but does not build its bytes, so a row
+    # over MAILER_MAX_MESSAGE_SIZE is only found here: reported like a bad
+    # row of the check pass, never skipped in silence.
+    checked_bad = {row.line for row in errors}
+    late: list[InvalidRow] = []
+
     def prepared_rows() -> Iterable[tuple[int, PreparedMessage]]:
         for position, raw in enumerate(recipients, start=1):
             row = (
@@ -113,8 +119,9 @@ async def enqueue_batch(
                     templates=templates,
                 )
                 yield row.line, prepare(message, settings)
-            except MailerError:
-                continue  # reported by the check pass
+            except MailerError as exc:
+                if row.line not in checked_bad:
+                    late.append(InvalidRow(row.line, str(exc)))
 
     from mailer.queue.schema import check_schema
 
@@ -137,7 +144,11 @@ async def enqueue_batch(
                     )
                     messages += len(chunk)
                     jobs += 1
+                if late and not skip_invalid:
+                    # Raised inside the transaction: nothing is enqueued.
+                    raise InvalidRecipientsError(late)
                 await store.set_batch_total(connection, batch_id, messages)
+    invalid = sorted([*errors, *late], key=lambda row: row.line)
     return EnqueuedBatch(
-        batch_id=batch_id, messages=messages, jobs=jobs, invalid=errors
+        batch_id=batch_id, messages=messages, jobs=jobs, invalid=invalid
     )

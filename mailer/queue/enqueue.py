@@ -1,6 +1,6 @@
 """Enqueue mail from application code: send_later() and send_later_template().
 
-Each call validates the message, gives it its Message-ID, and inserts it
+Each call validates the message, gives it its Message-ID and Date, and inserts it
 (``pending``) together with its job, in one transaction: the caller's own when
 it passes its psycopg connection (a transactional outbox: the order row and
 its receipt commit or roll back together), or a short one of its own. The
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import AddressInput, Message
-from mailer.content.serialize import serialize
-from mailer.delivery.limits import check_message_limits
+from mailer.content.serialize import serialize_message
+from mailer.delivery.limits import check_attachment_limits, check_message_limits
 from mailer.exceptions import ConfigError
 from mailer.queue.codec import encode_message
 from mailer.templates.sets import render
@@ -35,13 +35,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class PreparedMessage:
-    """A message checked for sending, with its Message-ID and stored form."""
+    """A message checked for sending, with its Message-ID, Date and stored form.
+
+    The Date is fixed here, with the Message-ID, and stored with them: every
+    attempt writes both, so every attempt sends the same bytes.
+    """
 
     message: Message
     message_id: str
     email: str
     encoded: dict[str, Any]
     sender: Address
+    date: str
 
 
 class QueueRecorder(Protocol):
@@ -71,14 +76,18 @@ def prepare(message: Message, settings: MailerSettings) -> PreparedMessage:
             "MAILER_FROM: not set, and the message has no sender",
             key="MAILER_FROM",
         )
-    message_id, content = serialize(message, sender)
-    check_message_limits(message.envelope(sender), content, settings)
+    # From the files' sizes, before anything is read: a 400 MB attachment is
+    # refused without being read, encoded and held in memory first.
+    check_attachment_limits(message.attachments, settings)
+    serialized = serialize_message(message, sender)
+    check_message_limits(message.envelope(sender), serialized.content, settings)
     return PreparedMessage(
         message=message,
-        message_id=message_id,
+        message_id=serialized.message_id,
         email=message.to[0].addr_spec,
         encoded=encode_message(message, sender=sender),
         sender=sender,
+        date=serialized.date,
     )
 
 
@@ -133,7 +142,7 @@ async def enqueue_prepared(
     ids = await store.insert_messages(
         connection,
         [
-            (batch_id, line, item.email, item.encoded, item.message_id)
+            (batch_id, line, item.email, item.encoded, item.message_id, item.date)
             for item, line in zip(prepared, lines, strict=True)
         ],
     )

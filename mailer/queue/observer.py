@@ -5,11 +5,18 @@ whose recipients were deferred is not retried in a sleeping worker but
 re-scheduled as a retry job, ``schedule_in`` the backoff of
 ``MAILER_RETRY_*``, committed in the same transaction as its ``deferred``
 state, so that no deferred message is ever without the job that retries it.
+
+Before an attempt, the observer compares the bytes it is about to send with
+the digest of the last attempt's: a message that may have been delivered
+(in flight when its worker died, or accepted by some recipients) is never
+resent as a different copy; it stays pending for a worker whose DKIM key and
+hooks build the same bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -17,7 +24,7 @@ from typing import TYPE_CHECKING
 from mailer.bulk.journal import JournalEntry, JournalState
 from mailer.delivery.retry import RetryPolicy
 from mailer.delivery.state import MessageAttempts
-from mailer.exceptions import MailerError
+from mailer.exceptions import QueuedContentChangedError, describe_error
 from mailer.queue import store
 from mailer.replies import RecipientStatus, Verdict
 
@@ -78,9 +85,7 @@ def settle(
     if entry.state is not JournalState.SENT:
         error = attempts.last_error
         entry.error = (
-            str(error)
-            if isinstance(error, MailerError)
-            else f"{type(error).__name__}: {error}"
+            describe_error(error)
             if error is not None
             else f"{len(deferred)} recipient(s) still deferred: {entry.reply}"
         )
@@ -127,7 +132,15 @@ class QueueObserver:
         self._started = time.monotonic()
 
     async def attempt_starting(self, attempts: MessageAttempts, /) -> None:
-        """Take one of the worker's slots, then commit ``sending``."""
+        """Take one of the worker's slots, then commit ``sending``.
+
+        Raises:
+            QueuedContentChangedError: The message may have been delivered,
+                and this worker would send other bytes (recorded: the message
+                is left pending, with the reason).
+        """
+        digest = hashlib.sha256(attempts.outgoing.content).hexdigest()
+        await self._check_same_bytes(digest)
         # The worker's slots, not the job's: however many jobs run, at most
         # MAILER_CONCURRENCY of its messages are ever 'sending' at once, so a
         # crash leaves no more than that in doubt.
@@ -135,7 +148,11 @@ class QueueObserver:
         self._holding = True
         try:
             total, elapsed, ambiguous = await store.record_starting(
-                self.connection, self.entry.position, self.worker
+                self.connection,
+                self.entry.position,
+                self.worker,
+                attempts.outgoing.date,
+                digest,
             )
         except BaseException:
             self.release()
@@ -174,6 +191,37 @@ class QueueObserver:
                 await self.schedule_retry(connection, self.entry.position, delay)
         finally:
             self.release()
+
+    async def _check_same_bytes(self, digest: str) -> None:
+        """Refuse to resend a message in doubt as other bytes than last time.
+
+        The Date and Message-ID are stored, so the same mailer with the same
+        DKIM key and hooks builds the same bytes on any worker; a worker set
+        up otherwise would send a second, different copy of a message that
+        may have arrived. It leaves it pending instead (the job comes back).
+        """
+        entry = self.entry
+        if entry.digest is None or entry.digest == digest:
+            return
+        in_doubt = (
+            entry.state is JournalState.SENDING
+            or entry.ambiguous
+            or RecipientStatus.ACCEPTED in entry.recipients.values()
+        )
+        if not in_doubt:
+            return  # nothing can have arrived: these bytes are the first copy
+        error = QueuedContentChangedError(
+            f"message {entry.position} ({entry.email}) may have been delivered "
+            "already, and this worker would resend it as different bytes (its "
+            "DKIM key, before_send hooks or mailer version differ from those of "
+            "the worker that sent it): left pending for a worker set up like "
+            "that one"
+        )
+        entry.ambiguous = entry.ambiguous or entry.state is JournalState.SENDING
+        entry.state = JournalState.PENDING
+        entry.error = str(error)
+        await store.record_outcome(self.connection, entry, retry_in=None)
+        raise error
 
     def release(self) -> None:
         """Give the worker's slot back, if this message holds it."""

@@ -232,9 +232,12 @@ class DeliveryRuntime:
             slots=self.slots,
         )
         observers.append(observer)
+        # The Message-ID and the Date recorded for it: every attempt, on any
+        # worker, builds (and DKIM-signs) the same bytes.
         return SendRequest(
             message,
             message_id=entry.message_id,
             recipients=recipients,
             observer=observer,
+            date=row.date,
         )

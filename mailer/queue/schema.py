@@ -73,6 +73,14 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (2, "rate limits shared by the workers", RATE_LIMITS_SQL),
+    (
+        3,
+        "each message's Date and bytes digest, so every attempt sends the same",
+        # Nullable: a row enqueued before this migration gets its Date at its
+        # first attempt (store.record_starting), still before any SMTP command;
+        # the digest (SHA-256 of the bytes last attempted) is set by attempts.
+        "ALTER TABLE mailer_messages ADD COLUMN date text, ADD COLUMN digest text;",
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -6,6 +6,13 @@ before the attempt's first SMTP command and the outcome (``sent``,
 ``deferred`` with the time of its retry job, ``failed``, or back to
 ``pending``) as soon as it ends: the journal's guarantees
 (``mailer.bulk.journal``), shared by every worker on every host.
+
+Each row also keeps the message's Date header (written at enqueue time with
+the Message-ID), so that every attempt, on any worker and after any crash,
+builds the same bytes, and a DKIM signature over them is the same too; and
+the SHA-256 of the bytes last attempted, so that a worker whose settings
+would build other bytes (another DKIM key) never resends a message in doubt
+as a different copy (``mailer.queue.observer``).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ COLUMNS = (
     "id, batch_id, line, email, message, message_id, state, attempts, ambiguous,"
     " transient, recipients, replies, reply_code, reply_text, error,"
     " next_attempt_at, first_attempt_at,"
-    " coalesce(next_attempt_at <= now(), true) AS due"
+    " coalesce(next_attempt_at <= now(), true) AS due, date, digest"
 )
 
 
@@ -43,6 +50,8 @@ class QueuedMessage:
             counts from it).
         next_attempt_at: When a deferred message's retry job is due.
         is_due: Whether that time has come (by the database's clock).
+        date: The Date header every attempt writes (None: enqueued by a
+            mailer older than schema migration 3 and never attempted).
     """
 
     entry: JournalEntry
@@ -51,6 +60,7 @@ class QueuedMessage:
     first_attempt_at: datetime | None = None
     next_attempt_at: datetime | None = field(default=None)
     is_due: bool = True
+    date: str | None = None
 
     @property
     def id(self) -> int:
@@ -83,6 +93,8 @@ def row_from_database(row: Sequence[Any]) -> QueuedMessage:
         next_attempt_at,
         first_attempt_at,
         due,
+        date,
+        digest,
     ) = row
     entry = JournalEntry(
         position=id_,
@@ -98,6 +110,7 @@ def row_from_database(row: Sequence[Any]) -> QueuedMessage:
         reply=Reply(reply_code, reply_text or "") if reply_code is not None else None,
         error=error,
         next_attempt_at=next_attempt_at.timestamp() if next_attempt_at else None,
+        digest=digest,
     )
     return QueuedMessage(
         entry=entry,
@@ -106,32 +119,36 @@ def row_from_database(row: Sequence[Any]) -> QueuedMessage:
         first_attempt_at=first_attempt_at,
         next_attempt_at=next_attempt_at,
         is_due=bool(due),
+        date=date,
     )
 
 
 async def insert_messages(
     connection: Connection,
-    rows: Sequence[tuple[int | None, int | None, str, dict[str, Any], str]],
+    rows: Sequence[tuple[int | None, int | None, str, dict[str, Any], str, str]],
 ) -> list[int]:
     """Insert ``pending`` messages; return their ids, in the order given.
 
     Args:
         connection: In the enqueuing transaction.
-        rows: ``(batch_id, line, email, encoded message, message_id)`` each.
+        rows: ``(batch_id, line, email, encoded message, message_id, date)``
+            each: ``date`` is the Date header value every attempt writes.
     """
     if not rows:
         return []
     cursor = await connection.execute(
-        "INSERT INTO mailer_messages (batch_id, line, email, message, message_id)"
-        " SELECT b, l, e, m, i FROM unnest("
-        "%s::bigint[], %s::int[], %s::text[], %s::jsonb[], %s::text[]"
-        ") WITH ORDINALITY AS t (b, l, e, m, i, n) ORDER BY n RETURNING id",
+        "INSERT INTO mailer_messages"
+        " (batch_id, line, email, message, message_id, date)"
+        " SELECT b, l, e, m, i, d FROM unnest("
+        "%s::bigint[], %s::int[], %s::text[], %s::jsonb[], %s::text[], %s::text[]"
+        ") WITH ORDINALITY AS t (b, l, e, m, i, d, n) ORDER BY n RETURNING id",
         [
             [row[0] for row in rows],
             [row[1] for row in rows],
             [row[2] for row in rows],
             [json.dumps(row[3]) for row in rows],
             [row[4] for row in rows],
+            [row[5] for row in rows],
         ],
     )
     ids = [int(row[0]) for row in await cursor.fetchall()]
@@ -158,12 +175,20 @@ async def set_batch_total(connection: Connection, batch_id: int, total: int) -> 
 
 
 async def record_starting(
-    connection: Connection, message_id: int, worker: str
+    connection: Connection, message_id: int, worker: str, date: str, digest: str
 ) -> tuple[int, float, bool]:
     """Commit ``sending`` before an attempt's first SMTP command.
 
     A row found ``sending`` was in flight when its worker died: the attempt
     may have delivered it, so the message becomes ambiguous.
+
+    Args:
+        connection: The job's autocommit connection.
+        message_id: The row id.
+        worker: This worker's name.
+        date: The Date header this attempt writes: kept for the next
+            attempts when the row has none yet (enqueued by an older mailer).
+        digest: The SHA-256 (hex) of the bytes this attempt sends.
 
     Returns:
         The message's attempts so far (this one included), the seconds since
@@ -176,12 +201,15 @@ async def record_starting(
         " error = CASE WHEN state = 'sending' THEN %s ELSE error END,"
         " state = 'sending', attempts = attempts + 1, worker = %s,"
         " first_attempt_at = coalesce(first_attempt_at, now()),"
-        " next_attempt_at = NULL, updated_at = now()"
+        " next_attempt_at = NULL, updated_at = now(), date = coalesce(date, %s),"
+        " digest = %s"
         " WHERE id = %s RETURNING attempts,"
         " extract(epoch FROM now() - first_attempt_at), ambiguous",
         [
             "in flight when its worker ended: it may have been delivered",
             worker,
+            date,
+            digest,
             message_id,
         ],
     )

@@ -46,12 +46,15 @@ class QueuedMail:
         message_id: The Message-ID ``send_later`` returned.
         template: The template set, for ``send_later_template``.
         mail: The message as a worker would send it (for matchers).
+        date: The Date header it was given at enqueue time (a worker writes
+            the same one, so its bytes are those of ``mail``).
     """
 
     message: Message
     message_id: str
     template: str | None
     mail: SentMail
+    date: str = ""
 
 
 class FakeQueue:
@@ -73,9 +76,13 @@ class FakeQueue:
         # What the worker will send: the stored form, its sender resolved.
         message = decode_message(prepared.encoded)
         sender = prepared.sender
-        _, raw = serialize(message, sender, message_id=prepared.message_id)
+        _, raw = serialize(
+            message, sender, message_id=prepared.message_id, date=prepared.date
+        )
         mail = SentMail(envelope=message.envelope(sender), raw=raw)
-        queued = QueuedMail(message, prepared.message_id, template, mail)
+        queued = QueuedMail(
+            message, prepared.message_id, template, mail, date=prepared.date
+        )
         with self._lock:
             self._jobs.append(queued)
         self.enqueued.append(mail)
@@ -125,7 +132,7 @@ class FakeQueue:
         """Send what is enqueued, as a worker would, and empty the queue.
 
         Each message goes through ``generate_message_client(settings)`` with
-        the Message-ID it was enqueued with. ``enqueued`` keeps its record.
+        the Message-ID and Date it was enqueued with. ``enqueued`` keeps its record.
 
         Returns:
             One result per message, in the order they were enqueued.
@@ -135,7 +142,9 @@ class FakeQueue:
         factory = client_module.generate_message_client
         async with factory(settings) as sender:
             return [
-                await sender.send(job.message, message_id=job.message_id)
+                await sender.send(
+                    job.message, message_id=job.message_id, date=job.date or None
+                )
                 for job in jobs
             ]
 

@@ -350,3 +350,43 @@ async def test_after_kill_9_a_resume_calls_ambiguous_only_what_may_have_left(
     assert sorted(set(recipients_of(server))) == [
         f"user{n}@example.test" for n in range(3)
     ]
+
+
+async def test_a_resume_never_sends_a_changed_copy_of_a_message_in_doubt(
+    tmp_path: Path,
+) -> None:
+    """user1 kept but unanswered, terms.pdf edited: not resent until put back, then the same bytes."""
+    write_recipients(tmp_path / "recipients.csv", 3)
+    terms = tmp_path / "terms.pdf"
+    terms.write_bytes(b"%PDF-1.4 terms v1\n")
+    journal = tmp_path / "batch.journal"
+    args = ("--journal", str(journal), "--attach", str(terms))
+    async with SMTPTestServer() as server:
+        # The server keeps user1's message and answers its dot with garbage:
+        # it may have been delivered (ambiguous); one attempt only, so the
+        # run ends with it still to send.
+        server.faults.malformed_final_reply(times=1, after=1)
+        code, stdout, _ = await finish(
+            await start_send(tmp_path, server, *args, MAILER_MAX_ATTEMPTS="1")
+        )
+        assert journal_rows(journal)["user1@example.test"] == ("failed", 1), stdout
+        [first] = [m.raw for m in server.outbox if m.to == ("user1@example.test",)]
+
+        terms.write_bytes(b"%PDF-1.4 terms v2\n")
+        code, stdout, stderr = await finish(await start_send(tmp_path, server, *args))
+        assert "line 3 (user1@example.test) may have been delivered" in stderr
+        assert "put them back as they were to resume" in stderr
+        assert "Traceback" not in stdout + stderr
+        assert code == 2  # stopped itself: the user must act
+        assert journal_rows(journal)["user1@example.test"] == ("deferred", 1)
+        copies = [m.raw for m in server.outbox if m.to == ("user1@example.test",)]
+        assert copies == [first]  # no differing copy under user1's Message-ID
+
+        terms.write_bytes(b"%PDF-1.4 terms v1\n")
+        code, stdout, _ = await finish(await start_send(tmp_path, server, *args))
+    assert code == 0, stdout
+    copies = [m.raw for m in server.outbox if m.to == ("user1@example.test",)]
+    assert copies == [first, first]  # the resend is byte for byte the first copy
+    assert sorted(set(recipients_of(server))) == [
+        f"user{n}@example.test" for n in range(3)
+    ]

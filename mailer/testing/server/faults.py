@@ -82,6 +82,7 @@ class FaultPlan:
         after: int = 0,
         recipient: str | None = None,
         close: bool | None = None,
+        keep: bool = False,
     ) -> FaultRule:
         r"""Answer ``command`` with ``code`` and ``text`` instead of the server.
 
@@ -98,6 +99,10 @@ class FaultPlan:
             recipient: Only for ``"RCPT"``: fire for this address only
                 (case-insensitive).
             close: Close the connection after replying; by default only for 421.
+            keep: Only at ``END_OF_DATA`` with a 4xx/5xx code: keep the message
+                (it reaches the outbox) and answer the failure all the same,
+                so that a resend arrives a second time and the two copies
+                can be compared.
 
         Returns:
             The rule, to check how often it fired.
@@ -115,12 +120,17 @@ class FaultPlan:
             raise ValueError("recipient: only a RCPT rule can aim at one recipient")
         if code < 400 and close:
             raise ValueError("close: an accepting reply cannot close the connection")
+        if keep and (point != END_OF_DATA or code < 400):
+            raise ValueError("keep: only with END_OF_DATA and a 4xx or 5xx code")
         text = _reply_text(code, text, point)
-        action = SendReply(code, text, close if close is not None else code == 421)
+        action = SendReply(
+            code, text, close if close is not None else code == 421, keep=keep
+        )
         target = f" for {recipient}" if recipient is not None else ""
         return self._add(
             FaultRule(
                 f"reply {point}{target} {code} {text.splitlines()[0]}"
+                + (" (message kept)" if keep else "")
                 + _count_words(times, after),
                 point,
                 action,

@@ -236,6 +236,10 @@ class RecordingHandler(InboxHandler):
         if isinstance(action, SendReply) and not action.close:
             decision = Decision(decision.delay, decision.hide, None)
             if action.code >= 400:
+                if action.keep:
+                    # Kept first, so that a test can see it arrived while the
+                    # server still delays its reply.
+                    self._accept(server, envelope, content, action.lines())
                 await server.apply(decision)
                 return "\r\n".join(action.lines())
             return self._accept(server, envelope, content, action.lines())

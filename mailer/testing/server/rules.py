@@ -42,11 +42,15 @@ class SendReply:
         code: The SMTP reply code.
         text: The reply text; a ``"\n"`` makes a multi-line reply.
         close: Close the connection after replying (as a 421 means).
+        keep: At ``END_OF_DATA`` with a 4xx/5xx code: keep the message (it
+            reaches the outbox) and still answer the failure, as a server
+            whose reply is lost or wrong does; the client resends it.
     """
 
     code: int
     text: str
     close: bool
+    keep: bool = False
 
     def lines(self) -> list[str]:
         """Return the reply as the lines to send (``"250-a"``, ``"250 b"``)."""

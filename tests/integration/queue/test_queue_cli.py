@@ -78,7 +78,8 @@ async def test_queue_init_creates_the_tables_once_and_says_so(
     assert "created procrastinate's schema" in first[1]
     assert "applied mailer migration 1" in first[1]
     assert "applied mailer migration 2: rate limits shared by the workers" in first[1]
-    assert second[1].strip() == "queue ready: mailer schema version 2 (nothing to do)"
+    assert "applied mailer migration 3: each message's Date and bytes" in first[1]
+    assert second[1].strip() == "queue ready: mailer schema version 3 (nothing to do)"
 
 
 async def test_a_bad_row_enqueues_nothing_and_exits_2(

@@ -260,5 +260,9 @@ async def test_a_database_of_the_previous_release_gets_migration_2(
             await apply_schema(c)
         assert await schema.applied_version(c) == 1
         done = await apply_schema(c)
-        assert done == ["applied mailer migration 2: rate limits shared by the workers"]
-        assert await schema.applied_version(c) == 2
+        # Migration 2, then whatever later releases added after it.
+        assert (
+            done[0] == "applied mailer migration 2: rate limits shared by the workers"
+        )
+        assert len(done) == len(schema.MIGRATIONS) - 1
+        assert await schema.applied_version(c) == schema.LATEST

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -26,6 +27,7 @@ from mailer.bulk.status import journal_status
 from mailer.config.settings import MailerSettings
 from mailer.delivery.retry import RetryPolicy
 from mailer.exceptions import JournalError
+from mailer.templates.sets import _load_cached
 from mailer.testing import SentMail
 from mailer.transports import MockTransport
 from mailer.transports.base import Transport
@@ -35,6 +37,7 @@ ROWS = [
     for n, name in enumerate(["ann", "bob", "cy", "dee"], 1)
 ]
 NO_USER = Reply(550, "5.1.1 no such user")
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 def state(path: Path) -> dict[str, tuple[str, str | None, int, int]]:
@@ -197,9 +200,11 @@ async def test_a_message_caught_sending_is_resent_with_its_id_and_counted_ambigu
     await send(settings, journal)
     with sqlite3.connect(journal) as db:
         db.execute(
-            # As a crash during ann's first attempt leaves it.
+            # As a crash during ann's first attempt leaves it, in a journal
+            # written before digests were recorded (so another Message-ID
+            # than the one sent is no changed content).
             "UPDATE messages SET state = 'sending', message_id = '<crash@example.test>',"
-            " recipients = '{}' WHERE email = 'ann@example.test'"
+            " recipients = '{}', digest = NULL WHERE email = 'ann@example.test'"
         )
     again = MockTransport(lambda mail: None)
     transport_for(again)
@@ -365,3 +370,109 @@ async def test_the_date_is_recorded_with_the_message_id(
     with sqlite3.connect(journal) as db:
         recorded = dict(db.execute("SELECT message_id, date FROM messages"))
     assert {mail.message_id: mail.header("Date") for mail in sent.outbox} == recorded
+
+
+def crash_during(journal: Path, email: str) -> None:
+    """Leave ``email``'s message as a crash after its content leaves it: in doubt."""
+    with sqlite3.connect(journal) as db:
+        db.execute(
+            "UPDATE messages SET state = 'sending', recipients = '{}' WHERE email = ?",
+            (email,),
+        )
+
+
+@pytest.fixture
+def own_templates(tmp_path: Path) -> Iterator[Path]:
+    """A copy of the example templates that a test may edit."""
+    copy = tmp_path / "templates"
+    shutil.copytree(EXAMPLES / "templates", copy)
+    yield copy
+    _load_cached.cache_clear()
+
+
+def edit(path: Path, text: str) -> None:
+    """Rewrite a template file, as between two runs (each compiles its sets afresh)."""
+    path.write_text(text, encoding="utf-8")
+    _load_cached.cache_clear()  # this process compiled the set once already
+
+
+async def test_a_message_resent_after_a_crash_has_the_same_bytes(
+    settings: MailerSettings, tmp_path: Path, transport_for: Callable[[Transport], None]
+) -> None:
+    """Resent in doubt: the very bytes of the first attempt (Message-ID, Date, body)."""
+    journal = tmp_path / "batch.journal"
+    first = MockTransport(lambda mail: None)
+    transport_for(first)
+    await send(settings, journal)
+    crash_during(journal, "ann@example.test")
+    again = MockTransport(lambda mail: None)
+    transport_for(again)
+    await send(settings, journal)
+    [resent] = again.outbox
+    [original] = [m for m in first.outbox if m.to == ("ann@example.test",)]
+    assert resent.raw == original.raw
+
+
+async def test_a_message_in_doubt_that_now_builds_differently_is_not_sent(
+    make_settings: Any,
+    own_templates: Path,
+    tmp_path: Path,
+    transport_for: Callable[[Transport], None],
+) -> None:
+    """Template edited between crash and resume: no differing copy goes; put back, it does."""
+    settings = make_settings(templates_dir=own_templates)
+    journal = tmp_path / "batch.journal"
+    first = MockTransport(lambda mail: None)
+    transport_for(first)
+    await send(settings, journal)
+    [original] = [m for m in first.outbox if m.to == ("ann@example.test",)]
+    crash_during(journal, "ann@example.test")
+    subject = own_templates / "welcome" / "subject.txt"
+    kept = subject.read_text(encoding="utf-8")
+    edit(subject, "Edited after the crash, {{ name }}")
+
+    edited = MockTransport(lambda mail: None)
+    transport_for(edited)
+    report = await send(settings, journal)
+    assert edited.outbox == []  # no second, different copy of ann's message
+    [ann] = [r for r in report.results if r.to == ("ann@example.test",)]
+    assert ann.status is SendStatus.PENDING
+    assert ann.ambiguous
+    assert "line 1 (ann@example.test) may have been delivered" in str(ann.error)
+    assert "put them back as they were" in str(ann.error)
+    assert state(journal)["ann@example.test"][0] == "deferred"  # still to resume
+
+    edit(subject, kept)
+    restored = MockTransport(lambda mail: None)
+    transport_for(restored)
+    report = await send(settings, journal)
+    [resent] = restored.outbox
+    assert resent.raw == original.raw
+    assert report.sent == len(ROWS)
+
+
+async def test_a_message_no_copy_of_which_left_is_sent_as_it_builds_now(
+    make_settings: Any,
+    own_templates: Path,
+    tmp_path: Path,
+    transport_for: Callable[[Transport], None],
+) -> None:
+    """Deferred by a 4xx before any copy left: a changed template is no duplicate; sent."""
+    settings = make_settings(templates_dir=own_templates, max_attempts=1)
+    journal = tmp_path / "batch.journal"
+
+    def busy(mail: SentMail) -> None:
+        raise ConnectError("smtp.example.test:25 closed the connection", transient=True)
+
+    transport_for(MockTransport(busy))
+    report = await send(settings, journal)
+    assert report.sent == 0
+    subject = own_templates / "welcome" / "subject.txt"
+    edit(subject, "Fixed after the first run, {{ name }}")
+    again = MockTransport(lambda mail: None)
+    transport_for(again)
+    report = await send(settings, journal)
+    assert report.sent == len(ROWS)
+    assert {m.subject for m in again.outbox} == {
+        f"Fixed after the first run, {row['name']}" for row in ROWS
+    }

@@ -292,3 +292,17 @@ def test_an_unknown_malformed_reply_form_is_refused() -> None:
     """malformed_final_reply("x") names the forms it knows."""
     with pytest.raises(ValueError, match="form: use one of garbage, too_long"):
         FaultPlan().malformed_final_reply("x")
+
+
+def test_a_kept_failure_reply_is_only_for_the_end_of_data() -> None:
+    """reply(END_OF_DATA, 451, keep=True) keeps the message; keep elsewhere is refused."""
+    plan = FaultPlan()
+    rule = plan.reply(END_OF_DATA, 451, "4.3.0 Later", keep=True)
+    assert plan.evaluate(END_OF_DATA, None, 1).action == SendReply(
+        451, "4.3.0 Later", close=False, keep=True
+    )
+    assert "(message kept)" in rule.description
+    with pytest.raises(ValueError, match="keep: only with END_OF_DATA"):
+        plan.reply("MAIL", 451, keep=True)
+    with pytest.raises(ValueError, match="keep: only with END_OF_DATA"):
+        plan.reply(END_OF_DATA, 250, keep=True)
