@@ -304,3 +304,22 @@ async def test_a_resume_resends_a_worker_built_message_byte_for_byte(
     (twice,) = [items for items in by_id.values() if len(items) == 2]
     assert twice[0].raw == twice[1].raw
     assert len(mail) == 601
+
+
+async def test_bad_rows_met_by_workers_are_listed_and_the_rest_sent_with_skip_invalid(
+    tmp_path: Path, settings_for: Settings
+) -> None:
+    """--skip-invalid with workers: a row without an address and one without a value are listed; 698 sent."""
+    rows = rows_file(tmp_path, 700, bad=500)
+    text = rows.read_text(encoding="utf-8").replace("user300@example.test", "")
+    rows.write_text(text, encoding="utf-8")
+    async with SMTPTestServer() as server:
+        report = await send_messages(
+            "welcome",
+            RecipientFile(rows),
+            settings=settings_for(server, workers=2),
+            skip_invalid=True,
+        )
+    assert [row.line for row in report.invalid_rows] == [302, 502]
+    assert report.sent == 698
+    assert len(server.outbox) == 698
