@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import tempfile
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -345,12 +346,19 @@ async def _outcomes(
             # as they are decides whether the check pass prepares them.
             client = client_factory(settings)
             if client.accepts_prepared:
-                spool = Spool()
+                spool = _new_spool()
         try:
             if spool is not None and client is not None:
-                found = await _check_into_spool(
-                    job, recipients, spool, client, settings, stop
-                )
+                try:
+                    found = await _check_into_spool(
+                        job, recipients, spool, client, settings, stop
+                    )
+                except OSError as exc:
+                    if exc.filename is not None and not str(exc.filename).startswith(
+                        str(spool.path)
+                    ):
+                        raise  # not the spool's (the recipients file's, say)
+                    raise _spool_error(spool.path.parent, exc) from None
             else:
                 # In a worker thread: the event loop stays free to handle
                 # signals, so Ctrl-C stops a long check pass.
@@ -409,6 +417,27 @@ async def _outcomes(
             await client.aclose()  # made, but the batch ended before sending
         if spool is not None:
             spool.close()
+
+
+def _new_spool() -> Spool:
+    """Make the batch's spool folder, or say in one line why it cannot be.
+
+    Raises:
+        ConfigError: The temporary folder cannot be written (``TMPDIR``).
+    """
+    try:
+        return Spool()
+    except OSError as exc:
+        raise _spool_error(Path(tempfile.gettempdir()), exc) from None
+
+
+def _spool_error(folder: Path, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"TMPDIR: the batch's spool in {folder} cannot be written "
+        f"({exc.strerror or exc}); nothing was sent: free some space there or "
+        "set TMPDIR to another folder",
+        key="TMPDIR",
+    )
 
 
 async def _check_into_spool(

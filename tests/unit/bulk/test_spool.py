@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -13,7 +14,15 @@ import pytest
 
 import mailer.bulk.sending as sending
 import mailer.bulk.spool as spool_module
-from mailer import Message, MessageClient, Reply, SendResult, SendStatus, send_messages
+from mailer import (
+    ConfigError,
+    Message,
+    MessageClient,
+    Reply,
+    SendResult,
+    SendStatus,
+    send_messages,
+)
 from mailer.bulk.recipients import Recipient
 from mailer.bulk.spool import Spool, SpooledRow, read_chunk
 from mailer.config.settings import MailerSettings
@@ -176,3 +185,38 @@ def test_a_client_takes_prepared_messages_only_when_nothing_must_see_them(
     assert client.accepts_prepared
     client.send = AsyncMock(side_effect=sent_result)  # type: ignore[method-assign]
     assert not client.accepts_prepared
+
+
+async def test_an_unwritable_temporary_folder_is_one_error_naming_tmpdir(
+    settings: MailerSettings,
+    outbox: Outbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No such TMPDIR: ConfigError naming TMPDIR and what to do, nothing sent."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError) as raised:
+        await send_messages("welcome", ROWS, settings=settings)
+    assert raised.value.key == "TMPDIR"
+    assert "set TMPDIR to another folder" in str(raised.value)
+    assert len(outbox) == 0
+
+
+async def test_a_full_disk_while_spooling_is_one_error_and_leaves_no_spool(
+    settings: MailerSettings,
+    outbox: Outbox,
+    spool_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ENOSPC while writing the spool: ConfigError naming TMPDIR, nothing sent, no folder left."""
+
+    def full(self: object, spooled: SpooledRow) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.ChunkWriter, "write", full)
+    with pytest.raises(ConfigError) as raised:
+        await send_messages("welcome", ROWS, settings=settings)
+    assert raised.value.key == "TMPDIR"
+    assert "No space left on device" in str(raised.value)
+    assert len(outbox) == 0
+    assert not [p for p in os.listdir(spool_dir) if p.startswith("mailer-spool-")]
