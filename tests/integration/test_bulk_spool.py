@@ -24,7 +24,7 @@ import pytest
 import mailer.bulk.sending as sending
 import mailer.delivery.prepare as prepare
 from mailer import InvalidRecipientsError, MailerSettings, RecipientFile, send_messages
-from mailer.bulk.workers import WorkerPool
+from mailer.bulk.workers import WorkerError, WorkerPool
 from mailer.testing import END_OF_DATA, SMTPTestServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -323,3 +323,36 @@ async def test_bad_rows_met_by_workers_are_listed_and_the_rest_sent_with_skip_in
     assert [row.line for row in report.invalid_rows] == [302, 502]
     assert report.sent == 698
     assert len(server.outbox) == 698
+
+
+async def test_a_worker_killed_during_the_check_ends_the_batch_with_nothing_sent(
+    tmp_path: Path, settings_for: Settings
+) -> None:
+    """SIGKILL to a worker: WorkerError naming --workers 1, nothing sent, no hang."""
+    rows = rows_file(tmp_path, 20_000)
+    original = WorkerPool.__init__
+
+    def kill_one_soon(self: WorkerPool, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+
+        def kill() -> None:
+            processes = self._pool._processes  # private: the forked workers
+            assert processes
+            os.kill(next(iter(processes)), signal.SIGKILL)
+
+        asyncio.get_running_loop().call_later(0.3, kill)
+
+    async with SMTPTestServer() as server:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(WorkerPool, "__init__", kill_one_soon)
+            with pytest.raises(WorkerError) as raised:
+                await asyncio.wait_for(
+                    send_messages(
+                        "welcome",
+                        RecipientFile(rows),
+                        settings=settings_for(server, workers=2),
+                    ),
+                    timeout=60,
+                )
+        server.outbox.assert_nothing_sent()
+    assert "--workers 1" in str(raised.value)
