@@ -18,7 +18,12 @@ from mailer.delivery.control import SendRequest
 from mailer.delivery.hooks import Hooks, Refuse
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
-from mailer.delivery.state import AttemptObserver, MessageAttempts, OutgoingMessage
+from mailer.delivery.state import (
+    AttemptObserver,
+    MessageAttempts,
+    OutgoingMessage,
+    PreparedMessage,
+)
 from mailer.delivery.telemetry import MessageTrace, Telemetry
 from mailer.exceptions import (
     AuthenticationError,
@@ -95,6 +100,7 @@ __all__ = [
     "MessageError",
     "MessageTrace",
     "OutgoingMessage",
+    "PreparedMessage",
     "QueueError",
     "RateLimit",
     "RateLimiter",

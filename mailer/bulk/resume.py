@@ -16,7 +16,11 @@ What a resume does with each message, by its journal state:
 
 Rows are matched to their entries by position, address and fingerprint: a
 recipients file that changes under the run stops it (see ``identity.py``).
-Each message's bytes are rebuilt from the template, its files and the DKIM
+When the check pass spooled the prepared messages (``mailer.bulk.spool``),
+the journal is filled and the batch walked from the spool instead: the file
+is not read again, and a message is rendered again only to resend it with the
+Message-ID and Date an earlier run gave it (the same bytes as then).
+A message resent is rebuilt from the template, its files and the DKIM
 key, with the Message-ID and Date the journal recorded; a digest of the first
 attempt's bytes makes sure that a message which may have been delivered is
 never resent as a different copy (``JournalObserver._check_same_bytes``).
@@ -38,11 +42,13 @@ from mailer.bulk.identity import CheckedRows
 from mailer.bulk.journal import BatchIdentity, Journal, JournalEntry, JournalState
 from mailer.bulk.recipients import DuplicateRow, InvalidRow, Recipient
 from mailer.bulk.report import ResumeCounts
+from mailer.bulk.spool import Spool, SpooledRow
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Message
 from mailer.delivery.control import SendRequest
 from mailer.delivery.results import SendResult, SendStatus
-from mailer.delivery.state import MessageAttempts
+from mailer.delivery.state import MessageAttempts, PreparedMessage
+from mailer.delivery.telemetry import log_outcome
 from mailer.exceptions import (
     ContentChangedError,
     JournalError,
@@ -240,6 +246,7 @@ async def stream_with_journal(
     dedupe: bool = False,
     stop: asyncio.Event | None = None,
     on_resume: Callable[[ResumeCounts], None] | None = None,
+    spool: Spool | None = None,
 ) -> AsyncIterator[tuple[int, int, SendResult | DuplicateRow]]:
     """Send the batch, recording every attempt; resume if the journal exists.
 
@@ -262,6 +269,8 @@ async def stream_with_journal(
         dedupe: Skip rows whose address an earlier row has (no entry).
         stop: Set it to stop the batch.
         on_resume: Called, when the journal exists, with what it held.
+        spool: The valid rows' prepared messages, from the check pass: then
+            the rows are not read again (``rows`` is not called).
 
     Yields:
         ``(position, line, outcome)``: the row's position in the batch, its
@@ -282,7 +291,12 @@ async def stream_with_journal(
     journal, resumed = await Journal.open(journal_path, identity)
     try:
         if not resumed:
-            await journal.create(identity, _new_entries(checked, rows(), dedupe))
+            entries = (
+                _new_entries(checked, rows(), dedupe)
+                if spool is None
+                else _spooled_entries(checked, spool, dedupe)
+            )
+            await journal.create(identity, entries)
         held = count_states(await journal.counts()) if resumed else None
         in_doubt, cut = await journal.begin_run()
         if held is not None:
@@ -296,8 +310,9 @@ async def stream_with_journal(
         async with client_factory(settings) as client:
             # MAILER_CONCURRENCY transactions at most, so that a crash leaves
             # no more than that many messages 'sending' (in doubt).
+            items = _walked(checked, rows) if spool is None else _from_spool(spool)
             results = client.stream(
-                walk.requests(rows()), stop=stop, in_flight=settings.concurrency
+                walk.requests(items), stop=stop, in_flight=settings.concurrency
             )
             async for index, result in results:
                 async for item in walk.drain():
@@ -333,6 +348,36 @@ def _new_entries(
             continue
         # The row is the one checked (replay compared them): its fingerprint too.
         yield position, row.line, row.email, checked.fingerprint(position)
+
+
+def _spooled_entries(
+    checked: CheckedRows, spool: Spool, dedupe: bool
+) -> Iterator[tuple[int, int, str, str]]:
+    """Yield ``(position, line, email, fingerprint)`` of every spooled message."""
+    for number in range(spool.chunks):
+        for spooled in spool.read(number, remove=False):
+            position, row = spooled.position, spooled.row
+            if dedupe and checked.is_repeat(position):
+                continue
+            yield position, row.line, row.email, checked.fingerprint(position)
+
+
+# (position, row, what the check pass spooled for it, if it did)
+WalkItem = tuple[int, Recipient | InvalidRow, SpooledRow | None]
+
+
+def _walked(
+    checked: CheckedRows, rows: Callable[[], Iterable[Recipient | InvalidRow]]
+) -> Iterator[WalkItem]:
+    """Yield the rows read again, each compared with the one checked (replay)."""
+    for position, row in checked.replay(rows()):
+        yield position, row, None
+
+
+def _from_spool(spool: Spool) -> Iterator[WalkItem]:
+    """Yield the spooled rows (the valid ones), each with what was spooled."""
+    for spooled in spool.rows():
+        yield spooled.position, spooled.row, spooled
 
 
 def _matches(entry: JournalEntry, row: Recipient, fingerprint: str) -> bool:
@@ -372,13 +417,13 @@ class _Walk:
         self.handled = 0  # rows dealt with, in position order
         self.changed: RecipientsChangedError | None = None
 
-    def requests(self, rows: Iterable[Recipient | InvalidRow]) -> Iterator[SendRequest]:
+    def requests(self, items: Iterable[WalkItem]) -> Iterator[SendRequest]:
         """Yield a SendRequest for each row still to send (a plain generator)."""
         entries = self.journal.iter_entries()
         entry = next(entries, None)
         index = 0
         try:
-            for position, row in self.checked.replay(rows):
+            for position, row, spooled in items:
                 if not isinstance(row, Recipient) or self.checked.is_invalid(position):
                     self.handled = position
                     continue  # reported by the check pass
@@ -390,7 +435,7 @@ class _Walk:
                 while entry is not None and entry.position < position:
                     entry = next(entries, None)
                 entry = self._entry_of(position, row, entry)
-                request = self._request(position, row, entry)
+                request = self._request(position, row, entry, spooled)
                 self.handled = position
                 if request is not None:
                     self.sending[index] = entry
@@ -417,10 +462,34 @@ class _Walk:
         return entry
 
     def _request(
-        self, position: int, row: Recipient, entry: JournalEntry
+        self,
+        position: int,
+        row: Recipient,
+        entry: JournalEntry,
+        spooled: SpooledRow | None = None,
     ) -> SendRequest | None:
         if entry.is_done:
             return None  # reported before the sending started
+        if spooled is not None and spooled.failure is not None:
+            # It could not be prepared (over a size limit...): failed for
+            # good before any attempt, as the client would have said.
+            entry.state, entry.transient = JournalState.FAILED, False
+            entry.error = spooled.failure.error
+            log_outcome(
+                None,
+                spooled.failure,
+                relay=None,
+                duration=0.0,
+                recipients=spooled.recipients,
+            )
+            self.settled.append((entry, (position, row.line, result_from_entry(entry))))
+            return None
+        if (
+            spooled is not None
+            and spooled.message is not None
+            and entry.message_id is None
+        ):
+            return self._prepared_request(spooled.message, entry)
         try:
             message = self.render(row)
         except MailerError as exc:
@@ -475,6 +544,13 @@ class _Walk:
             # DKIM signature) the same as those of the first attempt.
             date=entry.date,
         )
+
+    def _prepared_request(
+        self, prepared: PreparedMessage, entry: JournalEntry
+    ) -> SendRequest:
+        """Return the request for a message never attempted: its spooled bytes."""
+        # Never attempted (no Message-ID yet), so no recipient is settled.
+        return SendRequest(prepared, observer=JournalObserver(self.journal, entry))
 
     async def drain(self) -> AsyncIterator[Outcome]:
         """Record and yield what the walk settled itself."""

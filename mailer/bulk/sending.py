@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import tempfile
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mailer.bulk.attachments import RowAttachments, check_attachments_size
+from mailer.bulk.checkpass import Checked, CheckInterruptedError, check_row
 from mailer.bulk.identity import CheckedRows, CheckSummary
 from mailer.bulk.journal import check_journal_path
 from mailer.bulk.recipients import (
@@ -34,6 +36,9 @@ from mailer.bulk.recipients import (
 )
 from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.resume import stream_with_journal
+from mailer.bulk.spool import CHUNK_ROWS, Spool
+from mailer.bulk.spooled import SpoolSend, check_into_spool
+from mailer.bulk.workers import WorkerPool, has_more_than, worker_count
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import Message
@@ -45,7 +50,6 @@ from mailer.exceptions import (
     InvalidRecipientsError,
     MailerError,
     RecipientsChangedError,
-    UndefinedVariableError,
 )
 from mailer.templates.sets import TemplateSet, load_template_set, render_set
 
@@ -55,6 +59,9 @@ LOCALE_KEY = "locale"
 UNSUBSCRIBE_KEY = "unsubscribe_url"
 RecipientSource = Iterable[RecipientRow] | AsyncIterable[RecipientRow]
 Outcome = SendResult | InvalidRow  # a DuplicateRow is an InvalidRow
+# The factory as defined: when a test patches the name above, the batch takes
+# the path tests have always seen (every row rendered again to be sent).
+_FACTORY = generate_message_client
 
 
 def _row(row: RecipientRow, position: int) -> Recipient | InvalidRow:
@@ -219,26 +226,16 @@ class _Job:
         )
 
 
-@dataclass(slots=True)
-class _Checked:
-    rows: CheckedRows  # each row's line and fingerprint, the digest, repeats
-    errors: list[InvalidRow]
-
-
-class _CheckInterruptedError(Exception):
-    """The check pass saw ``stop`` set: nothing has been sent."""
-
-
 def _check(
     job: _Job,
     recipients: Iterable[RecipientRow],
     on_valid: Callable[[Recipient, Message], None] | None = None,
     stop: asyncio.Event | None = None,
-) -> _Checked:
+) -> Checked:
     """Render every row once, keeping its line and fingerprint, and the errors.
 
     Raises:
-        _CheckInterruptedError: ``stop`` was set meanwhile (read between rows,
+        CheckInterruptedError: ``stop`` was set meanwhile (read between rows,
             so that a long check ends within one row of a Ctrl-C).
     """
     checked = CheckedRows(_source_label(recipients))
@@ -246,45 +243,17 @@ def _check(
     columns = getattr(recipients, "columns", None)  # a CSV file's header
     for row in _rows(recipients):
         if stop is not None and stop.is_set():
-            raise _CheckInterruptedError
-        if isinstance(row, InvalidRow):
-            errors.append(row)
+            raise CheckInterruptedError
+        outcome = check_row(job.render, row, columns)
+        if isinstance(outcome, InvalidRow):
+            errors.append(outcome)
             checked.add(row, valid=False)
             continue
-        try:
-            message = job.render(row)
-        except UndefinedVariableError as exc:
-            errors.append(InvalidRow(row.line, _missing_value(exc, columns)))
-            checked.add(row, valid=False)
-        except MailerError as exc:
-            errors.append(InvalidRow(row.line, str(exc)))
-            checked.add(row, valid=False)
-        else:
-            checked.add(row, valid=True)
-            if on_valid is not None:
-                on_valid(row, message)
-    return _Checked(checked, errors)
-
-
-def _missing_value(
-    error: UndefinedVariableError, columns: tuple[str, ...] | None
-) -> str:
-    """Say why a row lacks a variable its template uses, in the file's terms.
-
-    For a CSV file, a name missing from the header is the same mistake on every
-    row, said the same way (so it can be said once): the column is missing.
-    A name in the header lacks a value on this row only: its cell is empty.
-    """
-    variable = error.variable
-    if columns is None or not variable.isidentifier():
-        return str(error)
-    used_by = error.template.split("/", 1)[-1]
-    if variable not in columns:
-        return f"column {variable!r} is used by {used_by} but is not in the header"
-    return (
-        f"column {variable!r} is empty on this row, and {used_by} uses it (write "
-        f'{{{{ {variable} | default("...") }}}} in the template to allow it)'
-    )
+        assert isinstance(row, Recipient)  # noqa: S101 - it rendered
+        checked.add(row, valid=True)
+        if on_valid is not None:
+            on_valid(row, outcome)
+    return Checked(checked, errors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,14 +332,38 @@ async def _outcomes(
     # refuse, so it streams once.
     if _is_one_shot(recipients) and (journal is not None or not skip_invalid or dedupe):
         recipients = await _collect(recipients)
-    checked: CheckedRows | None = None
-    if not _is_one_shot(recipients):
-        assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
+    if _is_one_shot(recipients):
+        once = _stream_once(job, recipients, settings, client_factory, stop)
+        async for outcome in once:
+            yield outcome
+        return
+    assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
+    client: MessageClient | None = None
+    spool: Spool | None = None
+    try:
+        if generate_message_client is _FACTORY:
+            # Made before the check pass: whether it sends prepared messages
+            # as they are decides whether the check pass prepares them.
+            client = client_factory(settings)
+            if client.accepts_prepared:
+                spool = _new_spool()
         try:
-            # In a worker thread: the event loop stays free to handle signals,
-            # so Ctrl-C stops a long check pass (it used to wait for its end).
-            found = await asyncio.to_thread(_check, job, recipients, None, stop)
-        except _CheckInterruptedError:
+            if spool is not None and client is not None:
+                try:
+                    found = await _check_into_spool(
+                        job, recipients, spool, client, settings, stop
+                    )
+                except OSError as exc:
+                    if exc.filename is not None and not str(exc.filename).startswith(
+                        str(spool.path)
+                    ):
+                        raise  # not the spool's (the recipients file's, say)
+                    raise _spool_error(spool.path.parent, exc) from None
+            else:
+                # In a worker thread: the event loop stays free to handle
+                # signals, so Ctrl-C stops a long check pass.
+                found = await asyncio.to_thread(_check, job, recipients, None, stop)
+        except CheckInterruptedError:
             # Stopped before anything was sent or journaled: the batch ends
             # here, with nothing to report (listing every row as pending cost
             # as long as the check itself on a large file).
@@ -383,27 +376,145 @@ async def _outcomes(
         for position, error in enumerate(found.errors):
             yield _Outcome(-1 - position, error.line, error)
 
-    if journal is not None:
-        assert checked is not None  # noqa: S101 - a journal's rows are checked
-        assert isinstance(recipients, Iterable)  # noqa: S101 - collected above
-        rows = recipients
-        journaled = stream_with_journal(
-            journal,
-            template_name=template_name,
-            checked=checked,
-            rows=lambda: _rows(rows),
-            render=job.render,
-            client_factory=client_factory,
-            settings=settings,
-            dedupe=dedupe,
-            stop=stop,
-            on_resume=on_resume,
-        )
-        async for position, line, result in journaled:
-            yield _Outcome(position, line, result)
-        return
+        made = client if client is not None else client_factory(settings)
+        client = None  # each path below closes it
+        if journal is not None:
+            rows = recipients
+            journaled = stream_with_journal(
+                journal,
+                template_name=template_name,
+                checked=checked,
+                rows=lambda: _rows(rows),
+                spool=spool,
+                render=job.render,
+                client_factory=lambda _: made,
+                settings=settings,
+                dedupe=dedupe,
+                stop=stop,
+                on_resume=on_resume,
+            )
+            async for position, line, result in journaled:
+                yield _Outcome(position, line, result)
+            return
+        if spool is not None:
+            async for outcome in _send_spooled(job, checked, spool, made, dedupe, stop):
+                yield outcome
+            return
+        plain = _PlainRun(job, checked, dedupe, stop)
+        async with made:
+            async for index, result in made.stream(
+                plain.messages(recipients), stop=stop
+            ):
+                for outcome in plain.drain():
+                    yield outcome
+                yield _Outcome(index, plain.lines.pop(index), result)
+        for outcome in plain.drain():
+            yield outcome
+        async for outcome in plain.rest():
+            yield outcome
+    finally:
+        if client is not None:
+            await client.aclose()  # made, but the batch ended before sending
+        if spool is not None:
+            spool.close()
 
-    plain = _PlainRun(job, checked, dedupe, stop)
+
+def _new_spool() -> Spool:
+    """Make the batch's spool folder, or say in one line why it cannot be.
+
+    Raises:
+        ConfigError: The temporary folder cannot be written (``TMPDIR``).
+    """
+    try:
+        return Spool()
+    except OSError as exc:
+        raise _spool_error(Path(tempfile.gettempdir()), exc) from None
+
+
+def _spool_error(folder: Path, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"TMPDIR: the batch's spool in {folder} cannot be written "
+        f"({exc.strerror or exc}); nothing was sent: free some space there or "
+        "set TMPDIR to another folder",
+        key="TMPDIR",
+    )
+
+
+async def _check_into_spool(
+    job: _Job,
+    recipients: Iterable[RecipientRow],
+    spool: Spool,
+    client: MessageClient,
+    settings: MailerSettings,
+    stop: asyncio.Event | None,
+) -> Checked:
+    """Run the check pass into the spool: in worker processes for a large batch.
+
+    Raises:
+        CheckInterruptedError: ``stop`` was set meanwhile.
+    """
+    checked = CheckedRows(_source_label(recipients))
+    columns = getattr(recipients, "columns", None)
+    rows: Iterator[tuple[int, Recipient | InvalidRow]] = enumerate(
+        _rows(recipients), start=1
+    )
+    workers = worker_count(settings.workers)
+    pool: WorkerPool | None = None
+    if workers > 1:
+        # A batch of one chunk or less is checked here: forking costs more.
+        head, more = has_more_than(rows, CHUNK_ROWS)
+        rows = itertools.chain(head, rows)
+        if more:
+            # Forked from this thread (the event loop's), before the check.
+            pool = WorkerPool(workers, job, client.preparer, columns)
+    if pool is None:
+        return await asyncio.to_thread(
+            check_into_spool,
+            job,
+            rows,
+            checked,
+            spool,
+            client.preparer,
+            columns=columns,
+            stop=stop,
+        )
+    try:
+        return await asyncio.to_thread(pool.check, rows, checked, spool, stop=stop)
+    finally:
+        # In a thread too: the busy workers finish their chunk first.
+        await asyncio.to_thread(pool.close)
+
+
+async def _send_spooled(
+    job: _Job,
+    checked: CheckedRows,
+    spool: Spool,
+    client: MessageClient,
+    dedupe: bool,
+    stop: asyncio.Event | None,
+) -> AsyncIterator[_Outcome]:
+    """Send the checked batch from its spool: nothing is rendered again."""
+    run = SpoolSend(job, checked, spool, dedupe=dedupe, stop=stop)
+    async with client:
+        async for index, result in client.stream(run.messages(), stop=stop):
+            for position, line, outcome in run.drain():
+                yield _Outcome(position, line, outcome)
+            yield _Outcome(index, run.lines.pop(index), result)
+    for position, line, outcome in run.drain():
+        yield _Outcome(position, line, outcome)
+    async for position, line, outcome in run.rest():
+        yield _Outcome(position, line, outcome)
+
+
+async def _stream_once(
+    job: _Job,
+    recipients: RecipientSource,
+    settings: MailerSettings,
+    client_factory: Callable[[MailerSettings], MessageClient],
+    stop: asyncio.Event | None,
+) -> AsyncIterator[_Outcome]:
+    """Send a one-shot source read once, unchecked (skip_invalid, no journal)."""
+    plain = _PlainRun(job, None, False, stop)
     async with client_factory(settings) as client:
         async for index, result in client.stream(plain.messages(recipients), stop=stop):
             for outcome in plain.drain():

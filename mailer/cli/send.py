@@ -125,6 +125,18 @@ def send(
             help="With --queue: messages per job; default MAILER_QUEUE_JOB_SIZE.",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            max=64,
+            metavar="N",
+            help="Processes that render and sign the batch before it is sent: 0 "
+            "= one per core for a batch over 256 rows, 1 = this process only; "
+            "default MAILER_WORKERS (0).",
+        ),
+    ] = None,
     log_format: Annotated[
         LogFormat,
         typer.Option(
@@ -167,6 +179,8 @@ def send(
             f"missing {option} (or --to ADDR --subject S --text T for one message)"
         )
     settings = load_settings(templates_dir, env_file, announce=verbose)
+    if workers is not None:
+        settings = settings.model_copy(update={"workers": workers})
     source = open_recipients(recipients)
     files = row_attachments(attach, attach_column, attachments_dir)
     if queue and not dry_run:

@@ -117,6 +117,12 @@ class MailerSettings(BaseSettings):
         30.0, gt=0, le=3600, allow_inf_nan=False, description="Seconds per SMTP step."
     )
     concurrency: int = Field(5, ge=1, le=100, description="Connections in parallel.")
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes that render a batch: 0 = one per core, 1 = none.",
+    )
     templates_dir: Path = Field(Path("templates"), description="Template sets folder.")
 
     # Connection pool: how long one SMTP connection is reused before a new one.

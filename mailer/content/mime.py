@@ -53,6 +53,17 @@ def _q_char(char: str) -> str:
     return "".join(f"={byte:02X}" for byte in char.encode("utf-8"))
 
 
+class _QTable(dict[int, str]):
+    """Each character's Q encoding, for ``str.translate``, made when first met."""
+
+    def __missing__(self, code: int) -> str:
+        encoded = self[code] = _q_char(chr(code))
+        return encoded
+
+
+_Q_TABLE = _QTable()
+
+
 def encoded_words(text: str, *, first_budget: int = ENCODED_WORD_LIMIT) -> list[str]:
     """Encode ``text`` as RFC 2047 UTF-8 words that decode back to it exactly.
 
@@ -69,11 +80,20 @@ def encoded_words(text: str, *, first_budget: int = ENCODED_WORD_LIMIT) -> list[
         folding white space, which decoders ignore between encoded words.
     """
     raw = text.encode("utf-8")
+    b_length = 4 * ((len(raw) + 2) // 3)
+    budget = max(first_budget, _EW_OVERHEAD + 12) - _EW_OVERHEAD
+    # Most text (a name, a subject) fits one Q word: encode it in one call.
+    q_text = text.translate(_Q_TABLE)
+    if len(q_text) <= b_length and len(q_text) <= budget:
+        return [_Q_PREFIX + q_text + "?="]
+    return _split_words(text, raw, budget, b_length)
+
+
+def _split_words(text: str, raw: bytes, budget: int, b_length: int) -> list[str]:
+    """Encode ``text`` character by character into words within ``budget``."""
     q_pieces = [_q_char(char) for char in text]
     q_length = sum(map(len, q_pieces))
-    b_length = 4 * ((len(raw) + 2) // 3)
     words: list[str] = []
-    budget = max(first_budget, _EW_OVERHEAD + 12) - _EW_OVERHEAD
     if q_length <= b_length:
         current: list[str] = []
         size = 0

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import email.utils
+import secrets
 import time
-import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
@@ -26,7 +26,9 @@ def new_message_id(sender: Address) -> str:
     for seconds; the sender's domain is a better right-hand side anyway.
     """
     domain = sender.envelope.rpartition("@")[2]
-    return f"<{uuid.uuid4().hex}@{domain}>"
+    # 128 random bits, as uuid4 would give (less 6 fixed bits), without the
+    # UUID object: a third of the time it took to make one.
+    return f"<{secrets.token_hex(16)}@{domain}>"
 
 
 def format_date(when: datetime | None = None) -> str:

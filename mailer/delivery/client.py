@@ -17,9 +17,7 @@ from functools import partial
 
 from mailer.config.secrets import Redactor
 from mailer.config.settings import MailerSettings
-from mailer.config.signing import check_alignment, dkim_signer
 from mailer.content.message import Message
-from mailer.content.serialize import serialize_message
 from mailer.delivery.bounded import stream_batch
 from mailer.delivery.control import (
     BatchControl,
@@ -29,14 +27,16 @@ from mailer.delivery.control import (
     fatal_reason,
 )
 from mailer.delivery.hooks import Hooks
-from mailer.delivery.limits import check_attachment_limits, check_message_limits
+from mailer.delivery.prepare import Preparer
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.retry import RetryPolicy
 from mailer.delivery.state import (
     AttemptObserver,
     MessageAttempts,
     OutgoingMessage,
+    PreparedMessage,
     observes_content,
+    to_addresses,
 )
 from mailer.delivery.telemetry import (
     MessageTrace,
@@ -68,7 +68,7 @@ logger = logging.getLogger("mailer")
 # one whose envelope is chained behind it (PIPELINING), and one ready.
 BATCH_DEPTH = 3
 
-Sendable = Message | SendRequest
+Sendable = Message | PreparedMessage | SendRequest
 
 
 class MessageClient(AsyncCloseable):
@@ -121,7 +121,8 @@ class MessageClient(AsyncCloseable):
             else transport_from_settings(self.settings)
         )
         self.retry_policy = RetryPolicy.from_settings(self.settings)
-        self.dkim_signer = dkim_signer(self.settings)
+        self.preparer = Preparer(self.settings)
+        self.dkim_signer = self.preparer.dkim_signer
         # Every reply and error a transport hands back passes through it before
         # it becomes a result, a journal entry, a log record or a raised error.
         self.redactor = Redactor.from_settings(self.settings)
@@ -156,25 +157,22 @@ class MessageClient(AsyncCloseable):
             MessageError: The message is over ``MAILER_MAX_RECIPIENTS`` or
                 ``MAILER_MAX_MESSAGE_SIZE``, or a file attachment is unreadable.
         """
-        sender = message.sender or self.settings.default_sender
-        if sender is None:
-            raise ConfigError(
-                "MAILER_FROM: not set, and the message has no sender",
-                key="MAILER_FROM",
-            )
-        # Before building: a file over the limit is then never read or encoded.
-        check_attachment_limits(message.attachments, self.settings)
-        serialized = serialize_message(
-            message, sender, message_id=message_id, date=date
-        )
-        content = serialized.content
-        if self.dkim_signer is not None:
-            check_alignment(self.dkim_signer, sender, field="sender")
-            content = self.dkim_signer.sign(content)
-        envelope = message.envelope(sender)
-        check_message_limits(envelope, content, self.settings)
-        return OutgoingMessage(
-            message, envelope, content, serialized.message_id, serialized.date
+        return self.preparer.prepare(message, message_id=message_id, date=date)
+
+    @property
+    def accepts_prepared(self) -> bool:
+        """Return whether a PreparedMessage goes out as it is, with nothing skipped.
+
+        True when no hook would see the message (none before, none after, no
+        ``MAILER_REDIRECT_TO``), no telemetry traces it, and ``send`` is ours
+        (a test that replaced it sees every message as a Message).
+        """
+        hooks = self.hooks
+        return (
+            not hooks.changes_messages
+            and not hooks.after
+            and self.telemetry is None
+            and not self._send_is_replaced()
         )
 
     async def send(
@@ -232,6 +230,8 @@ class MessageClient(AsyncCloseable):
         """
         started = time.monotonic()
         message = request.message
+        if isinstance(message, PreparedMessage):
+            return await self._send_prepared(message, request, control, started)
         trace = self.telemetry.start(message) if self.telemetry is not None else None
         attempts: MessageAttempts | None = None
         try:
@@ -257,6 +257,46 @@ class MessageClient(AsyncCloseable):
             await self._finished(message, failed, attempts, trace, started)
             raise
         await self._finished(message, result, attempts, trace, started)
+        return result
+
+    async def _send_prepared(
+        self,
+        prepared: PreparedMessage,
+        request: SendRequest,
+        control: SendControl,
+        started: float,
+    ) -> SendResult:
+        """Send a message prepared earlier: no hook, no serialising, the same attempts.
+
+        Raises:
+            ConfigError: This client has hooks or telemetry, which a prepared
+                message would skip (``accepts_prepared``).
+        """
+        if not self.accepts_prepared:
+            raise ConfigError(
+                "a prepared message cannot pass through this client's hooks or "
+                "telemetry; send the Message",
+                key="hooks",
+            )
+        attempts = MessageAttempts(prepared, request.recipients)
+        try:
+            try:
+                result = await self._send_attempts(attempts, request.observer, control)
+            except asyncio.CancelledError:
+                if not control.abandoning:
+                    raise
+                result = attempts.abandoned_result()
+        except Exception as exc:
+            log_outcome(
+                prepared,
+                failed_result(prepared, exc),
+                relay=attempts.relay,
+                duration=time.monotonic() - started,
+            )
+            raise
+        log_outcome(
+            prepared, result, relay=attempts.relay, duration=time.monotonic() - started
+        )
         return result
 
     async def _finished(
@@ -490,7 +530,7 @@ class MessageClient(AsyncCloseable):
             # pending, and the log and the after hooks hear of it too.
             message = as_request(item).message
             log_outcome(message, result, relay=None, duration=0.0)
-            if self.hooks.after:
+            if self.hooks.after and isinstance(message, Message):
                 await self.hooks.run_after(message, result)
         return result
 
@@ -498,7 +538,7 @@ class MessageClient(AsyncCloseable):
         self, request: SendRequest, control: SendControl
     ) -> SendResult:
         try:
-            if self._send_is_replaced():
+            if self._send_is_replaced() and isinstance(request.message, Message):
                 # A test replaced the seam: every message of the batch goes
                 # through it, as plain send(message) whenever it can.
                 if request.is_plain:
@@ -601,14 +641,16 @@ async def _notify(call: Awaitable[None], control: SendControl) -> None:
         raise
 
 
-def failed_result(message: Message, error: BaseException) -> SendResult:
+def failed_result(
+    message: Message | PreparedMessage, error: BaseException
+) -> SendResult:
     """Return the result saying that ``message`` was not sent because of ``error``."""
     reply = getattr(error, "reply", None)
     text = describe_error(error)
     refused = getattr(error, "refused", {})
     return SendResult.of(
         SendStatus.FAILED,
-        to=(address.addr_spec for address in message.to),
+        to=to_addresses(message),
         message_id=getattr(error, "message_id", None),
         recipients={
             recipient: classify_reply(own) for recipient, own in refused.items()

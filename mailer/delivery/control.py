@@ -39,7 +39,12 @@ from dataclasses import dataclass
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Message
 from mailer.delivery.results import SendResult, SendStatus
-from mailer.delivery.state import AttemptObserver, MessageAttempts
+from mailer.delivery.state import (
+    AttemptObserver,
+    MessageAttempts,
+    PreparedMessage,
+    to_addresses,
+)
 from mailer.replies import Misconfiguration, Verdict, classify_error, misconfiguration
 
 # Sends a batch runs beyond its transactions in flight: room for the messages
@@ -52,7 +57,7 @@ class SendRequest:
     """A message for ``send_many``, with what its send should keep to.
 
     Attributes:
-        message: The message.
+        message: The message, or the same prepared earlier (its bytes final).
         message_id: Reuse this Message-ID (a resend of a message that may have
             been delivered already).
         recipients: Send only to these envelope recipients.
@@ -60,7 +65,7 @@ class SendRequest:
         date: Reuse this Date (a resend: the same bytes, the same signature).
     """
 
-    message: Message
+    message: Message | PreparedMessage
     message_id: str | None = None
     recipients: tuple[str, ...] | None = None
     observer: AttemptObserver | None = None
@@ -93,7 +98,7 @@ class StopEvent(asyncio.Event):
             self.set()
 
 
-def as_request(item: Message | SendRequest) -> SendRequest:
+def as_request(item: Message | PreparedMessage | SendRequest) -> SendRequest:
     """Return ``item`` as a SendRequest (a plain message has no option)."""
     return item if isinstance(item, SendRequest) else SendRequest(item)
 
@@ -102,7 +107,7 @@ def not_started(request: SendRequest, reason: str) -> SendResult:
     """Return the ``pending`` result of a message the batch never attempted."""
     return SendResult.of(
         SendStatus.PENDING,
-        to=(address.addr_spec for address in request.message.to),
+        to=to_addresses(request.message),
         message_id=request.message_id,
         recipients={},
         refused={},
@@ -204,7 +209,7 @@ class BatchControl(SendControl):
     async def run(
         self,
         send: Callable[[SendRequest, SendControl], Awaitable[SendResult]],
-        item: Message | SendRequest,
+        item: Message | PreparedMessage | SendRequest,
     ) -> SendResult:
         """Send one message of the batch; once the batch stopped, report it pending.
 

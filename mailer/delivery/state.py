@@ -38,6 +38,53 @@ class OutgoingMessage:
     date: str = ""  # recorded by the journal, so a resume rebuilds the same bytes
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """A message serialised, signed and checked against our limits, ready to send.
+
+    A batch prepares each row in its check pass (``mailer.bulk.spool``), so
+    that the send pass only speaks SMTP. Before-send hooks never see it (its
+    bytes are final): a client sends it only when it has no hook
+    (``MessageClient.accepts_prepared``).
+
+    Attributes:
+        envelope: MAIL FROM and every RCPT TO (Bcc included).
+        content: The wire-ready bytes.
+        message_id: Its Message-ID, angle brackets included.
+        date: Its Date header.
+        to: The bare addresses of its To header (for the result).
+    """
+
+    envelope: Envelope
+    content: bytes
+    message_id: str
+    date: str
+    to: tuple[str, ...]
+
+    @classmethod
+    def of(cls, outgoing: OutgoingMessage) -> PreparedMessage:
+        """Return what ``outgoing`` holds, without the Message it came from."""
+        return cls(
+            outgoing.envelope,
+            outgoing.content,
+            outgoing.message_id,
+            outgoing.date,
+            tuple(address.addr_spec for address in outgoing.message.to),
+        )
+
+    @property
+    def recipient_count(self) -> int:
+        """Return how many envelope recipients it has."""
+        return len(self.envelope.rcpt_tos)
+
+
+def to_addresses(message: Message | PreparedMessage) -> tuple[str, ...]:
+    """Return the bare To addresses of a message, prepared or not."""
+    if isinstance(message, PreparedMessage):
+        return message.to
+    return tuple(address.addr_spec for address in message.to)
+
+
 class AttemptObserver(Protocol):
     """Something told about each attempt of one message (the journal is one).
 
@@ -101,7 +148,9 @@ class MessageAttempts:
     """
 
     def __init__(
-        self, outgoing: OutgoingMessage, recipients: Sequence[str] | None = None
+        self,
+        outgoing: OutgoingMessage | PreparedMessage,
+        recipients: Sequence[str] | None = None,
     ) -> None:
         self.outgoing = outgoing
         targets = outgoing.envelope.rcpt_tos if recipients is None else recipients
@@ -135,7 +184,11 @@ class MessageAttempts:
 
     def envelope(self) -> Envelope:
         """Return the envelope for the next attempt: the deferred recipients only."""
-        return replace(self.outgoing.envelope, rcpt_tos=self.deferred)
+        envelope = self.outgoing.envelope
+        deferred = self.deferred
+        if deferred == envelope.rcpt_tos:
+            return envelope  # the usual first attempt: no copy to validate again
+        return replace(envelope, rcpt_tos=deferred)
 
     def elapsed(self) -> float:
         """Return seconds since the first attempt started (0 before it)."""
@@ -222,7 +275,11 @@ class MessageAttempts:
             )
         return SendResult.of(
             SendStatus.FAILED if deferred else SendStatus.SENT,
-            to=(address.addr_spec for address in self.outgoing.message.to),
+            to=to_addresses(
+                self.outgoing
+                if isinstance(self.outgoing, PreparedMessage)
+                else self.outgoing.message
+            ),
             message_id=self.message_id,
             recipients=self.statuses,
             refused=self.replies,

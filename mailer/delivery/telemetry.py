@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Message
 from mailer.delivery.results import SendResult, SendStatus
+from mailer.delivery.state import PreparedMessage
 from mailer.exceptions import ConfigError
 from mailer.replies import Reply
 
@@ -56,19 +57,31 @@ OUTCOME_FIELDS = (
 )
 
 
-def recipient_count(message: Message) -> int:
+def recipient_count(message: Message | PreparedMessage) -> int:
     """Return how many distinct envelope recipients ``message`` has."""
+    if isinstance(message, PreparedMessage):
+        return message.recipient_count
     return len({a.envelope for a in (*message.to, *message.cc, *message.bcc)})
 
 
 def log_outcome(
-    message: Message,
+    message: Message | PreparedMessage | None,
     result: SendResult,
     *,
     relay: str | None,
     duration: float,
+    recipients: int = 0,
 ) -> None:
-    """Write the one structured record of ``result`` (logger ``mailer.outcome``)."""
+    """Write the one structured record of ``result`` (logger ``mailer.outcome``).
+
+    Args:
+        message: The message; None for one a batch's check pass could not
+            prepare (it never reached a client): ``recipients`` counts them.
+        result: Its final result.
+        relay: The relay of its last attempt, if any.
+        duration: Seconds from the start of the send to the result.
+        recipients: The envelope recipients, when ``message`` is None.
+    """
     level = logging.INFO if result.status is SendStatus.SENT else logging.WARNING
     if not logger.isEnabledFor(level):
         return
@@ -76,7 +89,8 @@ def log_outcome(
     fields = {
         "mail_status": result.status.value,
         "message_id": result.message_id,
-        "recipient_count": len(result.recipients) or recipient_count(message),
+        "recipient_count": len(result.recipients)
+        or (recipients if message is None else recipient_count(message)),
         "relay": relay,
         "attempts": result.attempts,
         "reply_code": reply.code if reply is not None else None,

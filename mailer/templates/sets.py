@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -208,8 +208,25 @@ def _read_config(name: str, folder: Path) -> dict[str, bool]:
     return values
 
 
+class _SetEnvironment(jinja2.Environment):
+    """A Jinja2 environment whose templates keep their globals in a plain dict."""
+
+    def make_globals(
+        self, d: MutableMapping[str, Any] | None
+    ) -> MutableMapping[str, Any]:
+        """Return the template's globals over the environment's, merged once.
+
+        Jinja2 returns a ChainMap, so that later changes to the environment's
+        globals reach templates already loaded. Ours never change once made,
+        and every render copies the globals of each template it runs (its
+        layout and includes too): iterating a ChainMap cost ~20% of rendering
+        a message.
+        """
+        return {**self.globals, **(d or {})}
+
+
 def _environment(folders: Sequence[Path]) -> jinja2.Environment:
-    return jinja2.Environment(
+    return _SetEnvironment(
         loader=jinja2.FileSystemLoader(list(folders)),
         # Escape only HTML; the text part and the subject must stay as written.
         autoescape=jinja2.select_autoescape(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from dataclasses import dataclass
 
 import aiosmtplib
 
@@ -15,7 +16,7 @@ from mailer.exceptions import RecipientsRefusedError, UnsupportedError
 from mailer.replies import RecipientStatus, Reply, classify_reply
 from mailer.transports.smtp.dialogue import DialogueSMTP
 from mailer.transports.smtp.greeting import greet
-from mailer.transports.smtp.limits import check_server_size
+from mailer.transports.smtp.limits import check_server_size, server_size_limit
 from mailer.transports.smtp.login import log_in
 from mailer.transports.smtp.sockets import open_socket
 from mailer.transports.smtp.tls import TLSPolicy
@@ -61,6 +62,7 @@ class SMTPConnection:
         # state unknown (a timeout, a lost or malformed reply): never reused.
         self.in_step = True
         self.opened_at = 0.0
+        self._offered: _Extensions | None = None
 
     @property
     def smtp(self) -> aiosmtplib.SMTP:
@@ -116,24 +118,33 @@ class SMTPConnection:
             UnsupportedError: The message needs SMTPUTF8 and the server lacks
                 it, or it is larger than the server's SIZE.
         """
-        smtp = self._smtp
         envelope.check_sendable()
-        check_server_size(smtp, content, server=self.server)
+        extensions = self._extensions()
+        if extensions.size_limit is not None:
+            check_server_size(self._smtp, content, server=self.server)
         options: list[str] = []
         encoding = "ascii"
         if envelope.smtputf8:
-            if not smtp.supports_extension("smtputf8"):
+            if not extensions.smtputf8:
                 raise UnsupportedError(
                     f"{self.server} does not support SMTPUTF8, which a non-ASCII "
                     "address needs; nothing was sent"
                 )
             options.append("SMTPUTF8")
             encoding = "utf-8"
-        if smtp.supports_extension("size"):
+        if extensions.size:
             options.append(f"SIZE={len(content)}")
-        if not content.isascii() and smtp.supports_extension("8bitmime"):
+        if extensions.eightbitmime and not content.isascii():
             options.append("BODY=8BITMIME")
         return options, encoding
+
+    def _extensions(self) -> _Extensions:
+        """Return what the server's last EHLO offered, read once per EHLO reply."""
+        offered = self._smtp.esmtp_extensions
+        known = self._offered
+        if known is None or known.source is not offered:
+            known = self._offered = _Extensions.of(self._smtp)
+        return known
 
     async def quit(self) -> None:
         """End the session politely: QUIT, and its reply for QUIT_TIMEOUT at most."""
@@ -162,6 +173,27 @@ class SMTPConnection:
         ):
             transport.write(QUIT)
         self._smtp.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Extensions:
+    """The EHLO extensions MAIL FROM's parameters depend on, from one EHLO reply."""
+
+    source: dict[str, str]  # aiosmtplib's dict for that reply (a new EHLO, a new one)
+    size: bool
+    size_limit: int | None
+    smtputf8: bool
+    eightbitmime: bool
+
+    @classmethod
+    def of(cls, smtp: aiosmtplib.SMTP) -> _Extensions:
+        return cls(
+            source=smtp.esmtp_extensions,
+            size=smtp.supports_extension("size"),
+            size_limit=server_size_limit(smtp),
+            smtputf8=smtp.supports_extension("smtputf8"),
+            eightbitmime=smtp.supports_extension("8bitmime"),
+        )
 
 
 def every_recipient_refused(

@@ -33,7 +33,7 @@ import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
 from mailer.content.message import Envelope
-from mailer.transports.smtp.dialogue import log_reply, log_written
+from mailer.transports.smtp.dialogue import is_shown, log_reply, log_written
 
 CRLF = b"\r\n"
 # Lone CR or LF become CRLF on the wire, as aiosmtplib's data() does.
@@ -92,15 +92,15 @@ def envelope_commands(envelope: Envelope, options: list[str], encoding: str) -> 
         ValueError: An address or option holds a control character (validated
             addresses never do; this is the last line of defence).
     """
+    recipients = [r.encode(encoding) for r in envelope.rcpt_tos]
     mail = b"MAIL FROM:<" + envelope.mail_from.encode(encoding) + b">"
-    for option in options:
-        mail += b" " + option.encode("ascii")
-    lines = [mail]
-    lines.extend(b"RCPT TO:<" + r.encode(encoding) + b">" for r in envelope.rcpt_tos)
-    lines.append(b"DATA")
-    for line in lines:
-        if _CONTROL.search(line):
-            raise ValueError("an SMTP command argument holds a control character")
+    if options:
+        mail += b" " + " ".join(options).encode("ascii")
+    # One search over every argument (a space cannot end a command early).
+    arguments = b" ".join((mail, *recipients))
+    if _CONTROL.search(arguments):
+        raise ValueError("an SMTP command argument holds a control character")
+    lines = [mail, *(b"RCPT TO:<" + r + b">" for r in recipients), b"DATA"]
     return CRLF.join(lines) + CRLF
 
 
@@ -132,47 +132,69 @@ class ReplyReader(asyncio.Protocol):
 
     Connection events (loss, EOF, write flow control) are passed on to the
     protocol the transport had, so aiosmtplib closes its side as usual.
+
+    Replies are parsed as the bytes arrive, every complete one of a read at
+    once (a steady pipelined stream brings four in one read: the final reply
+    of one message and the envelope replies of the next).
     """
 
     def __init__(self, inner: asyncio.Protocol) -> None:
         self._inner = inner
-        self._buffer = bytearray()
+        self._tail = b""  # the start of a line not yet ended
+        self._lines: list[bytes] = []  # the lines so far of a multi-line reply
+        self._held = 0  # their length: with the tail, what a reply holds so far
         self._replies: deque[SMTPResponse] = deque()
         self._failure: Exception | None = None
         self._arrived: asyncio.Future[None] | None = None
+        # One timer serves every wait: see _watch().
+        self._until = float("inf")
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
 
     def data_received(self, data: bytes) -> None:
         """Keep the bytes and parse every complete reply in them."""
-        self._buffer.extend(data)
-        try:
-            while (reply := self._next_reply()) is not None:
-                self._replies.append(reply)
-        except aiosmtplib.SMTPResponseException as exc:
-            self._fail(exc)
-        if len(self._buffer) > MAX_REPLY_LENGTH:
+        if self._failure is None:
+            self._parse(self._tail + data if self._tail else data)
+        self._wake()
+
+    def _parse(self, buffer: bytes) -> None:
+        start = 0
+        find = buffer.find
+        replies = self._replies
+        while (end := find(b"\n", start)) >= 0:
+            stop = end + 1
+            code = buffer[start : start + 3]
+            if stop - start > MAX_LINE_LENGTH or not code.isdigit():
+                self._fail(
+                    aiosmtplib.SMTPResponseException(
+                        INVALID_REPLY,
+                        f"Malformed SMTP response line: {buffer[start:stop][:80]!r}",
+                    )
+                )
+                return
+            if buffer[start + 3 : start + 4] == b"-":
+                self._lines.append(buffer[start:stop])
+                self._held += stop - start
+            elif self._lines:
+                lines = self._lines
+                lines.append(buffer[start:stop])
+                text = b"\n".join(part[4:].strip(b" \t\r\n") for part in lines)
+                replies.append(
+                    SMTPResponse(int(code), text.decode("utf-8", "surrogateescape"))
+                )
+                self._lines = []
+                self._held = 0
+            else:
+                text = buffer[start + 4 : stop].strip(b" \t\r\n")
+                replies.append(
+                    SMTPResponse(int(code), text.decode("utf-8", "surrogateescape"))
+                )
+            start = stop
+        self._tail = buffer[start:]
+        if len(self._tail) + self._held > MAX_REPLY_LENGTH:
             self._fail(
                 aiosmtplib.SMTPResponseException(INVALID_REPLY, "Response too long")
             )
-        self._wake()
-
-    def _next_reply(self) -> SMTPResponse | None:
-        lines: list[bytes] = []
-        offset = 0
-        while (end := self._buffer.find(b"\n", offset)) >= 0:
-            line = bytes(self._buffer[offset : end + 1])
-            offset = end + 1
-            if len(line) > MAX_LINE_LENGTH or not line[:3].isdigit():
-                raise aiosmtplib.SMTPResponseException(
-                    INVALID_REPLY, f"Malformed SMTP response line: {line[:80]!r}"
-                )
-            lines.append(line)
-            if line[3:4] != b"-":
-                del self._buffer[:offset]
-                text = b"\n".join(part[4:].strip(b" \t\r\n") for part in lines)
-                return SMTPResponse(
-                    int(lines[-1][:3]), text.decode("utf-8", "surrogateescape")
-                )
-        return None
 
     def _fail(self, error: Exception) -> None:
         if self._failure is None:
@@ -204,6 +226,10 @@ class ReplyReader(asyncio.Protocol):
         """Pass write flow control on to aiosmtplib's protocol."""
         self._inner.resume_writing()
 
+    def next_ready(self) -> SMTPResponse | None:
+        """Return the next reply if it has arrived already, without waiting."""
+        return self._replies.popleft() if self._replies else None
+
     async def read(self, until: float) -> SMTPResponse:
         """Return the next reply, waiting for it until ``until`` (loop time).
 
@@ -212,21 +238,57 @@ class ReplyReader(asyncio.Protocol):
             SMTPReadTimeoutError: No reply in time.
             SMTPResponseException: The reply is malformed (code -1).
         """
-        loop = asyncio.get_running_loop()
-        while not self._replies:
+        replies = self._replies
+        while not replies:
             if self._failure is not None:
                 raise self._failure
-            self._arrived = loop.create_future()
+            arrived = asyncio.get_running_loop().create_future()
+            self._arrived = arrived
+            self._watch(arrived.get_loop(), until)
             try:
-                async with asyncio.timeout_at(until):
-                    await self._arrived
-            except TimeoutError:
-                raise aiosmtplib.SMTPReadTimeoutError(
-                    "Timed out waiting for server response"
-                ) from None
+                await arrived
             finally:
                 self._arrived = None
-        return self._replies.popleft()
+        return replies.popleft()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        """Time the current wait out at ``until``.
+
+        A timer already due no later is kept: when it fires it looks at the
+        wait in progress then, and sets itself again for that wait's own end.
+        In a steady stream each wait ends later than the last (``until`` is
+        now + MAILER_TIMEOUT), so this costs one timer per MAILER_TIMEOUT
+        seconds instead of one per reply.
+        """
+        self._until = until
+        if until == float("inf"):
+            return
+        if self._timer is not None:
+            if self._timer_at <= until:
+                return
+            self._timer.cancel()
+        self._timer = loop.call_at(until, self._time_out, loop)
+        self._timer_at = until
+
+    def _time_out(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        arrived = self._arrived
+        if arrived is None or arrived.done():
+            return
+        if loop.time() < self._until:
+            self._watch(loop, self._until)  # this wait ends later: wait on
+            return
+        arrived.set_exception(
+            aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response")
+        )
+
+    def close(self) -> None:
+        """Drop the timer (the exchange is over)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = float("inf")
 
 
 class PipelinedSession:
@@ -250,6 +312,8 @@ class PipelinedSession:
         self._smtp = smtp
         self._timeout = timeout
         self._reader = ReplyReader(protocol)
+        # Whether -v shows the dialogue: asked once per exchange, not per line.
+        self._shown = is_shown()
 
     def __enter__(self) -> PipelinedSession:
         self._transport.set_protocol(self._reader)
@@ -257,6 +321,7 @@ class PipelinedSession:
 
     def __exit__(self, *exc_info: object) -> None:
         # Bytes left unread are unsolicited: dropped, as aiosmtplib would.
+        self._reader.close()
         if self._transport.get_protocol() is self._reader:
             self._transport.set_protocol(self._inner)
 
@@ -268,7 +333,8 @@ class PipelinedSession:
         """
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-        log_written(self._smtp, data)  # -v: the dialogue, when shown
+        if self._shown:
+            log_written(self._smtp, data)  # -v: the dialogue
         self._transport.write(data)
 
     async def read_reply(self, deadline: float) -> SMTPResponse:
@@ -278,15 +344,19 @@ class PipelinedSession:
             deadline: The transaction's deadline (loop time); the wait also
                 stops after ``timeout``, whichever comes first.
         """
-        until = asyncio.get_running_loop().time() + self._timeout
-        reply = await self._reader.read(min(until, deadline))
-        log_reply(self._smtp, reply)
+        reply = self._reader.next_ready()
+        if reply is None:
+            until = asyncio.get_running_loop().time() + self._timeout
+            reply = await self._reader.read(min(until, deadline))
+        if self._shown:
+            log_reply(self._smtp, reply)
         return reply
 
     async def read_final_reply(self, deadline: float) -> SMTPResponse:
         """Return the reply to a message's content, waiting until ``deadline``."""
         reply = await self._reader.read(deadline)
-        log_reply(self._smtp, reply)
+        if self._shown:
+            log_reply(self._smtp, reply)
         return reply
 
     async def read_envelope_replies(

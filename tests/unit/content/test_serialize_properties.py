@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 
 from mailer import Address, HeaderInjectionError, Message
+from mailer.content import mime
 
 PARSER = BytesParser(policy=email.policy.default)
 SENDER_ADDRESS = "shop@example.test"
@@ -206,3 +207,18 @@ def test_the_sender_name_round_trips_alongside_the_subject(
     if from_.display_name != sender.display_name:  # the 3.11 quirk, as above
         assert rfc2047_display_name(raw_header(raw, "From")) == sender.display_name
     assert str(parsed["Subject"]) == subject
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(st.characters(exclude_categories=["Cs"]), max_size=120),
+    first_budget=st.integers(min_value=0, max_value=80),
+)
+def test_a_text_encoded_in_one_call_gets_the_words_of_the_char_by_char_split(
+    text: str, first_budget: int
+) -> None:
+    """The one-call Q encoding gives exactly the words encoding char by char gives."""
+    raw = text.encode("utf-8")
+    budget = max(first_budget, mime._EW_OVERHEAD + 12) - mime._EW_OVERHEAD
+    by_char = mime._split_words(text, raw, budget, 4 * ((len(raw) + 2) // 3))
+    assert mime.encoded_words(text, first_budget=first_budget) == by_char

@@ -1,0 +1,197 @@
+"""Render each row once: the check pass fills the spool, the send pass reads it.
+
+``check_into_spool`` is the check pass of a batch whose client sends prepared
+messages as they are (``MessageClient.accepts_prepared``): every row is
+rendered and validated as before (a bad row still stops the batch before
+anything is sent), and each valid row's message is prepared and spooled
+(``mailer.bulk.spool``). ``SpoolSend`` is then the send pass without a
+journal: it reads the spool in order and hands the prepared messages to the
+client; nothing is rendered or serialised again. (With a journal, the walk of
+``mailer.bulk.resume`` reads the spool the same way.)
+
+Because the send pass reads the spool, not the recipients file, a file
+rewritten after the check pass changes nothing: exactly the rows checked
+are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Iterator
+
+from mailer.bulk.checkpass import (
+    Checked,
+    CheckInterruptedError,
+    RowRenderer,
+    check_row,
+    spooled_row,
+)
+from mailer.bulk.identity import CheckedRows
+from mailer.bulk.recipients import DuplicateRow, InvalidRow, Recipient
+from mailer.bulk.spool import CHUNK_ROWS, ChunkWriter, Spool, SpooledRow
+from mailer.content.message import Message
+from mailer.delivery.prepare import Preparer
+from mailer.delivery.results import SendResult, SendStatus
+from mailer.delivery.state import PreparedMessage
+from mailer.delivery.telemetry import log_outcome
+from mailer.exceptions import MailerError
+
+# (position for the report's order, or -1; the row's line; what became of it)
+SpoolOutcome = tuple[int, int, SendResult | InvalidRow]
+
+
+def check_into_spool(
+    job: RowRenderer,
+    rows: Iterable[tuple[int, Recipient | InvalidRow]],
+    checked: CheckedRows,
+    spool: Spool,
+    preparer: Preparer,
+    *,
+    columns: tuple[str, ...] | None = None,
+    stop: asyncio.Event | None = None,
+) -> Checked:
+    """Check every row, and spool the prepared message of each valid one.
+
+    Blocking (run it in a thread): the event loop stays free for signals.
+
+    Args:
+        job: Renders a row.
+        rows: ``(position, row)`` in order.
+        checked: Where each row's identity is recorded.
+        spool: Where the messages go, ``CHUNK_ROWS`` valid rows a chunk.
+        preparer: Serialises and signs each message.
+        columns: A CSV file's header, for the wording of a missing variable.
+        stop: Read between rows: a Ctrl-C ends a long check within one row.
+
+    Raises:
+        CheckInterruptedError: ``stop`` was set meanwhile.
+    """
+    errors: list[InvalidRow] = []
+    writer: ChunkWriter | None = None
+    in_chunk = 0
+    try:
+        for position, row in rows:
+            if stop is not None and stop.is_set():
+                raise CheckInterruptedError
+            outcome = check_row(job.render, row, columns)
+            if isinstance(outcome, InvalidRow):
+                errors.append(outcome)
+                checked.add(row, valid=False)
+                continue
+            assert isinstance(row, Recipient)  # noqa: S101 - it rendered
+            checked.add(row, valid=True)
+            if writer is None or in_chunk == CHUNK_ROWS:
+                if writer is not None:
+                    writer.close()
+                writer, in_chunk = spool.writer(spool.chunks), 0
+            writer.write(spooled_row(position, row, outcome, preparer))
+            in_chunk += 1
+    finally:
+        if writer is not None:
+            writer.close()
+    return Checked(checked, errors)
+
+
+class SpoolSend:
+    """The send pass without a journal, from the spool: every row accounted for.
+
+    A row the check pass found bad was reported then, and is not in the
+    spool. Every spooled row ends with a result: sent or failed, failed
+    unsent (it could not be prepared), skipped as a repeat (``dedupe``), or
+    ``pending``: the batch was stopped before its turn.
+
+    Args:
+        job: Renders a row whose message was too large to spool.
+        checked: The check pass's record (repeats, for ``dedupe``).
+        spool: The prepared messages.
+        dedupe: Skip the rows repeating an earlier row's address.
+        stop: The batch's stop.
+    """
+
+    def __init__(
+        self,
+        job: RowRenderer,
+        checked: CheckedRows,
+        spool: Spool,
+        *,
+        dedupe: bool,
+        stop: asyncio.Event | None,
+    ) -> None:
+        self.job = job
+        self.checked = checked
+        self.spool = spool
+        self.dedupe = dedupe
+        self.stop = stop
+        self.lines: dict[int, int] = {}  # message index -> row line, while in flight
+        self._indexes = itertools.count()
+        self._found: deque[SpoolOutcome] = deque()  # settled while reading
+        self._rest: Iterator[SpooledRow] = spool.rows()
+
+    def _halted(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def messages(self) -> Iterator[PreparedMessage | Message]:
+        """Yield the messages to send, read from the spool as they are needed."""
+        # A plain generator: the engine pulls it inline, no task per message.
+        for spooled in self._rest:
+            message = self._message(spooled)
+            if message is not None:
+                yield message
+            if self._halted():
+                return  # the rest is pending (rest())
+
+    def _message(self, spooled: SpooledRow) -> PreparedMessage | Message | None:
+        row = spooled.row
+        if self.dedupe and self.checked.is_repeat(spooled.position):
+            self._found.append((-1, row.line, DuplicateRow(row.line, row.email)))
+            return None
+        if spooled.failure is not None:
+            log_outcome(
+                None,
+                spooled.failure,
+                relay=None,
+                duration=0.0,
+                recipients=spooled.recipients,
+            )
+            self._found.append((next(self._indexes), row.line, spooled.failure))
+            return None
+        message: PreparedMessage | Message | None = spooled.message
+        if message is None:
+            # Too large to spool: rendered now, as every row used to be.
+            try:
+                message = self.job.render(row)
+            except MailerError as exc:
+                self._found.append((-1, row.line, InvalidRow(row.line, str(exc))))
+                return None
+        self.lines[next(self._indexes)] = row.line
+        return message
+
+    def drain(self) -> Iterator[SpoolOutcome]:
+        """Yield the rows settled while reading (failed unsent, repeated)."""
+        while self._found:
+            yield self._found.popleft()
+
+    async def rest(self) -> AsyncIterator[SpoolOutcome]:
+        """Yield ``pending`` for every row a stopped batch did not take."""
+        if not self._halted():
+            return
+        reason = f"not sent: {getattr(self.stop, 'reason', 'interrupted')}"
+        for count, spooled in enumerate(self._rest, start=1):
+            if count % 1000 == 0:
+                await asyncio.sleep(0)  # a second Ctrl-C is heard meanwhile
+            row = spooled.row
+            if self.dedupe and self.checked.is_repeat(spooled.position):
+                yield -1, row.line, DuplicateRow(row.line, row.email)
+                continue
+            pending = SendResult.of(
+                SendStatus.PENDING,
+                to=(row.email,),
+                message_id=None,
+                recipients={},
+                refused={},
+                error=reason,
+                transient=True,
+            )
+            yield next(self._indexes), row.line, pending
