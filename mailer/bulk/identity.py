@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mailer.bulk.recipients import InvalidRow, Recipient
@@ -108,6 +110,9 @@ class CheckedRows:
 
     def __init__(self, label: str) -> None:
         self.label = label
+        # Set when the send pass does not read the file again (it sends from
+        # the spool): then only this notices a file changed under the run.
+        self.watch: FileWatch | None = None
         self._prints = array("Q")
         self._lines = array("L")
         self._kinds = bytearray()
@@ -208,9 +213,56 @@ class CheckedRows:
                 f"it ends before line {self.line(position + 1)}, which was checked"
             )
 
+    def check_unchanged(self) -> None:
+        """Raise if the watched file changed since the check pass began reading it.
+
+        Raises:
+            RecipientsChangedError: It did (or is gone).
+        """
+        if self.watch is not None:
+            detail = self.watch.change()
+            if detail is not None:
+                raise self._changed(detail)
+
     def _changed(self, detail: str) -> RecipientsChangedError:
         return RecipientsChangedError(
             f"{self.label} changed while the batch was running: {detail}; no "
             "further message is sent",
             path=self.label,
         )
+
+
+class FileWatch:
+    """Notice that a file was rewritten, replaced or removed, without reading it.
+
+    A send pass that sends what the check pass spooled never reads the file
+    again, so it cannot compare rows. It compares the file's inode, size and
+    modification time with those it had when the check began: an edit means
+    the user changed their mind about the batch, so it stops, as a send pass
+    that reads the rows again does.
+
+    Args:
+        path: The recipients file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen = self._look()
+
+    def _look(self) -> tuple[int, int, int] | None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_ino, info.st_size, info.st_mtime_ns
+
+    def change(self) -> str | None:
+        """Return what changed since the watch began, or None (one ``stat``, ~1 us)."""
+        seen = self._look()
+        if seen == self._seen:
+            return None
+        if seen is None:
+            return "it can no longer be read"
+        if self._seen is None or seen[0] != self._seen[0]:
+            return "it was replaced by another file"
+        return "it was written to since the check began"

@@ -310,7 +310,9 @@ async def stream_with_journal(
         async with client_factory(settings) as client:
             # MAILER_CONCURRENCY transactions at most, so that a crash leaves
             # no more than that many messages 'sending' (in doubt).
-            items = _walked(checked, rows) if spool is None else _from_spool(spool)
+            items = (
+                _walked(checked, rows) if spool is None else _from_spool(spool, checked)
+            )
             results = client.stream(
                 walk.requests(items), stop=stop, in_flight=settings.concurrency
             )
@@ -374,9 +376,14 @@ def _walked(
         yield position, row, None
 
 
-def _from_spool(spool: Spool) -> Iterator[WalkItem]:
-    """Yield the spooled rows (the valid ones), each with what was spooled."""
+def _from_spool(spool: Spool, checked: CheckedRows) -> Iterator[WalkItem]:
+    """Yield the spooled rows (the valid ones), each with what was spooled.
+
+    Raises:
+        RecipientsChangedError: The recipients file changed meanwhile.
+    """
     for spooled in spool.rows():
+        checked.check_unchanged()
         yield spooled.position, spooled.row, spooled
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from mailer.bulk.attachments import RowAttachments, check_attachments_size
 from mailer.bulk.checkpass import Checked, CheckInterruptedError, check_row
-from mailer.bulk.identity import CheckedRows, CheckSummary
+from mailer.bulk.identity import CheckedRows, CheckSummary, FileWatch
 from mailer.bulk.journal import check_journal_path
 from mailer.bulk.recipients import (
     DuplicateRow,
@@ -371,6 +371,9 @@ async def _outcomes(
         if found.errors and not skip_invalid:
             raise InvalidRecipientsError(found.errors)
         checked = found.rows
+        # Changed while it was being checked: nothing is sent (the rows read
+        # may mix both versions).
+        checked.check_unchanged()
         if on_checked is not None:
             on_checked(checked.summary())
         for position, error in enumerate(found.errors):
@@ -454,6 +457,11 @@ async def _check_into_spool(
         CheckInterruptedError: ``stop`` was set meanwhile.
     """
     checked = CheckedRows(_source_label(recipients))
+    path = getattr(recipients, "path", None)
+    if isinstance(path, Path):
+        # Before the first read: the send pass sends from the spool, and
+        # stops if the file changes meanwhile (CheckedRows.check_unchanged).
+        checked.watch = FileWatch(path)
     columns = getattr(recipients, "columns", None)
     rows: Iterator[tuple[int, Recipient | InvalidRow]] = enumerate(
         _rows(recipients), start=1

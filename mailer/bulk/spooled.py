@@ -9,9 +9,10 @@ journal: it reads the spool in order and hands the prepared messages to the
 client; nothing is rendered or serialised again. (With a journal, the walk of
 ``mailer.bulk.resume`` reads the spool the same way.)
 
-Because the send pass reads the spool, not the recipients file, a file
-rewritten after the check pass changes nothing: exactly the rows checked
-are sent.
+Because the send pass reads the spool, not the recipients file, it cannot
+compare rows: it watches the file instead (``CheckedRows.check_unchanged``),
+and a file changed under the run stops it, the rest ``pending``, as when the
+rows are read again.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from mailer.delivery.prepare import Preparer
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.state import PreparedMessage
 from mailer.delivery.telemetry import log_outcome
-from mailer.exceptions import MailerError
+from mailer.exceptions import MailerError, RecipientsChangedError
 
 # (position for the report's order, or -1; the row's line; what became of it)
 SpoolOutcome = tuple[int, int, SendResult | InvalidRow]
@@ -128,6 +129,7 @@ class SpoolSend:
         self._indexes = itertools.count()
         self._found: deque[SpoolOutcome] = deque()  # settled while reading
         self._rest: Iterator[SpooledRow] = spool.rows()
+        self.changed: RecipientsChangedError | None = None
 
     def _halted(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -136,6 +138,12 @@ class SpoolSend:
         """Yield the messages to send, read from the spool as they are needed."""
         # A plain generator: the engine pulls it inline, no task per message.
         for spooled in self._rest:
+            try:
+                self.checked.check_unchanged()
+            except RecipientsChangedError as exc:
+                self.changed = exc  # no further message: the rest end pending
+                self._rest = itertools.chain((spooled,), self._rest)
+                return
             message = self._message(spooled)
             if message is not None:
                 yield message
@@ -175,9 +183,12 @@ class SpoolSend:
 
     async def rest(self) -> AsyncIterator[SpoolOutcome]:
         """Yield ``pending`` for every row a stopped batch did not take."""
-        if not self._halted():
+        if self.changed is not None:
+            reason = f"not sent: {self.changed}"
+        elif self._halted():
+            reason = f"not sent: {getattr(self.stop, 'reason', 'interrupted')}"
+        else:
             return
-        reason = f"not sent: {getattr(self.stop, 'reason', 'interrupted')}"
         for count, spooled in enumerate(self._rest, start=1):
             if count % 1000 == 0:
                 await asyncio.sleep(0)  # a second Ctrl-C is heard meanwhile

@@ -18,11 +18,14 @@ from mailer import (
     ConfigError,
     Message,
     MessageClient,
+    RecipientFile,
     Reply,
     SendResult,
     SendStatus,
     send_messages,
+    stream_messages,
 )
+from mailer.bulk.identity import FileWatch
 from mailer.bulk.recipients import Recipient
 from mailer.bulk.spool import Spool, SpooledRow, read_chunk
 from mailer.config.settings import MailerSettings
@@ -220,3 +223,60 @@ async def test_a_full_disk_while_spooling_is_one_error_and_leaves_no_spool(
     assert "No space left on device" in str(raised.value)
     assert len(outbox) == 0
     assert not [p for p in os.listdir(spool_dir) if p.startswith("mailer-spool-")]
+
+
+def test_the_file_watch_names_each_kind_of_change(tmp_path: Path) -> None:
+    """Unchanged: nothing; written to, replaced, removed: each said as such."""
+    path = tmp_path / "recipients.csv"
+    path.write_text("email\na@example.test\n", encoding="utf-8")
+    watch = FileWatch(path)
+    assert watch.change() is None
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("b@example.test\n")
+    assert watch.change() == "it was written to since the check began"
+    other = tmp_path / "other.csv"
+    other.write_text("email\na@example.test\n", encoding="utf-8")
+    watch = FileWatch(path)
+    os.replace(other, path)
+    assert watch.change() == "it was replaced by another file"
+    path.unlink()
+    assert watch.change() == "it can no longer be read"
+
+
+@pytest.mark.parametrize("journaled", [False, True], ids=["plain", "journal"])
+async def test_a_file_changed_after_the_check_sends_nothing_more(
+    settings: MailerSettings,
+    outbox: Outbox,
+    tmp_path: Path,
+    journaled: bool,
+) -> None:
+    """Edited between the check and the send: no spooled message goes, each row pending."""
+    path = tmp_path / "recipients.csv"
+    path.write_text(
+        "email,name,customer_id\n"
+        + "".join(f"u{n}@example.test,U,C-{n}\n" for n in range(5)),
+        encoding="utf-8",
+    )
+
+    def edit(_: object) -> None:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write("late@example.test,L,C-9\n")
+
+    outcomes = [
+        outcome
+        async for _, outcome in stream_messages(
+            "welcome",
+            RecipientFile(path),
+            settings=settings,
+            context={"plan": "pro"},
+            on_checked=edit,
+            journal=tmp_path / "batch.journal" if journaled else None,
+        )
+    ]
+    assert len(outbox) == 0
+    assert [getattr(x, "status", None) for x in outcomes] == [SendStatus.PENDING] * 5
+    assert all(
+        "recipients.csv changed while the batch was running: it was written to"
+        in str(getattr(x, "error", ""))
+        for x in outcomes
+    )
