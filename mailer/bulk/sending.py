@@ -404,16 +404,7 @@ async def _outcomes(
                 yield outcome
             return
         plain = _PlainRun(job, checked, dedupe, stop)
-        async with made:
-            async for index, result in made.stream(
-                plain.messages(recipients), stop=stop
-            ):
-                for outcome in plain.drain():
-                    yield outcome
-                yield _Outcome(index, plain.lines.pop(index), result)
-        for outcome in plain.drain():
-            yield outcome
-        async for outcome in plain.rest():
+        async for outcome in plain.send(made, recipients):
             yield outcome
     finally:
         if client is not None:
@@ -523,14 +514,7 @@ async def _stream_once(
 ) -> AsyncIterator[_Outcome]:
     """Send a one-shot source read once, unchecked (skip_invalid, no journal)."""
     plain = _PlainRun(job, None, False, stop)
-    async with client_factory(settings) as client:
-        async for index, result in client.stream(plain.messages(recipients), stop=stop):
-            for outcome in plain.drain():
-                yield outcome
-            yield _Outcome(index, plain.lines.pop(index), result)
-    for outcome in plain.drain():
-        yield outcome
-    async for outcome in plain.rest():
+    async for outcome in plain.send(client_factory(settings), recipients):
         yield outcome
 
 
@@ -561,6 +545,22 @@ class _PlainRun:
         self._changed: RecipientsChangedError | None = None
         self._rest_sync: Iterator[tuple[int, Recipient | InvalidRow]] | None = None
         self._rest_async: AsyncIterator[RecipientRow] | None = None
+
+    async def send(
+        self, client: MessageClient, recipients: RecipientSource
+    ) -> AsyncIterator[_Outcome]:
+        """Send the rows through ``client`` (closed at the end); yield every outcome."""
+        async with client:
+            async for index, result in client.stream(
+                self.messages(recipients), stop=self.stop
+            ):
+                for outcome in self.drain():
+                    yield outcome
+                yield _Outcome(index, self.lines.pop(index), result)
+        for outcome in self.drain():
+            yield outcome
+        async for outcome in self.rest():
+            yield outcome
 
     def _halted(self) -> bool:
         return self.stop is not None and self.stop.is_set()
