@@ -150,6 +150,19 @@ class JournalEntry:
         )
 
     @property
+    def may_have_arrived(self) -> bool:
+        """Return whether a copy may already be with a recipient (so a resend is one).
+
+        Caught ``sending``, ambiguous, or accepted for some recipients: a
+        resend must then be the same bytes, or not go.
+        """
+        return (
+            self.state is JournalState.SENDING
+            or self.ambiguous
+            or RecipientStatus.ACCEPTED in self.recipients.values()
+        )
+
+    @property
     def settled(self) -> frozenset[str]:
         """Return the recipients that need nothing more (accepted or rejected)."""
         return frozenset(

@@ -134,10 +134,7 @@ class JournalObserver:
         digest = hashlib.sha256(content).hexdigest()
         if entry.digest == digest:
             return
-        may_have_left = entry.ambiguous or (
-            RecipientStatus.ACCEPTED in entry.recipients.values()
-        )
-        if entry.digest is not None and may_have_left:
+        if entry.digest is not None and entry.may_have_arrived:
             raise ContentChangedError(
                 f"line {entry.line} ({entry.email}) may have been delivered "
                 "by an earlier run, and it now builds a different message (its "

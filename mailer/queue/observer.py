@@ -203,12 +203,7 @@ class QueueObserver:
         entry = self.entry
         if entry.digest is None or entry.digest == digest:
             return
-        in_doubt = (
-            entry.state is JournalState.SENDING
-            or entry.ambiguous
-            or RecipientStatus.ACCEPTED in entry.recipients.values()
-        )
-        if not in_doubt:
+        if not entry.may_have_arrived:
             return  # nothing can have arrived: these bytes are the first copy
         error = QueuedContentChangedError(
             f"message {entry.position} ({entry.email}) may have been delivered "
