@@ -23,14 +23,17 @@ class Preparer:
 
     Args:
         settings: ``MAILER_FROM``, ``MAILER_DKIM_*``, ``MAILER_MAX_*``.
+        sign: Sign with the DKIM key of ``settings``; off where the message
+            is only checked and another process signs it (the queue's
+            enqueue: the worker holds the key).
 
     Raises:
         ConfigError: The DKIM settings are wrong (see ``dkim_signer``).
     """
 
-    def __init__(self, settings: MailerSettings) -> None:
+    def __init__(self, settings: MailerSettings, *, sign: bool = True) -> None:
         self.settings = settings
-        self.dkim_signer = dkim_signer(settings)
+        self.dkim_signer = dkim_signer(settings) if sign else None
 
     def prepare(
         self,

@@ -20,9 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from mailer.config.settings import MailerSettings
 from mailer.content.addresses import Address
 from mailer.content.message import AddressInput, Message
-from mailer.content.serialize import serialize_message
-from mailer.delivery.limits import check_attachment_limits, check_message_limits
-from mailer.exceptions import ConfigError
+from mailer.delivery.prepare import Preparer
 from mailer.queue.codec import encode_message
 from mailer.templates.sets import render
 
@@ -70,24 +68,18 @@ def prepare(message: Message, settings: MailerSettings) -> PreparedMessage:
             not set.
         MessageError: Over ``MAILER_MAX_RECIPIENTS`` or ``MAILER_MAX_MESSAGE_SIZE``.
     """
-    sender: Address | None = message.sender or settings.default_sender
-    if sender is None:
-        raise ConfigError(
-            "MAILER_FROM: not set, and the message has no sender",
-            key="MAILER_FROM",
-        )
-    # From the files' sizes, before anything is read: a 400 MB attachment is
-    # refused without being read, encoded and held in memory first.
-    check_attachment_limits(message.attachments, settings)
-    serialized = serialize_message(message, sender)
-    check_message_limits(message.envelope(sender), serialized.content, settings)
+    # The client's own checks, in its order (a file over the limit is refused
+    # from its size, never read); the worker signs, with its key.
+    outgoing = Preparer(settings, sign=False).prepare(message)
+    sender = message.sender or settings.default_sender
+    assert sender is not None  # noqa: S101 - prepare refused a message without
     return PreparedMessage(
         message=message,
-        message_id=serialized.message_id,
+        message_id=outgoing.message_id,
         email=message.to[0].addr_spec,
         encoded=encode_message(message, sender=sender),
         sender=sender,
-        date=serialized.date,
+        date=outgoing.date,
     )
 
 
