@@ -9,9 +9,9 @@ anything is sent, in this process or in worker processes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mailer.bulk.identity import CheckedRows
 from mailer.bulk.recipients import InvalidRow, Recipient
@@ -21,6 +21,9 @@ from mailer.delivery.client import failed_result
 from mailer.delivery.prepare import Preparer
 from mailer.delivery.state import PreparedMessage
 from mailer.exceptions import MailerError, UndefinedVariableError
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 @dataclass(slots=True)
@@ -67,6 +70,44 @@ def check_row(
         return InvalidRow(row.line, missing_value(exc, columns))
     except MailerError as exc:
         return InvalidRow(row.line, str(exc))
+
+
+def check_rows_in_order(
+    render: Callable[[Recipient], Message],
+    rows: Iterable[tuple[int, Recipient | InvalidRow]],
+    checked: CheckedRows,
+    *,
+    columns: tuple[str, ...] | None = None,
+    stop: asyncio.Event | None = None,
+    on_valid: Callable[[int, Recipient, Message], None] | None = None,
+) -> Checked:
+    """Check every row in order, recording each in ``checked``; keep the bad ones.
+
+    Args:
+        render: Renders a row.
+        rows: ``(position, row)`` in order.
+        checked: Where each row's identity is recorded.
+        columns: A CSV file's header, for the wording of a missing variable.
+        stop: Read between rows: a Ctrl-C ends a long check within one row.
+        on_valid: Called with each valid row's position, row and message.
+
+    Raises:
+        CheckInterruptedError: ``stop`` was set meanwhile.
+    """
+    errors: list[InvalidRow] = []
+    for position, row in rows:
+        if stop is not None and stop.is_set():
+            raise CheckInterruptedError
+        outcome = check_row(render, row, columns)
+        if isinstance(outcome, InvalidRow):
+            errors.append(outcome)
+            checked.add(row, valid=False)
+            continue
+        assert isinstance(row, Recipient)  # noqa: S101 - it rendered
+        checked.add(row, valid=True)
+        if on_valid is not None:
+            on_valid(position, row, outcome)
+    return Checked(checked, errors)
 
 
 def spooled_row(

@@ -24,7 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from mailer.bulk.attachments import RowAttachments, check_attachments_size
-from mailer.bulk.checkpass import Checked, CheckInterruptedError, check_row
+from mailer.bulk.checkpass import (
+    Checked,
+    CheckInterruptedError,
+    check_rows_in_order,
+)
 from mailer.bulk.identity import CheckedRows, CheckSummary, FileWatch
 from mailer.bulk.journal import check_journal_path
 from mailer.bulk.recipients import (
@@ -238,22 +242,14 @@ def _check(
         CheckInterruptedError: ``stop`` was set meanwhile (read between rows,
             so that a long check ends within one row of a Ctrl-C).
     """
-    checked = CheckedRows(_source_label(recipients))
-    errors: list[InvalidRow] = []
-    columns = getattr(recipients, "columns", None)  # a CSV file's header
-    for row in _rows(recipients):
-        if stop is not None and stop.is_set():
-            raise CheckInterruptedError
-        outcome = check_row(job.render, row, columns)
-        if isinstance(outcome, InvalidRow):
-            errors.append(outcome)
-            checked.add(row, valid=False)
-            continue
-        assert isinstance(row, Recipient)  # noqa: S101 - it rendered
-        checked.add(row, valid=True)
-        if on_valid is not None:
-            on_valid(row, outcome)
-    return Checked(checked, errors)
+    return check_rows_in_order(
+        job.render,
+        enumerate(_rows(recipients), start=1),
+        CheckedRows(_source_label(recipients)),
+        columns=getattr(recipients, "columns", None),  # a CSV file's header
+        stop=stop,
+        on_valid=None if on_valid is None else lambda _, row, m: on_valid(row, m),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,8 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 
 from mailer.bulk.checkpass import (
     Checked,
-    CheckInterruptedError,
     RowRenderer,
-    check_row,
+    check_rows_in_order,
     spooled_row,
 )
 from mailer.bulk.identity import CheckedRows
@@ -69,30 +68,25 @@ def check_into_spool(
     Raises:
         CheckInterruptedError: ``stop`` was set meanwhile.
     """
-    errors: list[InvalidRow] = []
     writer: ChunkWriter | None = None
     in_chunk = 0
+
+    def spool_it(position: int, row: Recipient, message: Message) -> None:
+        nonlocal writer, in_chunk
+        if writer is None or in_chunk == CHUNK_ROWS:
+            if writer is not None:
+                writer.close()
+            writer, in_chunk = spool.writer(spool.chunks), 0
+        writer.write(spooled_row(position, row, message, preparer))
+        in_chunk += 1
+
     try:
-        for position, row in rows:
-            if stop is not None and stop.is_set():
-                raise CheckInterruptedError
-            outcome = check_row(job.render, row, columns)
-            if isinstance(outcome, InvalidRow):
-                errors.append(outcome)
-                checked.add(row, valid=False)
-                continue
-            assert isinstance(row, Recipient)  # noqa: S101 - it rendered
-            checked.add(row, valid=True)
-            if writer is None or in_chunk == CHUNK_ROWS:
-                if writer is not None:
-                    writer.close()
-                writer, in_chunk = spool.writer(spool.chunks), 0
-            writer.write(spooled_row(position, row, outcome, preparer))
-            in_chunk += 1
+        return check_rows_in_order(
+            job.render, rows, checked, columns=columns, stop=stop, on_valid=spool_it
+        )
     finally:
         if writer is not None:
             writer.close()
-    return Checked(checked, errors)
 
 
 class SpoolSend:
