@@ -133,43 +133,6 @@ def render_row(
     )
 
 
-def check_rows(
-    template_name: str,
-    recipients: Iterable[RecipientRow],
-    *,
-    settings: MailerSettings,
-    context: Mapping[str, Any] | None = None,
-    sender: str | None = None,
-    attachments: RowAttachments | None = None,
-    on_valid: Callable[[Recipient, Message], None] | None = None,
-) -> tuple[int, list[InvalidRow]]:
-    """Render and validate every row without keeping the messages.
-
-    Args:
-        template_name: The template set.
-        recipients: The rows.
-        settings: For the templates directory.
-        context: Variables shared by every row.
-        sender: The From address.
-        attachments: The files of each row (missing files are bad rows).
-        on_valid: Called with each valid row and its message (a dry run
-            lists what would be sent).
-
-    Returns:
-        How many rows are valid, and every bad row with its line number.
-    """
-    summary, errors = check_recipients(
-        template_name,
-        recipients,
-        settings=settings,
-        context=context,
-        sender=sender,
-        attachments=attachments,
-        on_valid=on_valid,
-    )
-    return summary.valid, errors
-
-
 def check_recipients(
     template_name: str,
     recipients: Iterable[RecipientRow],

@@ -19,7 +19,7 @@ from mailer.bulk.recipients import (
     RecipientFile,
     recipient_from_mapping,
 )
-from mailer.bulk.sending import RecipientRow, check_rows, render_row
+from mailer.bulk.sending import RecipientRow, check_recipients, render_row
 from mailer.config.settings import MailerSettings
 from mailer.exceptions import ConfigError, InvalidRecipientsError, MailerError
 from mailer.queue import store
@@ -86,7 +86,7 @@ async def enqueue_batch(
             "MAILER_FROM: not set; nothing can be sent without a sender",
             key="MAILER_FROM",
         )
-    _, errors = check_rows(
+    _, errors = check_recipients(
         template_name, recipients, settings=settings, context=context, sender=sender
     )
     if errors and not skip_invalid:

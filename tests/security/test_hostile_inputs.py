@@ -36,7 +36,7 @@ from mailer import (
     render,
     render_string,
 )
-from mailer.bulk.sending import check_rows
+from mailer.bulk.sending import check_recipients
 from mailer.transports import MemoryTransport
 
 SENDER = Address.parse("Shop <shop@example.test>", field="sender")
@@ -212,9 +212,9 @@ def password_is(expected: str) -> Callable[[MailerSettings], None]:
     return check
 
 
-def bad_rows_listed(result: tuple[int, list[Any]]) -> None:
-    valid, errors = result
-    assert valid == 2
+def bad_rows_listed(result: tuple[Any, list[Any]]) -> None:
+    summary, errors = result
+    assert summary.valid == 2
     assert [row.line for row in errors] == [2]
     assert "to" in errors[0].error
 
@@ -649,7 +649,7 @@ CASES: list[Hostile] = [
     # Recipient rows
     Hostile(
         "R-bad-row-is-listed-with-its-line",
-        lambda: check_rows(
+        lambda: check_recipients(
             "welcome",
             [
                 {"email": "ann@example.test"},
