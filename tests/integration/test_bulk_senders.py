@@ -1,0 +1,421 @@
+"""Sender processes send a spooled batch on every core (issue 14).
+
+After the check pass, a batch of more than one chunk is sent by forked sender
+processes, each with its share of MAILER_CONCURRENCY. These tests send to a
+real SMTP server on 127.0.0.1 (in this process: it sees every connection of
+every sender) and check that the senders send what one process sends, that a
+stop, a Ctrl-C or a killed sender leaves every row sent, failed or pending
+(never twice, never lost, no hang, no process left), and that the batches
+that must stay in one process do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mailer.bulk.senders as senders
+from mailer import MailerSettings, RecipientFile, SendStatus, send_messages
+from mailer.bulk.report import BatchReport
+from mailer.delivery.control import StopEvent
+from mailer.testing import END_OF_DATA, SMTPTestServer, capture_mail
+from mailer.testing.server.protocol import FaultySMTP
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MAILER = [sys.executable, "-m", "mailer"]
+Settings = Callable[..., MailerSettings]
+
+
+def rows_file(folder: Path, count: int) -> Path:
+    """Write ``count`` rows for the welcome template."""
+    path = folder / "rows.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "name", "customer_id", "plan"])
+        for n in range(count):
+            writer.writerow([f"user{n}@example.test", f"User {n}", f"C-{n}", "pro"])
+    return path
+
+
+class Started:
+    """Count the sender processes started from now on."""
+
+    def __init__(self) -> None:
+        self.before = len(senders.STARTED_PIDS)
+
+    @property
+    def pids(self) -> list[int]:
+        """Return the pids started since this object was made."""
+        return senders.STARTED_PIDS[self.before :]
+
+
+@pytest.fixture
+def peak_connections(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Return the most connections the test servers had open at once."""
+    open_now = peak = 0
+    made = FaultySMTP.connection_made
+    lost = FaultySMTP.connection_lost
+
+    def connection_made(self: FaultySMTP, transport: Any) -> None:
+        nonlocal open_now, peak
+        open_now += 1
+        peak = max(peak, open_now)
+        made(self, transport)
+
+    def connection_lost(self: FaultySMTP, error: Exception | None) -> None:
+        nonlocal open_now
+        open_now -= 1
+        lost(self, error)
+
+    monkeypatch.setattr(FaultySMTP, "connection_made", connection_made)
+    monkeypatch.setattr(FaultySMTP, "connection_lost", connection_lost)
+    return lambda: peak
+
+
+def is_gone(pid: int) -> bool:
+    """Return whether no process has ``pid`` (or it is a zombie nobody reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def wait_gone(pids: list[int], within: float = 20.0) -> None:
+    """Wait until none of ``pids`` runs."""
+    async with asyncio.timeout(within):
+        while not all(is_gone(pid) for pid in pids):  # noqa: ASYNC110 - no event
+            await asyncio.sleep(0.02)
+
+
+def accounted(report: BatchReport, count: int) -> None:
+    """Check that each of ``count`` rows has exactly one result, in row order."""
+    assert [r.to for r in report.results] == [
+        (f"user{n}@example.test",) for n in range(count)
+    ]
+
+
+async def test_sender_processes_send_what_one_process_sends(
+    tmp_path: Path, settings_for: Settings, peak_connections: Callable[[], int]
+) -> None:
+    """Two senders: every row once, report in row order, 5 connections at most."""
+    rows = rows_file(tmp_path, 1300)  # six chunks
+    started = Started()
+    async with SMTPTestServer() as server:
+        report = await send_messages(
+            "welcome",
+            RecipientFile(rows),
+            settings=settings_for(server, workers=2, concurrency=5),
+        )
+        mail = list(server.outbox)
+        server.outbox.clear()
+        alone = await send_messages(
+            "welcome",
+            RecipientFile(rows),
+            settings=settings_for(server, workers=1, concurrency=5),
+        )
+    assert len(started.pids) == 2  # the second batch started none
+    accounted(report, 1300)
+    accounted(alone, 1300)
+    assert report.sent == alone.sent == 1300
+    received = Counter(r for m in mail for r in m.envelope.rcpt_tos)
+    assert sorted(received) == sorted(f"user{n}@example.test" for n in range(1300))
+    assert set(received.values()) == {1}
+    ids = {r.message_id for r in report.results}
+    assert len(ids) == 1300
+    assert ids == {m.message_id for m in mail}
+    assert 2 <= peak_connections() <= 5
+    await wait_gone(started.pids)
+
+
+async def test_each_sender_opens_its_share_of_the_connections(
+    tmp_path: Path, settings_for: Settings, peak_connections: Callable[[], int]
+) -> None:
+    """MAILER_CONCURRENCY=3 over two senders: never more than 3 connections."""
+    rows = rows_file(tmp_path, 1300)
+    started = Started()
+    async with SMTPTestServer() as server:
+        # Slow replies: every sender has all its connections busy at once.
+        server.faults.delay(END_OF_DATA, 0.01)
+        report = await send_messages(
+            "welcome",
+            RecipientFile(rows),
+            settings=settings_for(server, workers=4, concurrency=3),
+        )
+    assert len(started.pids) == 3  # min(workers, concurrency)
+    assert report.sent == 1300
+    assert peak_connections() == 3
+
+
+async def test_a_stop_mid_batch_leaves_every_row_sent_or_pending_once(
+    tmp_path: Path, settings_for: Settings
+) -> None:
+    """The stop while senders send: each row sent or pending once, the senders gone."""
+    rows = rows_file(tmp_path, 3000)
+    stop = StopEvent()
+    started = Started()
+    seen = 0
+
+    def count(_: object) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == 300:
+            stop.set_reason("interrupted (test)")
+
+    async with SMTPTestServer() as server:
+        server.faults.delay(END_OF_DATA, 0.005)
+        report = await asyncio.wait_for(
+            send_messages(
+                "welcome",
+                RecipientFile(rows),
+                settings=settings_for(server, workers=2),
+                stop=stop,
+                on_result=count,
+            ),
+            timeout=120,
+        )
+        mail = list(server.outbox)
+    assert len(started.pids) == 2
+    accounted(report, 3000)
+    statuses = Counter(r.status for r in report.results)
+    assert statuses[SendStatus.FAILED] == 0
+    assert 300 <= statuses[SendStatus.SENT] < 3000
+    assert statuses[SendStatus.SENT] + statuses[SendStatus.PENDING] == 3000
+    sent = sorted(r.to[0] for r in report.results if r.is_sent)
+    assert sorted(r for m in mail for r in m.envelope.rcpt_tos) == sent
+    reasons = {r.error for r in report.results if r.status is SendStatus.PENDING}
+    assert reasons <= {
+        "not sent: interrupted (test)",
+        "not sent: abandoned at shutdown",
+    }
+    await wait_gone(started.pids)
+
+
+async def test_ctrl_c_to_the_process_group_while_senders_send(
+    tmp_path: Path,
+) -> None:
+    """SIGINT to the CLI and its senders: exit 130, no traceback, each row once, no sender left."""
+    rows = rows_file(tmp_path, 4000)
+    report_path = tmp_path / "report.jsonl"
+    async with SMTPTestServer() as server:
+        server.faults.delay(END_OF_DATA, 0.005)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+        env |= {
+            "MAILER_SMTP_HOST": server.host,
+            "MAILER_SMTP_PORT": str(server.port),
+            "MAILER_SMTP_TLS": "none",
+            "MAILER_FROM": "shop@example.test",
+            "MAILER_TEMPLATES_DIR": str(EXAMPLES / "templates"),
+            "MAILER_WORKERS": "2",
+        }
+        process = await asyncio.create_subprocess_exec(
+            *MAILER,
+            "send",
+            "-t",
+            "welcome",
+            "-r",
+            str(rows),
+            "--report",
+            str(report_path),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group, as in a terminal
+        )
+        async with asyncio.timeout(60):
+            while len(server.outbox) < 200:  # noqa: ASYNC110 - the senders send
+                await asyncio.sleep(0.01)
+        children = children_of(process.pid)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        mail = list(server.outbox)
+    text = stderr.decode()
+    assert process.returncode == 130, text
+    assert "Traceback" not in text
+    assert "KeyboardInterrupt" not in text
+    assert len(children) == 2  # the senders (the check pass's workers are gone)
+    await wait_gone(children)
+    lines = [json.loads(line) for line in report_path.read_text().splitlines()]
+    by_line = Counter(line["line"] for line in lines)
+    assert sorted(by_line) == list(range(2, 4002))
+    assert set(by_line.values()) == {1}
+    sent = sorted(line["to"] for line in lines if line["status"] == "sent")
+    assert sorted(r for m in mail for r in m.envelope.rcpt_tos) == sent
+    assert {line["status"] for line in lines} == {"sent", "pending"}
+
+
+def children_of(pid: int) -> list[int]:
+    """Return the pids of ``pid``'s child processes (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_sender_killed_mid_batch_leaves_its_rows_pending_and_ends(
+    tmp_path: Path, settings_for: Settings
+) -> None:
+    """SIGKILL to a sender: its unreported rows pending (may have been sent), no hang."""
+    rows = rows_file(tmp_path, 3000)
+    started = Started()
+    killed: list[int] = []
+    seen = 0
+
+    def kill_one(_: object) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == 300:
+            killed.append(started.pids[0])
+            os.kill(started.pids[0], signal.SIGKILL)
+
+    async with SMTPTestServer() as server:
+        server.faults.delay(END_OF_DATA, 0.005)
+        report = await asyncio.wait_for(
+            send_messages(
+                "welcome",
+                RecipientFile(rows),
+                settings=settings_for(server, workers=2),
+                on_result=kill_one,
+            ),
+            timeout=120,
+        )
+        mail = list(server.outbox)
+    accounted(report, 3000)
+    received = Counter(r for m in mail for r in m.envelope.rcpt_tos)
+    assert set(received.values()) == {1}  # nothing sent twice
+    died = [r for r in report.results if r.error and f"process {killed[0]}" in r.error]
+    assert died
+    assert all(r.status is SendStatus.PENDING for r in died)
+    assert any("killed by SIGKILL" in r.error for r in died if r.error)
+    # Each sent row was received; a row received and not reported sent is
+    # one the killed sender sent and could not report: "may have been sent".
+    for result in report.results:
+        address = result.to[0]
+        if result.is_sent:
+            assert received[address] == 1
+        elif address in received:
+            assert result.ambiguous
+            assert result.error is not None
+            assert "may have been sent" in result.error
+    assert report.sent < 3000
+    await wait_gone(started.pids)
+
+
+async def test_refusals_in_a_sender_come_back_with_the_servers_reply(
+    tmp_path: Path, settings_for: Settings
+) -> None:
+    """A 550 and a 421 met by senders reach the report with the server's replies."""
+    rows = rows_file(tmp_path, 1300)
+    started = Started()
+    async with SMTPTestServer() as server:
+        server.faults.reply(
+            "RCPT", 550, "5.1.1 no such user", recipient="user700@example.test"
+        )
+        server.faults.reply(
+            "RCPT", 421, "4.3.2 try later", recipient="user1100@example.test"
+        )
+        report = await send_messages(
+            "welcome",
+            RecipientFile(rows),
+            settings=settings_for(server, workers=2, max_attempts=1),
+        )
+    assert len(started.pids) == 2
+    accounted(report, 1300)
+    refused, later = report.results[700], report.results[1100]
+    assert refused.status is SendStatus.FAILED
+    assert refused.refused["user700@example.test"].code == 550
+    assert later.status is SendStatus.FAILED
+    assert later.reply is not None
+    assert later.reply.code == 421
+    assert "try later" in later.reply.text
+    assert report.sent == 1298
+
+
+async def test_a_timeout_in_a_sender_comes_back_as_a_failure(
+    tmp_path: Path, settings_for: Settings
+) -> None:
+    """A server silent past the timeout, met by a sender: that row failed, the rest sent."""
+    rows = rows_file(tmp_path, 600)
+    started = Started()
+    async with SMTPTestServer() as server:
+        server.faults.delay("RCPT", 30, recipient="user500@example.test")
+        report = await asyncio.wait_for(
+            send_messages(
+                "welcome",
+                RecipientFile(rows),
+                settings=settings_for(server, workers=2, max_attempts=1, timeout=1),
+            ),
+            timeout=60,
+        )
+    assert len(started.pids) == 2
+    accounted(report, 600)
+    slow = report.results[500]
+    assert slow.status is SendStatus.FAILED
+    assert slow.error is not None
+    assert "did not answer in time" in slow.error
+    assert report.sent == 599
+
+
+@pytest.mark.parametrize(
+    "case", ["journal", "rate_limit", "one_chunk", "workers_1", "concurrency_1"]
+)
+async def test_batches_that_must_stay_in_one_process_start_no_sender(
+    tmp_path: Path, settings_for: Settings, case: str
+) -> None:
+    """A journal, a rate limit, one chunk, --workers 1, one connection: no sender."""
+    count = 200 if case == "one_chunk" else 600
+    rows = rows_file(tmp_path, count)
+    options: dict[str, Any] = {"workers": 2}
+    if case == "rate_limit":
+        options["rate_limit"] = "100000/s"
+    if case == "workers_1":
+        options["workers"] = 1
+    if case == "concurrency_1":
+        options["concurrency"] = 1
+    started = Started()
+    async with SMTPTestServer() as server:
+        report = await send_messages(
+            "welcome",
+            RecipientFile(rows),
+            settings=settings_for(server, **options),
+            journal=tmp_path / "batch.journal" if case == "journal" else None,
+        )
+        received = len(server.outbox)
+    assert started.pids == []
+    assert report.sent == received == count
+
+
+async def test_use_transport_keeps_the_batch_and_its_outbox_in_this_process(
+    tmp_path: Path, settings_for: Settings
+) -> None:
+    """capture_mail (use_transport): no sender; its outbox sees every message."""
+    rows = rows_file(tmp_path, 700)
+    started = Started()
+    with capture_mail() as outbox:
+        report = await send_messages(
+            "welcome",
+            RecipientFile(rows),
+            settings=settings_for(12345, workers=2, from_="shop@example.test"),
+        )
+    assert started.pids == []
+    assert report.sent == 700
+    assert len(outbox) == 700
