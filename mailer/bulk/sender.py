@@ -12,9 +12,11 @@ gives in one process.
 Messages from the parent (``("c", chunk)`` a chunk to send, ``("x", reason)``
 stop, ``("z",)`` no more chunks) arrive on one pipe; results go back on the
 other, ``FLUSH_RESULTS`` at a time or every ``FLUSH_AFTER`` seconds, with
-``("s", chunk)`` when it starts reading a chunk (sent at once: the parent
-then hands it the next, and knows which rows may have been sent should this
-process die), ``("d", chunk)`` once every row of a chunk has a result, and
+``("s", chunk)`` when it starts reading a chunk (the parent then hands it
+the next), ``("t", chunk, rows)`` before the first ``rows`` rows of a chunk
+may be sent (sent at once, ``TAKE_AHEAD`` rows at a time: should this
+process die, the parent knows which rows may have gone out and which were
+never taken), ``("d", chunk)`` once every row of a chunk has a result, and
 ``("e",)`` at the end. A pipe from the parent that closes before ``("z",)``
 means the parent died: this process exits at once.
 """
@@ -49,6 +51,8 @@ from mailer.delivery.telemetry import log_outcome
 from mailer.exceptions import MailerError, RecipientsChangedError
 from mailer.transports.smtp.transport import SMTPTransport
 
+# Rows of a chunk announced to the parent at a time, before they may be sent.
+TAKE_AHEAD = 32
 # Exit codes of a sender process (the parent reads only whether it said "e").
 EXIT_DONE = 0
 EXIT_ORPHANED = 3  # the parent died: nobody is left to report to
@@ -154,6 +158,8 @@ class _Sender:
         self._rows: Iterator[SpooledRow] | None = None
         self._open: dict[int, int] = {}
         self._read_whole: set[int] = set()
+        self._taken = 0  # rows taken from the chunk being read
+        self._announced = 0  # rows of it the parent was told may be sent
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -243,8 +249,12 @@ class _Sender:
 
     # Reading the chunks.
 
-    def _next_row(self) -> tuple[int, SpooledRow] | None:
-        """Return the next row to send and its chunk; None when none is handed yet."""
+    def _next_row(self, *, to_send: bool = True) -> tuple[int, SpooledRow] | None:
+        """Return the next row and its chunk; None when none is handed out yet.
+
+        Args:
+            to_send: The row may be sent: the parent hears of it first.
+        """
         while True:
             if self._rows is None or self._chunk is None:
                 if not self._queue:
@@ -252,21 +262,28 @@ class _Sender:
                 self._chunk = self._queue.popleft()
                 self._open[self._chunk] = 0
                 self._rows = read_chunk(self._chunk_path(self._chunk), remove=False)
-                # Said now, before any of its messages goes out (see the
-                # module's docstring): the parent answers with another chunk.
-                self._send_now(("s", self._chunk))
+                self._taken = self._announced = 0
+                # The parent answers with another chunk.
+                self._add(("s", self._chunk))
             row = next(self._rows, None)
             if row is None:
                 self._read_whole.add(self._chunk)
                 self._maybe_done(self._chunk)
                 self._rows = None
                 continue
+            if to_send and self._taken >= self._announced:
+                # Said before any of these rows goes out: should this process
+                # die, the parent knows the rows after them were never sent.
+                self._announced = self._taken + TAKE_AHEAD
+                self._send_now(("t", self._chunk, self._announced))
+            self._taken += 1
             self._open[self._chunk] += 1
             return self._chunk, row
 
     def _put_back(self, chunk: int, row: SpooledRow) -> None:
         assert self._rows is not None  # noqa: S101 - it was just read from
         self._open[chunk] -= 1
+        self._taken -= 1
         self._rows = itertools.chain((row,), self._rows)
 
     def _chunk_path(self, chunk: int) -> Path:
@@ -350,7 +367,7 @@ class _Sender:
 
     def _report_rest(self, reason: str) -> None:
         """Report ``pending`` for every row handed to this sender and not taken."""
-        while (found := self._next_row()) is not None:
+        while (found := self._next_row(to_send=False)) is not None:
             chunk, spooled = found
             row = spooled.row
             outcome: SendResult | InvalidRow

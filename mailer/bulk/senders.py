@@ -112,6 +112,7 @@ class _Child:
     results: int  # read end (non-blocking)
     reader: FrameReader = field(default_factory=FrameReader)
     reported: dict[int, set[int]] = field(default_factory=dict)  # chunk -> positions
+    taken: dict[int, int] = field(default_factory=dict)  # chunk -> rows it may send
     at_eof: bool = False
     said_end: bool = False  # it sent ("e",): it ended as it should
     told_end: bool = False  # it was sent ("z",)
@@ -299,9 +300,12 @@ class SenderRun:
                     yield position, line, outcome
             elif kind == "s":
                 self._started(child, item[1])
+            elif kind == "t":
+                child.taken[item[1]] = item[2]
             elif kind == "d":
                 self.dealer.finished(child.number, item[1])
                 child.reported.pop(item[1], None)
+                child.taken.pop(item[1], None)
                 with contextlib.suppress(OSError):
                     self.spool.chunk_path(item[1]).unlink()
             elif kind == "e":
@@ -392,7 +396,7 @@ class SenderRun:
         if child.said_end and not child.reader.is_partial:
             return []
         how = _how_it_ended(child.status)
-        self._stop_all(_STOPPED_FOR_DEATH.format(how=how))
+        self._stop_all(f"not sent: {_STOPPED_FOR_DEATH.format(how=how)}")
         outcomes = list(self._left_by(child, how))
         self.dealer.forget(child.number)
         return outcomes
@@ -401,12 +405,15 @@ class SenderRun:
         """Yield an outcome for each row a dead sender held and did not report."""
         died = _DIED.format(pid=child.pid, how=how)
         before = _DIED_BEFORE.format(pid=child.pid, how=how)
-        for chunk, started in self.dealer.unfinished(child.number):
+        for chunk, _ in self.dealer.unfinished(child.number):
             reported = child.reported.get(chunk, set())
-            for spooled in self._read(chunk):
+            taken = child.taken.get(chunk, 0)
+            for index, spooled in enumerate(self._read(chunk)):
                 if spooled.position in reported:
                     continue
-                yield self._not_reported(spooled, died if started else before, started)
+                may_have_gone = index < taken
+                reason = died if may_have_gone else before
+                yield self._not_reported(spooled, reason, may_have_gone)
 
     def _not_reported(
         self, spooled: SpooledRow, reason: str, may_have_gone: bool
