@@ -17,8 +17,9 @@ the next), ``("t", chunk, rows)`` before the first ``rows`` rows of a chunk
 may be sent (sent at once, ``TAKE_AHEAD`` rows at a time: should this
 process die, the parent knows which rows may have gone out and which were
 never taken), ``("d", chunk)`` once every row of a chunk has a result, and
-``("e",)`` at the end. A pipe from the parent that closes before ``("z",)``
-means the parent died: this process exits at once.
+``("e",)`` at the end. The parent keeps its pipe open until this process has
+ended: a pipe that closes means the parent died, and this process exits at
+once.
 """
 
 from __future__ import annotations
@@ -192,11 +193,10 @@ class _Sender:
         except BlockingIOError:
             return
         if not data:
-            if not self._ended:
-                # The parent died (a second Ctrl-C, a kill): no one is left to
-                # hear of these messages, and no sender outlives its batch.
-                os._exit(EXIT_ORPHANED)
-            return
+            # The parent keeps this pipe open until this process has ended:
+            # it died (a second Ctrl-C, a kill). No one is left to hear of
+            # these messages, and no sender outlives its batch.
+            os._exit(EXIT_ORPHANED)
         for command in self._reader.feed(data):
             kind = command[0]
             if kind == "c":

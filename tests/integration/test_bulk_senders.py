@@ -202,6 +202,44 @@ async def test_a_stop_mid_batch_leaves_every_row_sent_or_pending_once(
     await wait_gone(started.pids)
 
 
+async def start_cli(
+    server: SMTPTestServer, rows: Path, report: Path, **settings: str
+) -> asyncio.subprocess.Process:
+    """Start ``mailer send`` to ``server`` in its own process group, two workers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env |= settings
+    env |= {
+        "MAILER_SMTP_HOST": server.host,
+        "MAILER_SMTP_PORT": str(server.port),
+        "MAILER_SMTP_TLS": "none",
+        "MAILER_FROM": "shop@example.test",
+        "MAILER_TEMPLATES_DIR": str(EXAMPLES / "templates"),
+        "MAILER_WORKERS": "2",
+    }
+    return await asyncio.create_subprocess_exec(
+        *MAILER,
+        "send",
+        "-t",
+        "welcome",
+        "-r",
+        str(rows),
+        "--report",
+        str(report),
+        cwd=rows.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as in a terminal
+    )
+
+
+async def wait_for_mail(server: SMTPTestServer, count: int) -> None:
+    """Wait until the server has received ``count`` messages."""
+    async with asyncio.timeout(60):
+        while len(server.outbox) < count:  # noqa: ASYNC110 - no event for it
+            await asyncio.sleep(0.01)
+
+
 async def test_ctrl_c_to_the_process_group_while_senders_send(
     tmp_path: Path,
 ) -> None:
@@ -210,33 +248,8 @@ async def test_ctrl_c_to_the_process_group_while_senders_send(
     report_path = tmp_path / "report.jsonl"
     async with SMTPTestServer() as server:
         server.faults.delay(END_OF_DATA, 0.005)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-        env |= {
-            "MAILER_SMTP_HOST": server.host,
-            "MAILER_SMTP_PORT": str(server.port),
-            "MAILER_SMTP_TLS": "none",
-            "MAILER_FROM": "shop@example.test",
-            "MAILER_TEMPLATES_DIR": str(EXAMPLES / "templates"),
-            "MAILER_WORKERS": "2",
-        }
-        process = await asyncio.create_subprocess_exec(
-            *MAILER,
-            "send",
-            "-t",
-            "welcome",
-            "-r",
-            str(rows),
-            "--report",
-            str(report_path),
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group, as in a terminal
-        )
-        async with asyncio.timeout(60):
-            while len(server.outbox) < 200:  # noqa: ASYNC110 - the senders send
-                await asyncio.sleep(0.01)
+        process = await start_cli(server, rows, report_path)
+        await wait_for_mail(server, 200)
         children = children_of(process.pid)
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
@@ -254,6 +267,46 @@ async def test_ctrl_c_to_the_process_group_while_senders_send(
     sent = sorted(line["to"] for line in lines if line["status"] == "sent")
     assert sorted(r for m in mail for r in m.envelope.rcpt_tos) == sent
     assert {line["status"] for line in lines} == {"sent", "pending"}
+
+
+@pytest.mark.parametrize("how", ["second_ctrl_c", "parent_killed"])
+async def test_no_sender_outlives_a_parent_that_quits_at_once(
+    tmp_path: Path, how: str
+) -> None:
+    """A second Ctrl-C, or the CLI killed: its senders end at once, mid-batch."""
+    rows = rows_file(tmp_path, 4000)
+    async with SMTPTestServer() as server:
+        # No reply for a minute: a sender left alone would wait that long,
+        # with nothing to report (a report to a dead parent ends a sender).
+        server.faults.delay(END_OF_DATA, 60)
+        process = await start_cli(
+            server,
+            rows,
+            tmp_path / "report.jsonl",
+            MAILER_TIMEOUT="60",
+            MAILER_SHUTDOWN_GRACE="60",
+        )
+        # One connection per sender: until a first message has gone through,
+        # a batch tries one at a time.
+        async with asyncio.timeout(60):
+            while server.active_sessions < 2:  # noqa: ASYNC110 - no event for it
+                await asyncio.sleep(0.01)
+        children = children_of(process.pid)
+        if how == "second_ctrl_c":
+            os.killpg(process.pid, signal.SIGINT)
+            await asyncio.sleep(0.2)
+            os.kill(process.pid, signal.SIGINT)
+        else:
+            os.kill(process.pid, signal.SIGKILL)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert len(children) == 2
+        await wait_gone(children, within=10)
+    if how == "second_ctrl_c":
+        assert process.returncode == 130
+        assert "quitting now" in stderr.decode()
+        assert "Traceback" not in stderr.decode()
+    else:
+        assert process.returncode == -signal.SIGKILL
 
 
 def children_of(pid: int) -> list[int]:
@@ -310,6 +363,8 @@ async def test_a_sender_killed_mid_batch_leaves_its_rows_pending_and_ends(
     # one the killed sender sent and could not report: "may have been sent".
     for result in report.results:
         address = result.to[0]
+        if result.error and "before its turn" in result.error:
+            assert address not in received  # never taken: surely not sent
         if result.is_sent:
             assert received[address] == 1
         elif address in received:
