@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import sys
@@ -35,7 +36,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from mailer.bulk.checkpass import RowRenderer
 from mailer.bulk.handout import FrameReader, ResultBatch, frame
@@ -105,6 +106,7 @@ def run_sender(job: SenderJob, commands: int, results: int) -> NoReturn:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        _own_standard_streams()
         # Forked from inside the parent's running loop: this thread still
         # says it runs one. A new loop of its own, never the parent's.
         asyncio._set_running_loop(None)
@@ -123,6 +125,41 @@ def run_sender(job: SenderJob, commands: int, results: int) -> NoReturn:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _own_standard_streams() -> None:
+    """Write to standard output and error through new file objects of our own.
+
+    The parent's may be a progress bar's proxy (rich redirects ``sys.stderr``
+    while it draws), and a lock of theirs may have been held by one of the
+    parent's threads at the fork, a thread this process does not have: a
+    log record written through them could hang, or draw the bar again. The
+    file descriptors are the same: lines still reach the same terminal.
+    """
+    replaced: dict[int, TextIO] = {}
+    for name, descriptor in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, f"__{name}__", None) or getattr(sys, name)
+        new = open(  # noqa: SIM115 - this process's stream until it exits
+            descriptor,
+            "w",
+            encoding=getattr(old, "encoding", None) or "utf-8",
+            errors=getattr(old, "errors", None) or "backslashreplace",
+            closefd=False,
+            buffering=1,
+        )
+        replaced[id(old)] = replaced[id(getattr(sys, name))] = new
+        setattr(sys, name, new)
+    loggers: list[logging.Logger | logging.PlaceHolder] = [
+        logging.getLogger(),
+        *logging.Logger.manager.loggerDict.values(),
+    ]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            stream = getattr(handler, "stream", None)
+            if isinstance(handler, logging.StreamHandler) and id(stream) in replaced:
+                # Not setStream: it would flush the old stream, and wait for
+                # its lock.
+                handler.stream = replaced[id(stream)]
 
 
 def pending(row: SpooledRow, reason: str) -> SendResult:

@@ -74,7 +74,10 @@ _DIED = (
 _DIED_BEFORE = (
     "not sent: the sender process {pid} ended unexpectedly ({how}) before its turn"
 )
-_STOPPED_FOR_DEATH = "stopped: a sender process ended unexpectedly ({how})"
+_STOPPED_FOR_DEATH = (
+    "stopped: a sender process ended unexpectedly ({how}); --workers 1 "
+    "(MAILER_WORKERS=1) sends from one process"
+)
 
 
 def sender_count(client: MessageClient, spool: Spool) -> int:

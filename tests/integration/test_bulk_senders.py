@@ -430,6 +430,46 @@ async def test_a_timeout_in_a_sender_comes_back_as_a_failure(
     assert report.sent == 599
 
 
+async def test_a_file_changed_under_the_senders_stops_them_the_rest_pending(
+    tmp_path: Path, settings_for: Settings
+) -> None:
+    """The recipients file rewritten mid-run: every sender stops, the rest pending."""
+    rows = rows_file(tmp_path, 3000)
+    started = Started()
+    seen = 0
+
+    def rewrite(_: object) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == 100:
+            with rows.open("a", encoding="utf-8") as handle:
+                handle.write("late@example.test,Late,C-x,pro\n")
+
+    async with SMTPTestServer() as server:
+        server.faults.delay(END_OF_DATA, 0.005)
+        report = await asyncio.wait_for(
+            send_messages(
+                "welcome",
+                RecipientFile(rows),
+                settings=settings_for(server, workers=2),
+                on_result=rewrite,
+            ),
+            timeout=120,
+        )
+        mail = list(server.outbox)
+    assert len(started.pids) == 2
+    accounted(report, 3000)
+    sent = sorted(r.to[0] for r in report.results if r.is_sent)
+    assert sorted(r for m in mail for r in m.envelope.rcpt_tos) == sent
+    assert 100 <= len(sent) < 1000
+    reasons = {r.error for r in report.results if not r.is_sent}
+    assert len(reasons) == 1
+    (reason,) = reasons
+    assert reason is not None
+    assert "changed while the batch was running" in reason
+    await wait_gone(started.pids)
+
+
 @pytest.mark.parametrize(
     "case", ["journal", "rate_limit", "one_chunk", "workers_1", "concurrency_1"]
 )
