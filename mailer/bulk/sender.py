@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from mailer.bulk.checkpass import RowRenderer
-from mailer.bulk.handout import FrameReader, ResultBatch, frame
+from mailer.bulk.handout import FrameReader, ResultBatch, frame, pack_result
 from mailer.bulk.identity import CheckedRows
 from mailer.bulk.recipients import DuplicateRow, InvalidRow
 from mailer.bulk.spool import SpooledRow, read_chunk
@@ -247,6 +247,8 @@ class _Sender:
     # Results to the parent.
 
     def _report(self, chunk: int, position: int, line: int, outcome: Any) -> None:
+        if isinstance(outcome, SendResult):
+            outcome = pack_result(outcome)  # a tenth of the cost of pickling it
         self._add(("r", chunk, position, line, outcome))
         self._open[chunk] -= 1
         self._maybe_done(chunk)

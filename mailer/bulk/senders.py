@@ -47,6 +47,7 @@ from mailer.bulk.handout import (
     FrameReader,
     concurrency_shares,
     frame,
+    unpack_result,
 )
 from mailer.bulk.identity import CheckedRows
 from mailer.bulk.recipients import DuplicateRow
@@ -295,12 +296,10 @@ class SenderRun:
             if kind == "r":
                 _, chunk, position, line, outcome = item
                 child.reported.setdefault(chunk, set()).add(position)
-                if isinstance(outcome, DuplicateRow) or not isinstance(
-                    outcome, SendResult
-                ):
+                if isinstance(outcome, tuple):
+                    yield position, line, unpack_result(outcome)
+                else:  # a row not sent: repeated, or no longer rendering
                     yield -1, line, outcome
-                else:
-                    yield position, line, outcome
             elif kind == "s":
                 self._started(child, item[1])
             elif kind == "t":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,19 @@ from mailer import MailerSettings
 from mailer.bulk import senders
 from mailer.bulk.handout import (
     AHEAD_PER_SENDER,
+    RESULT_FIELDS,
     ChunkDealer,
     FrameReader,
     ResultBatch,
     concurrency_shares,
     frame,
+    pack_result,
+    unpack_result,
 )
 from mailer.bulk.spool import Spool
 from mailer.delivery.client import MessageClient, generate_message_client
+from mailer.delivery.results import SendResult, SendStatus
+from mailer.replies import RecipientStatus, Reply
 from mailer.testing import MemoryTransport, capture_mail
 
 
@@ -191,3 +197,32 @@ def test_an_injected_transport_keeps_one_process(spool: Spool) -> None:
     )
     with capture_mail():
         assert senders.sender_count(generate_message_client(settings), spool) == 1
+
+
+def test_a_packed_result_unpacks_equal_with_every_field() -> None:
+    """pack_result keeps every SendResult field: replies, refusals, statuses."""
+    result = SendResult.of(
+        SendStatus.FAILED,
+        to=("a@example.test", "b@example.test"),
+        message_id="<1@example.test>",
+        recipients={
+            "a@example.test": RecipientStatus.ACCEPTED,
+            "b@example.test": RecipientStatus.REJECTED,
+        },
+        refused={"b@example.test": Reply(550, "5.1.1 no such user")},
+        reply=Reply(421, "4.3.2 try later"),
+        error="421 try later",
+        transient=True,
+        attempts=3,
+        ambiguous=True,
+    )
+    assert tuple(f.name for f in dataclasses.fields(SendResult)) == RESULT_FIELDS
+    assert unpack_result(pack_result(result)) == result
+    plain = SendResult.of(
+        SendStatus.SENT,
+        to=("a@example.test",),
+        message_id=None,
+        recipients={},
+        refused={},
+    )
+    assert unpack_result(pack_result(plain)) == plain
