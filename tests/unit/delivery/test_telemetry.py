@@ -186,6 +186,19 @@ def test_no_outcome_record_is_built_when_nobody_listens(
         logging.getLogger("mailer.outcome").setLevel(logging.NOTSET)
 
 
+def test_the_cli_text_format_builds_no_outcome_record() -> None:
+    """`mailer send` in text mode turns the outcome records off, and back after."""
+    from mailer.cli.logs import LogFormat, configured_logging
+
+    outcome = logging.getLogger("mailer.outcome")
+    assert outcome.isEnabledFor(logging.WARNING)
+    with configured_logging(LogFormat.TEXT):
+        assert not outcome.isEnabledFor(logging.WARNING)
+    assert outcome.isEnabledFor(logging.WARNING)
+    with configured_logging(LogFormat.JSON):
+        assert outcome.isEnabledFor(logging.INFO)
+
+
 # -- OpenTelemetry ------------------------------------------------------------
 
 
