@@ -466,7 +466,8 @@ async def _send_spooled(
         async for index, result in client.stream(run.messages(), stop=stop):
             for position, line, outcome in run.drain():
                 yield _Outcome(position, line, outcome)
-            yield _Outcome(index, run.lines.pop(index), result)
+            position, line = run.lines.pop(index)
+            yield _Outcome(position, line, result)
     for position, line, outcome in run.drain():
         yield _Outcome(position, line, outcome)
     async for position, line, outcome in run.rest():

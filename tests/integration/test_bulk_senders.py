@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import mailer.bulk.senders as senders
+import mailer.bulk.spool as spool_module
 from mailer import MailerSettings, RecipientFile, SendStatus, send_messages
 from mailer.bulk.report import BatchReport
 from mailer.delivery.control import StopEvent
@@ -514,3 +515,51 @@ async def test_use_transport_keeps_the_batch_and_its_outbox_in_this_process(
     assert started.pids == []
     assert report.sent == 700
     assert len(outbox) == 700
+
+
+async def test_repeats_unpreparable_and_unspooled_rows_end_as_in_one_process(
+    tmp_path: Path, settings_for: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dedupe repeats, rows over the size limit and rows rendered at their turn, in senders."""
+    path = tmp_path / "rows.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "name", "customer_id", "plan"])
+        for n in range(900):
+            email = f"user{n % 800}@example.test"  # rows 800.. repeat 0..99
+            # Rows 300..304 carry 40 kB: over the size limit, failed unsent.
+            customer = "C" * 40_000 if 300 <= n < 305 else f"C-{n}"
+            writer.writerow([email, f"User {n}", customer, "pro"])
+
+    async def run(workers: int) -> BatchReport:
+        async with SMTPTestServer() as server:
+            report = await send_messages(
+                "welcome",
+                RecipientFile(path),
+                settings=settings_for(server, workers=workers, max_message_size=30_000),
+                dedupe=True,
+            )
+            received = sorted(r for m in server.outbox for r in m.envelope.rcpt_tos)
+        sent = sorted(r.to[0] for r in report.results if r.is_sent)
+        assert received == sent
+        return report
+
+    started = Started()
+    alone = await run(1)
+    assert started.pids == []
+    # Every message is over the spool's limit: each is rendered again by a sender.
+    monkeypatch.setattr(spool_module, "SPOOLED_SIZE_LIMIT", 10)
+    pooled = await run(2)
+    assert len(started.pids) == 2
+    for report in (alone, pooled):
+        assert report.duplicates == 100
+        assert report.failed == 5
+        assert report.sent == 795
+    assert [(r.to, r.status, r.error) for r in pooled.results] == [
+        (r.to, r.status, r.error) for r in alone.results
+    ]
+    failed = [r for r in pooled.results if r.status is SendStatus.FAILED]
+    assert [r.to[0] for r in failed] == [
+        f"user{n}@example.test" for n in range(300, 305)
+    ]
+    assert all(r.attempts == 0 for r in failed)  # never tried: unsent
