@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import itertools
 import os
 import signal
 import sys
@@ -55,6 +57,7 @@ from mailer.bulk.sender import SenderJob, pending, run_sender
 from mailer.bulk.spool import Spool, SpooledRow, read_chunk
 from mailer.bulk.spooled import SpoolOutcome
 from mailer.bulk.workers import worker_count
+from mailer.config.settings import MailerSettings
 from mailer.delivery import client as client_module
 from mailer.delivery.client import MessageClient
 from mailer.delivery.results import SendResult, SendStatus
@@ -230,17 +233,27 @@ class SenderRun:
     def _fork_all(self) -> None:
         shares = concurrency_shares(self.settings.concurrency, self.count)
         relay = self.settings.relays[0]
-        for number, share in enumerate(shares):
-            job = SenderJob(
-                number,
-                self.settings.model_copy(update={"concurrency": share}),
-                relay.model_copy(update={"concurrency": share}),
-                self.render,
-                self.checked,
-                self.spool.path,
-                self.dedupe,
-            )
-            self.children.append(self._fork(job))
+        # The objects this process holds now are the senders' too, shared
+        # page by page until written: kept out of the cyclic collector's
+        # reach, a sender's collections do not write (so copy) every page.
+        gc.freeze()
+        try:
+            for number, share in enumerate(shares):
+                self._fork_one(number, share, relay)
+        finally:
+            gc.unfreeze()
+
+    def _fork_one(self, number: int, share: int, relay: MailerSettings) -> None:
+        job = SenderJob(
+            number,
+            self.settings.model_copy(update={"concurrency": share}),
+            relay.model_copy(update={"concurrency": share}),
+            self.render,
+            self.checked,
+            self.spool.path,
+            self.dedupe,
+        )
+        self.children.append(self._fork(job))
 
     def _fork(self, job: SenderJob) -> _Child:
         commands_read, commands_write = os.pipe()
@@ -386,11 +399,11 @@ class SenderRun:
     async def _reap(self, child: _Child) -> list[SpoolOutcome]:
         """Reap a sender whose pipe closed; return the outcomes of rows it left."""
         # Its pipe closes as it exits: a moment at most, unless it closed it
-        # and hangs (then it is killed).
-        for _ in range(200):
+        # and hangs (then it is killed, after about 2 s).
+        for wait in itertools.chain((0.001,) * 20, (0.01,) * 200):
             if self._wait(child, block=False):
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(wait)
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGKILL)
