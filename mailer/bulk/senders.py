@@ -212,7 +212,10 @@ class SenderRun:
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except TimeoutError:
-                    self._kill_all()  # stuck past its grace: reported below
+                    # Stuck past its grace: killed, its rows reported as a dead
+                    # sender's once its pipe closes (a moment).
+                    self._kill_all()
+                    deadline = time.monotonic() + STOP_MARGIN
             for outcome in self._never_handed():
                 yield outcome
         finally:
