@@ -127,6 +127,10 @@ def check_encodable(value: str, *, field: str) -> None:
         MessageError: ``value`` holds a lone surrogate (text decoded with
             ``errors="surrogateescape"``, or a broken JSON escape).
     """
+    # Only a lone surrogate stops UTF-8: trying is many times cheaper than
+    # the search, which then says where it is.
+    if value.isascii() or _is_utf8(value):
+        return
     match = _SURROGATE.search(value)
     if match:
         raise MessageError(
@@ -134,6 +138,14 @@ def check_encodable(value: str, *, field: str) -> None:
             f"position {match.start()})",
             field=field,
         )
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_header_text(value: str, *, field: str) -> None:
