@@ -308,6 +308,14 @@ def new_boundary(*bodies: bytes, seed: str | None = None) -> str:
             token = hashlib.sha256(source).hexdigest()[:24]
         # "=_" never appears in quoted-printable or base64 output.
         boundary = f"=_mailer_{token}"
-        if not any(boundary.encode("ascii") in body for body in bodies):
+        if not _occurs_in(boundary.encode("ascii"), bodies):
             return boundary
         attempt += 1
+
+
+def _occurs_in(needle: bytes, bodies: Iterable[bytes]) -> bool:
+    # A loop, not any() over a generator: that cost more than the searches.
+    for body in bodies:  # noqa: SIM110
+        if needle in body:
+            return True
+    return False
