@@ -129,6 +129,10 @@ def fold(name: str, tokens: Sequence[str]) -> str:
     Returns:
         The whole header field, ``Name: value`` plus CRLF, possibly on several lines.
     """
+    field = f"{name}: {' '.join(tokens)}"
+    if len(field) <= SOFT_LINE_LIMIT:
+        # Fits one line: the loop below would fold nothing.
+        return field + CRLF
     lines: list[str] = []
     line = f"{name}:"
     has_value = False
@@ -162,8 +166,8 @@ def unstructured_tokens(value: str, *, name: str) -> list[str]:
     if (
         _PLAIN_TEXT.fullmatch(value)
         and not _looks_encoded(value)
+        # Then no word is longer either.
         and len(name) + 2 + len(value) <= HARD_LINE_LIMIT
-        and max(map(len, value.split(" "))) <= HARD_LINE_LIMIT - len(name) - 2
     ):
         return value.split(" ")
     return encoded_words(value, first_budget=SOFT_LINE_LIMIT - len(name) - 2)
