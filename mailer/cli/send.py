@@ -411,7 +411,8 @@ async def _send(
                 pending = outcome.status is SendStatus.PENDING and not quiet_failures
                 if pending and first_pending is None:
                     first_pending = outcome
-                progress.advance(task)
+                if not progress.disable:  # no terminal: skip its bookkeeping
+                    progress.advance(task)
         for row in batch.invalid_rows:
             report.write({"line": row.line, "status": "invalid", "error": row.error})
     elapsed = time.perf_counter() - started

@@ -61,3 +61,47 @@ async def test_a_name_that_does_not_resolve_is_a_connect_error(
         match="cannot reach smtp.example.test:25: Name or service not known",
     ):
         await open_socket("smtp.example.test", 25, limit=5)
+
+
+async def test_an_ip_literal_is_connected_without_a_resolver_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """127.0.0.1 (or ::1) needs no getaddrinfo in a thread; a host name still gets it."""
+    loop = asyncio.get_running_loop()
+    asked: list[object] = []
+    resolve = loop.getaddrinfo
+
+    async def counted(host: str, *args: object, **kwargs: object) -> object:
+        asked.append(host)
+        return await resolve(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "getaddrinfo", counted)
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        sock = await open_socket("127.0.0.1", port, limit=5)
+        assert sock.getpeername() == ("127.0.0.1", port)
+        sock.close()
+        assert asked == []
+        sock = await open_socket("localhost", port, limit=5)
+        sock.close()
+    assert asked == ["localhost"]
+
+
+async def test_the_ehlo_name_is_asked_of_the_system_once_per_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """socket.getfqdn() runs once, however many connections follow."""
+    from mailer.transports.smtp import sockets
+
+    calls: list[int] = []
+
+    def fqdn() -> str:
+        calls.append(1)
+        return "client.example.test"
+
+    monkeypatch.setattr(sockets, "_LOCAL_FQDN", [])
+    monkeypatch.setattr(socket, "getfqdn", fqdn)
+    names = [await sockets.local_fqdn() for _ in range(3)]
+    assert names == ["client.example.test"] * 3
+    assert calls == [1]

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
+from typing import Any
 
 from mailer.exceptions import ConnectError, DeliveryTimeoutError
+
+# What socket.getaddrinfo returns for one address.
+_AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
 
 
 async def open_socket(host: str, port: int, *, limit: float) -> socket.socket:
@@ -33,7 +38,9 @@ async def open_socket(host: str, port: int, *, limit: float) -> socket.socket:
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(limit):
-            addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            addresses = _numeric(host, port) or await loop.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
             last_error: OSError | None = None
             for family, kind, proto, _, address in addresses:
                 sock = socket.socket(family, kind, proto)
@@ -62,3 +69,33 @@ async def open_socket(host: str, port: int, *, limit: float) -> socket.socket:
     raise ConnectError(f"cannot reach {server}: {reason}", transient=True) from (
         last_error
     )
+
+
+def _numeric(host: str, port: int) -> Sequence[_AddressInfo]:
+    """Return the address of an IP literal at once, or [] for a host name.
+
+    ``loop.getaddrinfo`` runs in a thread even for ``127.0.0.1``; a pool that
+    reconnects every ``MAILER_POOL_MAX_MESSAGES`` paid that hop each time.
+    ``AI_NUMERICHOST`` never asks a resolver: it answers or refuses at once.
+    """
+    try:
+        return socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+        )
+    except (socket.gaierror, UnicodeError):
+        return []
+
+
+# This host's name for EHLO, once known (a process asks only once).
+_LOCAL_FQDN: list[str] = []
+
+
+async def local_fqdn() -> str:
+    """Return ``socket.getfqdn()``, asked once per process (in a thread: DNS).
+
+    aiosmtplib asks it in a thread on every connect when no EHLO name is set
+    (``MAILER_SMTP_LOCAL_HOSTNAME``); the name does not change during a run.
+    """
+    if not _LOCAL_FQDN:
+        _LOCAL_FQDN.append(await asyncio.to_thread(socket.getfqdn))
+    return _LOCAL_FQDN[0]
