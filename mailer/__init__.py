@@ -1,6 +1,5 @@
 """mailer: templated email over real SMTP, sent concurrently, and easy to test."""
 
-import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from mailer.bulk.attachments import RowAttachments
@@ -64,12 +63,6 @@ from mailer.transports.ratelimit import LocalRateLimiter, RateLimiter
 
 # The name on the package index: "mailer" there is an unrelated 2015 project.
 DISTRIBUTION = "aiomailer"
-
-# A library's loggers get a NullHandler and nothing else (the logging HOWTO):
-# an application that configured no logging then prints none of mailer's
-# records, where Python's last-resort handler printed every failed message's
-# WARNING on stderr (and formatting each cost a batch ~0.1 ms per refusal).
-logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 try:
     __version__ = version(DISTRIBUTION)
