@@ -497,38 +497,3 @@ async def test_closing_while_one_sender_gave_up_still_sends_the_other() -> None:
     assert result.is_sent
     assert [m.subject for m in server.outbox] == ["Message 2"]
     assert elapsed < QUIT_TIMEOUT + 2
-
-
-# -- EHLO's name: socket.getfqdn(), asked once, unless MAILER_SMTP_LOCAL_HOSTNAME --
-
-
-async def test_every_connection_greets_with_the_host_name_asked_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Three connections: EHLO names getfqdn()'s answer each time; it was asked once."""
-    import socket
-
-    from mailer.transports.smtp import sockets
-
-    asked: list[int] = []
-
-    def fqdn() -> str:
-        asked.append(1)
-        return "client.example.test"
-
-    monkeypatch.setattr(sockets, "_LOCAL_FQDN", [])
-    monkeypatch.setattr(socket, "getfqdn", fqdn)
-    async with SMTPTestServer() as server:
-        for n in range(3):
-            await send_one(server, message(n))
-        named = await send_one(
-            server, message(9), smtp_local_hostname="mx.example.test"
-        )
-    assert named.is_sent
-    assert [mail.session.helo for mail in server.outbox if mail.session] == [
-        "client.example.test",
-        "client.example.test",
-        "client.example.test",
-        "mx.example.test",
-    ]
-    assert asked == [1]

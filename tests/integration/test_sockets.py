@@ -86,22 +86,3 @@ async def test_an_ip_literal_is_connected_without_a_resolver_thread(
         sock = await open_socket("localhost", port, limit=5)
         sock.close()
     assert asked == ["localhost"]
-
-
-async def test_the_ehlo_name_is_asked_of_the_system_once_per_process(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """socket.getfqdn() runs once, however many connections follow."""
-    from mailer.transports.smtp import sockets
-
-    calls: list[int] = []
-
-    def fqdn() -> str:
-        calls.append(1)
-        return "client.example.test"
-
-    monkeypatch.setattr(sockets, "_LOCAL_FQDN", [])
-    monkeypatch.setattr(socket, "getfqdn", fqdn)
-    names = [await sockets.local_fqdn() for _ in range(3)]
-    assert names == ["client.example.test"] * 3
-    assert calls == [1]

@@ -18,7 +18,7 @@ from mailer.transports.smtp.dialogue import DialogueSMTP
 from mailer.transports.smtp.greeting import greet
 from mailer.transports.smtp.limits import check_server_size, server_size_limit
 from mailer.transports.smtp.login import log_in
-from mailer.transports.smtp.sockets import local_fqdn, open_socket
+from mailer.transports.smtp.sockets import open_socket
 from mailer.transports.smtp.tls import TLSPolicy
 
 # Closing politely waits this long for the reply to QUIT (RFC 5321 4.1.1.10
@@ -87,9 +87,6 @@ class SMTPConnection:
         after them has ``MAILER_TIMEOUT``.
         """
         settings = self._settings
-        if self._smtp.local_hostname is None:
-            # aiosmtplib asks socket.getfqdn() in a thread on every connect.
-            self._smtp.local_hostname = await local_fqdn()
         sock = await open_socket(
             settings.smtp_host, settings.port, limit=settings.connect_timeout
         )

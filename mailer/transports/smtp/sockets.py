@@ -84,18 +84,3 @@ def _numeric(host: str, port: int) -> Sequence[_AddressInfo]:
         )
     except (socket.gaierror, UnicodeError):
         return []
-
-
-# This host's name for EHLO, once known (a process asks only once).
-_LOCAL_FQDN: list[str] = []
-
-
-async def local_fqdn() -> str:
-    """Return ``socket.getfqdn()``, asked once per process (in a thread: DNS).
-
-    aiosmtplib asks it in a thread on every connect when no EHLO name is set
-    (``MAILER_SMTP_LOCAL_HOSTNAME``); the name does not change during a run.
-    """
-    if not _LOCAL_FQDN:
-        _LOCAL_FQDN.append(await asyncio.to_thread(socket.getfqdn))
-    return _LOCAL_FQDN[0]
