@@ -242,7 +242,11 @@ class WorkerPool:
                     room = spool.lend(len(items) * SPOOLED_SIZE_LIMIT)
                     path = str(spool.chunk_path(number))
                     sent = [_to_worker(item) for item in items]
-                    future = self._pool.submit(_check_chunk, path, sent, room)
+                    try:
+                        future = self._pool.submit(_check_chunk, path, sent, room)
+                    except BrokenProcessPool:
+                        # A worker died after the last answer was taken.
+                        raise _broken(stop) from None
                     ahead.append((items, room, future))
                 if not ahead:
                     break
@@ -273,10 +277,15 @@ class WorkerPool:
         try:
             return future.result()
         except BrokenProcessPool:
-            if stop is not None and stop.is_set():
-                raise CheckInterruptedError from None  # the signal reached it too
-            raise WorkerError(
-                "a worker process rendering the batch ended unexpectedly (killed, "
-                "or out of memory?); nothing was sent: run again, or with "
-                "--workers 1 (MAILER_WORKERS=1) to render in one process"
-            ) from None
+            raise _broken(stop) from None
+
+
+def _broken(stop: asyncio.Event | None) -> Exception:
+    """Return the error for a pool whose worker died (or was stopped by a signal)."""
+    if stop is not None and stop.is_set():
+        return CheckInterruptedError()  # the signal reached it too
+    return WorkerError(
+        "a worker process rendering the batch ended unexpectedly (killed, "
+        "or out of memory?); nothing was sent: run again, or with "
+        "--workers 1 (MAILER_WORKERS=1) to render in one process"
+    )
