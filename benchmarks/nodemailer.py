@@ -47,7 +47,8 @@ from throughput import write_rows
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 NODE_DIR = HERE / ".node"
-NODEMAILER = "nodemailer@>=6.9 <11"  # npm ranges: a space, not a comma
+# npm ranges are space-separated (a comma is read as a tag name).
+NODEMAILER = "nodemailer@>=6.9 <8"
 SENDER = "Example Shop <shop@example.test>"
 TEMPLATES = ROOT / "examples" / "templates"
 

@@ -245,7 +245,7 @@ class WorkerPool:
                     try:
                         future = self._pool.submit(_check_chunk, path, sent, room)
                     except BrokenProcessPool:
-                        # A worker died before this chunk was handed out.
+                        # A worker died after the last answer was taken.
                         raise _broken(stop) from None
                     ahead.append((items, room, future))
                 if not ahead:
@@ -281,7 +281,7 @@ class WorkerPool:
 
 
 def _broken(stop: asyncio.Event | None) -> Exception:
-    """Return what a pool whose worker died means for the batch."""
+    """Return the error for a pool whose worker died (or was stopped by a signal)."""
     if stop is not None and stop.is_set():
         return CheckInterruptedError()  # the signal reached it too
     return WorkerError(

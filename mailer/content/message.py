@@ -70,8 +70,14 @@ class Envelope:
         # For envelopes made by hand: aiosmtplib would silently rewrite
         # "a@x\r\nRCPT TO:<b@y>" rather than refuse it. Control characters are
         # never valid, so this holds for envelopes a server received as well.
-        for field, address in self._fields():
-            check_no_controls(address, field=field)
+        try:
+            # One check of every address at once; the one at fault is found
+            # (and named) only when there is one.
+            check_no_controls("".join((self.mail_from, *self.rcpt_tos)), field="")
+        except MessageError:
+            for field, address in self._fields():
+                check_no_controls(address, field=field)
+            raise
 
     def check_sendable(self) -> None:
         """Raise unless every address can go on a MAIL or RCPT line as it is.
@@ -212,16 +218,13 @@ class Message:
             default_sender: The From to use when the message has no sender.
         """
         sender = self.sender or default_sender
-        seen: set[str] = set()
-        recipients: list[str] = []
-        for address in (*self.to, *self.cc, *self.bcc):
-            if address.envelope not in seen:
-                seen.add(address.envelope)
-                recipients.append(address.envelope)
+        addresses = (*self.to, *self.cc, *self.bcc)
+        # dict keeps the first of each, in order.
+        recipients = tuple(dict.fromkeys([address.envelope for address in addresses]))
         smtputf8 = sender.needs_smtputf8 or any(
-            a.needs_smtputf8 for a in (*self.to, *self.cc, *self.bcc, *self.reply_to)
+            a.needs_smtputf8 for a in (*addresses, *self.reply_to)
         )
-        return Envelope(sender.envelope, tuple(recipients), smtputf8)
+        return Envelope(sender.envelope, recipients, smtputf8)
 
     def to_bytes(
         self,
