@@ -12,6 +12,10 @@ add up to it), and this process hands them whole chunks, at most
 outcomes ``SpoolSend`` yields in one process: the report, the progress bar and
 the exit code are those of one process.
 
+By default (``MAILER_WORKERS=0``) there are no senders when the relay is on
+this machine (``localhost``, a loopback address): such a server, a Python one
+like ``mailer inbox`` above all, needs cores of its own, and two senders
+beside it made a 2-core machine slower; ``--workers N`` asks for them anyway.
 The send pass stays in one process whenever sending elsewhere would change
 what happens (``sender_count``): a journal (one SQLite writer; that path never
 comes here), a batch of one chunk, ``--workers 1``, a rate limit (its window
@@ -33,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import itertools
 import os
 import signal
@@ -100,6 +105,11 @@ def sender_count(client: MessageClient, spool: Spool) -> int:
         return 1
     if type(client.transport) is not SMTPTransport or len(settings.relays) != 1:
         return 1  # console://, failover: relay health is kept per process
+    if settings.workers == 0 and is_this_machine(settings.relays[0].smtp_host):
+        # Automatic: a server on this machine (mailer inbox, a local Postfix)
+        # needs cores of its own, which senders would take (aiosmtpd on 2
+        # cores: 0.74x the rate). --workers N asks for senders all the same.
+        return 1
     if any(relay.rate_limit is not None for relay in settings.relays):
         return 1  # a rate limit's window is counted per process
     if not client.accepts_prepared:
@@ -107,6 +117,17 @@ def sender_count(client: MessageClient, spool: Spool) -> int:
     if threading.current_thread() is not threading.main_thread():
         return 1  # a sender sets its own signal handlers: main thread only
     return count
+
+
+def is_this_machine(host: str) -> bool:
+    """Return whether ``host`` is this machine: ``localhost``, a loopback address."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name: somewhere else, as far as we know
 
 
 @dataclass

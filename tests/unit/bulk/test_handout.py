@@ -153,6 +153,26 @@ def test_a_batch_of_several_chunks_with_workers_gets_senders(spool: Spool) -> No
 
 
 @pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.1.2.3", "::1", "localhost", "inbox.localhost"]
+)
+def test_a_relay_on_this_machine_gets_senders_only_when_asked(
+    host: str, spool: Spool
+) -> None:
+    """Automatic workers leave a local server its cores; --workers 2 still asks for two."""
+    assert senders.sender_count(client_for(smtp_host=host, workers=0), spool) == 1
+    assert senders.sender_count(client_for(smtp_host=host, workers=2), spool) == 2
+
+
+@pytest.mark.parametrize("host", ["smtp.example.test", "192.0.2.10", "2001:db8::1"])
+def test_a_relay_elsewhere_gets_senders_by_default(host: str, spool: Spool) -> None:
+    """Automatic workers on a multi-core machine: senders for a remote relay."""
+    expected = min(senders.worker_count(0), 5)
+    assert (
+        senders.sender_count(client_for(smtp_host=host, workers=0), spool) == expected
+    )
+
+
+@pytest.mark.parametrize(
     "values",
     [
         {"workers": 1},
