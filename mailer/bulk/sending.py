@@ -40,6 +40,7 @@ from mailer.bulk.recipients import (
 )
 from mailer.bulk.report import BatchReport, ResumeCounts
 from mailer.bulk.resume import stream_with_journal
+from mailer.bulk.senders import SenderRun, sender_count
 from mailer.bulk.spool import CHUNK_ROWS, Spool
 from mailer.bulk.spooled import SpoolSend, check_into_spool
 from mailer.bulk.workers import WorkerPool, has_more_than, worker_count
@@ -452,12 +453,21 @@ async def _send_spooled(
     stop: asyncio.Event | None,
 ) -> AsyncIterator[_Outcome]:
     """Send the checked batch from its spool: nothing is rendered again."""
+    count = sender_count(client, spool)
+    if count > 1:
+        # Sender processes, each with its own client: this one only gathers.
+        await client.aclose()
+        run_in = SenderRun(count, client, job, checked, spool, dedupe=dedupe, stop=stop)
+        async for position, line, outcome in run_in.outcomes():
+            yield _Outcome(position, line, outcome)
+        return
     run = SpoolSend(job, checked, spool, dedupe=dedupe, stop=stop)
     async with client:
         async for index, result in client.stream(run.messages(), stop=stop):
             for position, line, outcome in run.drain():
                 yield _Outcome(position, line, outcome)
-            yield _Outcome(index, run.lines.pop(index), result)
+            position, line = run.lines.pop(index)
+            yield _Outcome(position, line, result)
     for position, line, outcome in run.drain():
         yield _Outcome(position, line, outcome)
     async for position, line, outcome in run.rest():

@@ -119,8 +119,11 @@ class SpoolSend:
         self.spool = spool
         self.dedupe = dedupe
         self.stop = stop
-        self.lines: dict[int, int] = {}  # message index -> row line, while in flight
-        self._indexes = itertools.count()
+        # The client's index of each message in flight -> its row's position
+        # (the report's order) and line. Rows settled without a message (a
+        # failure, a repeat) take no index of the client's.
+        self.lines: dict[int, tuple[int, int]] = {}
+        self._sent = itertools.count()
         self._found: deque[SpoolOutcome] = deque()  # settled while reading
         self._rest: Iterator[SpooledRow] = spool.rows()
         self.changed: RecipientsChangedError | None = None
@@ -157,7 +160,7 @@ class SpoolSend:
                 duration=0.0,
                 recipients=spooled.recipients,
             )
-            self._found.append((next(self._indexes), row.line, spooled.failure))
+            self._found.append((spooled.position, row.line, spooled.failure))
             return None
         message: PreparedMessage | Message | None = spooled.message
         if message is None:
@@ -167,7 +170,7 @@ class SpoolSend:
             except MailerError as exc:
                 self._found.append((-1, row.line, InvalidRow(row.line, str(exc))))
                 return None
-        self.lines[next(self._indexes)] = row.line
+        self.lines[next(self._sent)] = (spooled.position, row.line)
         return message
 
     def drain(self) -> Iterator[SpoolOutcome]:
@@ -199,4 +202,4 @@ class SpoolSend:
                 error=reason,
                 transient=True,
             )
-            yield next(self._indexes), row.line, pending
+            yield spooled.position, row.line, pending

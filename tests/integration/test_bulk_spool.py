@@ -24,7 +24,11 @@ import pytest
 import mailer.bulk.sending as sending
 import mailer.delivery.prepare as prepare
 from mailer import InvalidRecipientsError, MailerSettings, RecipientFile, send_messages
+from mailer.bulk.identity import CheckedRows
+from mailer.bulk.spool import Spool
 from mailer.bulk.workers import WorkerError, WorkerPool
+from mailer.delivery.client import MessageClient
+from mailer.templates.sets import load_template_set
 from mailer.testing import END_OF_DATA, SMTPTestServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -355,4 +359,33 @@ async def test_a_worker_killed_during_the_check_ends_the_batch_with_nothing_sent
                     timeout=60,
                 )
         server.outbox.assert_nothing_sent()
+    assert "--workers 1" in str(raised.value)
+
+
+async def test_a_pool_found_broken_when_handing_out_a_chunk_is_a_worker_error(
+    tmp_path: Path, settings_for: Settings
+) -> None:
+    """A worker dead before the next chunk is handed out: WorkerError, not BrokenProcessPool."""
+    rows = rows_file(tmp_path, 600)
+    server_settings = settings_for(12345, workers=2, from_="shop@example.test")
+    client = MessageClient(server_settings)
+    job = sending._Job(
+        "welcome",
+        load_template_set("welcome", server_settings.templates_dir),
+        server_settings,
+        None,
+        None,
+    )
+    pool = WorkerPool(2, job, client.preparer, None)
+    try:
+        processes = pool._pool._processes  # private: the forked workers
+        os.kill(next(iter(processes)), signal.SIGKILL)
+        async with asyncio.timeout(30):
+            while not pool._pool._broken:  # noqa: ASYNC110 - no event for it
+                await asyncio.sleep(0.01)
+        checked = CheckedRows(str(rows))
+        with Spool(tmp_path) as spool, pytest.raises(WorkerError) as raised:
+            pool.check(enumerate(sending._rows(RecipientFile(rows)), 1), checked, spool)
+    finally:
+        await asyncio.to_thread(pool.close)
     assert "--workers 1" in str(raised.value)

@@ -280,3 +280,19 @@ async def test_a_file_changed_after_the_check_sends_nothing_more(
         in str(getattr(x, "error", ""))
         for x in outcomes
     )
+
+
+async def test_a_row_that_cannot_be_prepared_fails_and_the_next_rows_keep_their_lines(
+    make_settings: Callable[..., MailerSettings], outbox: Outbox
+) -> None:
+    """Row 3 over MAILER_MAX_MESSAGE_SIZE fails unsent; every other row is sent, in order."""
+    rows = [dict(row) for row in ROWS]
+    rows[3]["customer_id"] = "C" * 40_000
+    settings = make_settings(workers=1, max_message_size=30_000)
+    report = await send_messages("welcome", rows, settings=settings)
+    assert [r.to for r in report.results] == [(row["email"],) for row in ROWS]
+    assert [r.status for r in report.results] == [SendStatus.SENT] * 3 + [
+        SendStatus.FAILED
+    ] + [SendStatus.SENT] * 8
+    assert report.results[3].attempts == 0
+    assert len(outbox) == 11
