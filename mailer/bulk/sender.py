@@ -43,14 +43,14 @@ from mailer.bulk.handout import FrameReader, ResultBatch, frame, pack_result
 from mailer.bulk.identity import CheckedRows
 from mailer.bulk.recipients import DuplicateRow, InvalidRow
 from mailer.bulk.spool import SpooledRow, read_chunk
+from mailer.bulk.spooled import spooled_message
 from mailer.config.settings import MailerSettings
 from mailer.content.message import Message
 from mailer.delivery.client import MessageClient
 from mailer.delivery.control import StopEvent
 from mailer.delivery.results import SendResult, SendStatus
 from mailer.delivery.state import PreparedMessage
-from mailer.delivery.telemetry import log_outcome
-from mailer.exceptions import MailerError, RecipientsChangedError
+from mailer.exceptions import RecipientsChangedError
 from mailer.transports.smtp.transport import SMTPTransport
 
 # Rows of a chunk announced to the parent at a time, before they may be sent.
@@ -380,29 +380,13 @@ class _Sender:
         self, chunk: int, spooled: SpooledRow
     ) -> PreparedMessage | Message | None:
         """Return the row's message, or report what became of a row not sent."""
-        row = spooled.row
-        position = spooled.position
-        if self.job.dedupe and self.job.checked.is_repeat(position):
-            self._report(chunk, position, row.line, DuplicateRow(row.line, row.email))
-            return None
-        if spooled.failure is not None:
-            log_outcome(
-                None,
-                spooled.failure,
-                relay=None,
-                duration=0.0,
-                recipients=spooled.recipients,
-            )
-            self._report(chunk, position, row.line, spooled.failure)
-            return None
-        if spooled.message is not None:
-            return spooled.message
-        # Too large to spool: rendered now, as every row used to be.
-        try:
-            return self.job.render.render(row)
-        except MailerError as exc:
-            self._report(chunk, position, row.line, InvalidRow(row.line, str(exc)))
-            return None
+        found = spooled_message(
+            spooled, self.job.render.render, self.job.checked, self.job.dedupe
+        )
+        if isinstance(found, (PreparedMessage, Message)):
+            return found
+        self._report(chunk, spooled.position, spooled.row.line, found)
+        return None
 
     def _report_rest(self, reason: str) -> None:
         """Report ``pending`` for every row handed to this sender and not taken."""

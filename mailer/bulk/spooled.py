@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 from mailer.bulk.checkpass import (
     Checked,
@@ -89,6 +89,40 @@ def check_into_spool(
             writer.close()
 
 
+def spooled_message(
+    spooled: SpooledRow,
+    render: Callable[[Recipient], Message],
+    checked: CheckedRows,
+    dedupe: bool,
+) -> PreparedMessage | Message | SendResult | InvalidRow:
+    """Return a spooled row's message to send, or what became of a row not sent.
+
+    The send pass's rule, in one process or in a sender: a repeat under
+    ``dedupe`` is a DuplicateRow; a row that could not be prepared is its
+    failure (logged now, as a send's outcome is); a row too large to spool is
+    rendered now, as every row used to be (an InvalidRow if it no longer
+    renders).
+    """
+    row = spooled.row
+    if dedupe and checked.is_repeat(spooled.position):
+        return DuplicateRow(row.line, row.email)
+    if spooled.failure is not None:
+        log_outcome(
+            None,
+            spooled.failure,
+            relay=None,
+            duration=0.0,
+            recipients=spooled.recipients,
+        )
+        return spooled.failure
+    if spooled.message is not None:
+        return spooled.message
+    try:
+        return render(row)
+    except MailerError as exc:
+        return InvalidRow(row.line, str(exc))
+
+
 class SpoolSend:
     """The send pass without a journal, from the spool: every row accounted for.
 
@@ -148,30 +182,15 @@ class SpoolSend:
                 return  # the rest is pending (rest())
 
     def _message(self, spooled: SpooledRow) -> PreparedMessage | Message | None:
-        row = spooled.row
-        if self.dedupe and self.checked.is_repeat(spooled.position):
-            self._found.append((-1, row.line, DuplicateRow(row.line, row.email)))
-            return None
-        if spooled.failure is not None:
-            log_outcome(
-                None,
-                spooled.failure,
-                relay=None,
-                duration=0.0,
-                recipients=spooled.recipients,
-            )
-            self._found.append((spooled.position, row.line, spooled.failure))
-            return None
-        message: PreparedMessage | Message | None = spooled.message
-        if message is None:
-            # Too large to spool: rendered now, as every row used to be.
-            try:
-                message = self.job.render(row)
-            except MailerError as exc:
-                self._found.append((-1, row.line, InvalidRow(row.line, str(exc))))
-                return None
-        self.lines[next(self._sent)] = (spooled.position, row.line)
-        return message
+        found = spooled_message(spooled, self.job.render, self.checked, self.dedupe)
+        if isinstance(found, (PreparedMessage, Message)):
+            self.lines[next(self._sent)] = (spooled.position, spooled.row.line)
+            return found
+        # A failure unsent keeps its place in the report; a repeat or a row
+        # that no longer renders is listed with the bad rows.
+        position = spooled.position if isinstance(found, SendResult) else -1
+        self._found.append((position, spooled.row.line, found))
+        return None
 
     def drain(self) -> Iterator[SpoolOutcome]:
         """Yield the rows settled while reading (failed unsent, repeated)."""
