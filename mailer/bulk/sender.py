@@ -96,15 +96,17 @@ def run_sender(job: SenderJob, commands: int, results: int) -> NoReturn:
     """
     code = EXIT_FAILED
     try:
-        # A Ctrl-C (SIGINT) or a closed terminal (SIGHUP) reaches the whole
-        # process group: the parent stops the batch and tells this process,
-        # which must neither die of it nor write to the parent's wakeup
-        # descriptor (its event loop would count a second Ctrl-C). SIGTERM
-        # sent to this process alone ends it: the parent reports its rows.
+        # A Ctrl-C (SIGINT), a closed terminal (SIGHUP) or `systemctl stop`
+        # (SIGTERM to the whole control group) reaches every process: the
+        # parent stops the batch and tells this process, which must neither
+        # die of it (its messages in flight get their grace) nor write to the
+        # parent's wakeup descriptor (its loop would count a second Ctrl-C).
+        # The parent ends a sender with SIGKILL; a sender whose parent is
+        # gone ends at its pipe's EOF.
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         _own_standard_streams()
         # Forked from inside the parent's running loop: this thread still

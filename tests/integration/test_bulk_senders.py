@@ -241,10 +241,13 @@ async def wait_for_mail(server: SMTPTestServer, count: int) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_ctrl_c_to_the_process_group_while_senders_send(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["int", "term", "hup"]
+)
+async def test_a_signal_to_the_process_group_while_senders_send(
+    tmp_path: Path, signum: int
 ) -> None:
-    """SIGINT to the CLI and its senders: exit 130, no traceback, each row once, no sender left."""
+    """Ctrl-C, systemctl stop, a closed terminal: a graceful stop, each row once, no sender left."""
     rows = rows_file(tmp_path, 4000)
     report_path = tmp_path / "report.jsonl"
     async with SMTPTestServer() as server:
@@ -252,11 +255,12 @@ async def test_ctrl_c_to_the_process_group_while_senders_send(
         process = await start_cli(server, rows, report_path)
         await wait_for_mail(server, 200)
         children = children_of(process.pid)
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, signum)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
         mail = list(server.outbox)
     text = stderr.decode()
-    assert process.returncode == 130, text
+    assert process.returncode == 128 + signum, text
+    assert "ended unexpectedly" not in text  # no sender died of it
     assert "Traceback" not in text
     assert "KeyboardInterrupt" not in text
     assert len(children) == 2  # the senders (the check pass's workers are gone)
@@ -268,6 +272,7 @@ async def test_ctrl_c_to_the_process_group_while_senders_send(
     sent = sorted(line["to"] for line in lines if line["status"] == "sent")
     assert sorted(r for m in mail for r in m.envelope.rcpt_tos) == sent
     assert {line["status"] for line in lines} == {"sent", "pending"}
+    assert not any(line.get("ambiguous") for line in lines)  # all given their grace
 
 
 @pytest.mark.parametrize("how", ["second_ctrl_c", "parent_killed"])
